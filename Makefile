@@ -1,0 +1,52 @@
+# InSAR Subsidence Mapper — development tasks.
+# `make test` and `make demo` run `make setup` first, so a fresh clone needs nothing else.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE = $(shell [ -x $(PY) ] && $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# Evaluated when used, i.e. after setup has made the venv.
+# QGIS 3.22's /usr/bin/qgis_process wrapper adds --noversioncheck, which it then rejects.
+QGIS_PROCESS := qgis_process.bin
+APT_PACKAGES := qgis python3-qgis python3-venv gdal-bin
+PLUGIN := insar_subsidence
+BUILD := build
+
+# Headless QGIS with the venv's packages; the plugin is found through a folder that holds
+# a link named after the package, whatever this clone's folder is called.
+export QT_QPA_PLATFORM := offscreen
+RUN_ENV = PYTHONPATH=$(SITE) QGIS_PLUGINPATH=$(CURDIR)/$(BUILD)/pluginpath
+
+.PHONY: setup test demo bench package clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@bash tools/ensure_qgis.sh $(APT_PACKAGES)
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(BUILD)/pluginpath/$(PLUGIN):
+	@mkdir -p $(BUILD)/pluginpath
+	@ln -sfn $(CURDIR) $@
+
+test: setup
+	$(PY) -m pytest tests
+
+demo: setup $(BUILD)/pluginpath/$(PLUGIN)
+	@$(RUN_ENV) bash tools/demo.sh $(QGIS_PROCESS) $(BUILD)/demo
+
+# `make bench BENCH=kriging` runs only the benchmarks whose name contains "kriging".
+bench: setup
+	$(PY) tests/bench/run.py $(BENCH)
+
+# The zip the QGIS plugin manager installs: committed files only, minus what
+# .gitattributes marks export-ignore (tests, build and dev files).
+package:
+	@mkdir -p $(BUILD)
+	git archive --format=zip --prefix=$(PLUGIN)/ -o $(BUILD)/$(PLUGIN).zip HEAD
+	@echo "$(BUILD)/$(PLUGIN).zip"
+
+clean:
+	rm -rf $(BUILD) $(VENV)

@@ -1,0 +1,37 @@
+"""The Processing provider `subsidence`."""
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .base import ICON_PATH
+from .checksetup import CheckSetup
+from .settings import add_settings, remove_settings
+
+# Explicit, in the order the toolbox lists them within a group.
+ALGORITHMS = (CheckSetup,)
+
+
+class SubsidenceProvider(QgsProcessingProvider):
+    def id(self):
+        return "subsidence"
+
+    def name(self):
+        return "InSAR Subsidence Mapper"
+
+    def longName(self):  # noqa: N802
+        return "InSAR Subsidence Mapper: PS points to continuous subsidence maps"
+
+    def icon(self):
+        return QIcon(ICON_PATH)
+
+    def load(self):
+        add_settings(self)
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self):
+        remove_settings()
+
+    def loadAlgorithms(self):  # noqa: N802
+        for algorithm in ALGORITHMS:
+            self.addAlgorithm(algorithm())

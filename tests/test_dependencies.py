@@ -1,0 +1,116 @@
+"""A missing optional package disables only the algorithms that need it, with the exact command
+that installs it; the other algorithms still run."""
+
+import subprocess
+import sys
+
+import numpy
+import pytest
+import scipy
+from qgis import processing
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingOutputString
+
+from insar_subsidence.algorithms.base import SubsidenceAlgorithm
+from insar_subsidence.algorithms.provider import ALGORITHMS
+from insar_subsidence.core import dependencies
+
+
+class NeedsOnnxruntime(SubsidenceAlgorithm):
+    """Stands for any algorithm that declares onnxruntime (e.g. prediction)."""
+
+    REQUIRES = ("onnxruntime",)
+
+    def name(self):
+        return "needsonnxruntime"
+
+    def displayName(self):  # noqa: N802
+        return "Needs onnxruntime"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addOutput(QgsProcessingOutputString("RAN", "Ran"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        import onnxruntime
+
+        return {"RAN": onnxruntime.__name__}
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803
+        self.errors.append(error)
+
+
+@pytest.fixture
+def without_onnxruntime(monkeypatch):
+    # What a QGIS without onnxruntime sees: importing it fails.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+
+
+def expected_command(*packages, flags=()):
+    pins = (f"numpy=={numpy.__version__}", f"scipy=={scipy.__version__}")
+    return " ".join([dependencies.qgis_python(), "-m", "pip", "install", *flags, *packages, *pins])
+
+
+def test_install_command_pins_qgis_numpy_and_scipy():
+    assert dependencies.install_command(["onnxruntime", "skimage"]) == expected_command("onnxruntime", "scikit-image")
+
+
+def test_install_command_uses_the_running_interpreter():
+    python = dependencies.qgis_python()
+    prefix = subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True)
+    assert prefix.stdout.strip() == sys.prefix
+
+
+def test_install_command_on_a_distribution_python(monkeypatch):
+    # Debian's /usr/bin/python3 is marked EXTERNALLY-MANAGED: plain pip installs are refused there.
+    monkeypatch.setattr(sys, "prefix", sys.base_prefix)
+    monkeypatch.setattr(sys, "exec_prefix", sys.base_exec_prefix)
+    if not dependencies._externally_managed():
+        pytest.skip("this Python's installation is not marked EXTERNALLY-MANAGED")
+    flags = ("--user", "--break-system-packages")
+    assert dependencies.install_command(["pykrige"]) == expected_command("PyKrige", flags=flags)
+
+
+def test_message_is_none_when_everything_imports():
+    assert dependencies.missing_message(("onnxruntime", "onnx", "pykrige", "skimage")) is None
+
+
+def test_message_names_only_the_missing_package(without_onnxruntime):
+    message = dependencies.missing_message(("onnxruntime", "pykrige"))
+    assert "onnxruntime" in message and "pykrige" not in message
+    assert expected_command("onnxruntime") in message.splitlines()
+
+
+def test_affected_algorithm_cannot_execute_and_says_what_to_install(plugin, without_onnxruntime):
+    ok, message = NeedsOnnxruntime().canExecute()
+    assert not ok
+    assert expected_command("onnxruntime") in message.splitlines()
+
+
+def test_affected_algorithm_fails_in_processing_run_with_the_command(plugin, without_onnxruntime):
+    feedback = RecordingFeedback()
+    with pytest.raises(QgsProcessingException):
+        processing.run(NeedsOnnxruntime(), {}, feedback=feedback)
+    assert any(expected_command("onnxruntime") in error for error in feedback.errors)
+
+
+def test_affected_algorithm_runs_when_the_package_is_there(plugin):
+    assert processing.run(NeedsOnnxruntime(), {}) == {"RAN": "onnxruntime"}
+
+
+def test_provider_algorithms_are_disabled_exactly_when_they_need_it(plugin, without_onnxruntime):
+    for algorithm_class in ALGORITHMS:
+        ok, message = algorithm_class().canExecute()
+        needs = "onnxruntime" in algorithm_class.REQUIRES
+        assert ok is not needs, algorithm_class.__name__
+        assert (expected_command("onnxruntime") in message) is needs
+
+
+def test_checksetup_still_runs_and_reports_the_missing_package(plugin, without_onnxruntime):
+    results = processing.run("subsidence:checksetup", {})
+    assert results["MISSING_PACKAGES"] == "onnxruntime"
+    assert expected_command("onnxruntime") in results["REPORT"]
