@@ -10,8 +10,8 @@ if ! command -v apt-get >/dev/null; then
     cat >&2 <<'MSG'
 QGIS (>= 3.22, with its Python bindings) is not installed, and this is not a Debian/Ubuntu
 machine, so `make setup` cannot install it. Install QGIS with your platform's installer
-(https://qgis.org/download), then install the plugin's packages into QGIS's Python:
-    python3 -m pip install -r requirements.txt
+(https://qgis.org/download), install the plugin (README: "Installing into your QGIS") and run
+its "Check set-up" algorithm: it prints the pip command for QGIS's own Python.
 MSG
     exit 1
 fi
