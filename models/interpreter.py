@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Optional
 
 from ..core.dependencies import qgis_python
 
@@ -33,10 +34,10 @@ _QGIS_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEX
 class TorchPython:
     """The chosen interpreter; `problem` says what is missing and how to fix it, or is None."""
 
-    path: str
-    torch_version: str
+    path: Optional[str]
+    torch_version: Optional[str]
     source: str
-    problem: str = None
+    problem: Optional[str] = None
 
 
 def worker_environment(environ):
