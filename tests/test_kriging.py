@@ -1,0 +1,199 @@
+"""Ordinary kriging (core.kriging) against PyKrige, brute force and a simulated field."""
+
+import numpy as np
+import pytest
+from pykrige import variogram_models
+from pykrige.ok import OrdinaryKriging as PyKrige
+from scipy.spatial.distance import cdist
+
+from insar_subsidence.core import blas
+from insar_subsidence.core.errors import InputError
+from insar_subsidence.core.kriging import (
+    GLOBAL_MAX_POINTS,
+    MODELS,
+    OrdinaryKriging,
+    Variogram,
+    check_points,
+    cross_validation_statistics,
+    experimental_variogram,
+    fit_variogram,
+    merge_coincident,
+)
+
+PARAMETERS = {
+    "spherical": (0.8, 400.0, 0.05),
+    "exponential": (0.8, 400.0, 0.05),
+    "gaussian": (0.8, 400.0, 0.05),
+    "linear": (0.002, 0.05),
+    "power": (0.01, 1.2, 0.05),
+}
+
+
+@pytest.fixture(scope="module")
+def points():
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 1000, 300), rng.uniform(0, 1000, 300)
+    return x, y, np.sin(x / 150) + np.cos(y / 200) + 0.1 * rng.standard_normal(300)
+
+
+def simulate(variogram, sill, n, extent, seed):
+    """A Gaussian random field with covariance sill - variogram, at n random points."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0, extent, n), rng.uniform(0, extent, n)
+    covariance = sill - variogram(cdist(np.c_[x, y], np.c_[x, y]))
+    np.fill_diagonal(covariance, sill)
+    return x, y, np.linalg.cholesky(covariance) @ rng.standard_normal(n) + 10.0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_variogram_models_are_pykrige_s(model):
+    distances = np.concatenate([[0.0], np.geomspace(1e-3, 5000, 400), [400.0]])
+    ours = Variogram(model, PARAMETERS[model])(distances)
+    theirs = getattr(variogram_models, f"{model}_variogram_model")(PARAMETERS[model], distances)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("k", [8, 32, 0])
+def test_prediction_equals_pykrige(points, model, k):
+    x, y, z = points
+    variogram = Variogram(model, PARAMETERS[model])
+    gx, gy = np.linspace(-50, 1050, 23), np.linspace(-50, 1050, 19)
+    reference = PyKrige(x, y, z, variogram_model=model, variogram_parameters=variogram.as_pykrige_dict())
+    if k:
+        expected, expected_variance = reference.execute("grid", gx, gy, backend="C", n_closest_points=k)
+    else:
+        expected, expected_variance = reference.execute("grid", gx, gy, backend="vectorized")
+    values, variances = OrdinaryKriging(x, y, z, variogram, k).predict(*np.meshgrid(gx, gy))
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(variances, expected_variance, rtol=1e-6, atol=1e-6 * np.abs(expected_variance).max())
+
+
+@pytest.mark.parametrize("k", [1, 16, 0])
+def test_exact_at_data_points_and_variance_nonnegative(points, k):
+    x, y, z = points
+    without_nugget = Variogram("spherical", (0.8, 400.0, 0.0))
+    kriging = OrdinaryKriging(x, y, z, without_nugget, k)
+    values, variances = kriging.predict(x, y)
+    np.testing.assert_allclose(values, z, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(variances, 0.0, atol=1e-9)
+    _, elsewhere = kriging.predict(*np.meshgrid(np.linspace(-200, 1200, 40), np.linspace(-200, 1200, 40)))
+    assert elsewhere.min() >= -1e-9 and elsewhere.max() > 0.01
+
+
+def brute_force_leave_one_out(x, y, z, variogram, k):
+    errors, variances = [], []
+    for i in range(len(z)):
+        others = np.arange(len(z)) != i
+        kriging = OrdinaryKriging(x[others], y[others], z[others], variogram, k)
+        value, variance = kriging.predict(x[i : i + 1], y[i : i + 1])
+        errors.append(z[i] - value[0])
+        variances.append(variance[0])
+    return np.array(errors), np.array(variances)
+
+
+@pytest.mark.parametrize("k", [0, 12])
+def test_leave_one_out_equals_brute_force(points, k):
+    x, y, z = (array[:80] for array in points)
+    variogram = Variogram("exponential", (0.8, 400.0, 0.05))
+    errors, variances = OrdinaryKriging(x, y, z, variogram, k).leave_one_out()
+    expected_errors, expected_variances = brute_force_leave_one_out(x, y, z, variogram, k)
+    np.testing.assert_allclose(errors, expected_errors, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(variances, expected_variances, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_recovers_a_known_variogram_and_variance_is_honest(seed):
+    true = Variogram("spherical", (4.0, 1500.0, 0.5))
+    x, y, z = simulate(true, sill=4.5, n=2000, extent=10000.0, seed=seed)
+    fit = fit_variogram(experimental_variogram(x, y, z, rng=seed), "spherical")
+    fitted = fit.variogram.as_pykrige_dict()
+    assert fitted["sill"] == pytest.approx(4.5, rel=0.25)
+    assert fitted["range"] == pytest.approx(1500.0, rel=0.20)
+    assert fitted["nugget"] == pytest.approx(0.5, abs=0.15)
+    assert fit.r_squared > 0.95 and not fit.nugget_dominated
+    statistics = cross_validation_statistics(*OrdinaryKriging(x, y, z, fit.variogram, 32).leave_one_out())
+    assert 0.8 <= statistics["MSSE"] <= 1.25
+    assert abs(statistics["MSE"]) < 0.1
+
+
+def test_white_noise_is_flagged_as_nugget_dominated():
+    rng = np.random.default_rng(5)
+    x, y, z = rng.uniform(0, 1000, 800), rng.uniform(0, 1000, 800), rng.standard_normal(800)
+    assert fit_variogram(experimental_variogram(x, y, z, rng=0), "spherical").nugget_dominated
+
+
+def test_fixed_parameters_are_held():
+    x, y, z = simulate(Variogram("spherical", (4.0, 1500.0, 0.5)), 4.5, 600, 10000.0, 0)
+    experimental = experimental_variogram(x, y, z, rng=0)
+    held = fit_variogram(experimental, "spherical", {"sill": 6.0, "range": 1000.0, "nugget": 1.0})
+    assert held.variogram.as_pykrige_dict() == pytest.approx({"sill": 6.0, "range": 1000.0, "nugget": 1.0})
+    sill_only = fit_variogram(experimental, "spherical", {"sill": 4.5}).variogram.as_pykrige_dict()
+    assert sill_only["sill"] == pytest.approx(4.5)
+    assert fit_variogram(experimental, "linear", {"nugget": 0.25}).variogram.nugget == pytest.approx(0.25)
+    with pytest.raises(InputError, match="sill"):
+        fit_variogram(experimental, "linear", {"sill": 1.0})
+    with pytest.raises(InputError, match="no parameter range"):
+        fit_variogram(experimental, "power", {"range": 1.0})
+
+
+def test_variogram_uses_a_subsample_up_to_a_third_of_the_extent():
+    rng = np.random.default_rng(2)
+    x, y, z = rng.uniform(0, 3000, 5000), rng.uniform(0, 3000, 5000), rng.standard_normal(5000)
+    experimental = experimental_variogram(x, y, z, max_points=700, rng=0)
+    assert experimental.n_points == 700
+    assert experimental.counts.sum() <= 700 * 699 // 2
+    assert experimental.lags.max() <= np.hypot(np.ptp(x), np.ptp(y)) / 3
+
+
+def test_coincident_points_are_merged_by_mean():
+    x = np.array([0.0, 1.0, 0.0, 2.0, 1.0])
+    y = np.array([0.0, 1.0, 0.0, 2.0, 1.0])
+    z = np.array([1.0, 5.0, 3.0, 7.0, 6.0])
+    mx, my, mz, merged = merge_coincident(x, y, z)
+    assert merged == 2
+    assert sorted(zip(mx, my, mz)) == [(0.0, 0.0, 2.0), (1.0, 1.0, 5.5), (2.0, 2.0, 7.0)]
+
+
+@pytest.mark.parametrize(
+    "x, y, z, message",
+    [
+        ([0.0, 1.0], [0.0, 1.0], [1.0, 2.0], "at least 3 points"),
+        ([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [4.0, 4.0, 4.0], "values are equal"),
+        ([5.0, 5.0, 5.0], [1.0, 1.0, 1.0], [1.0, 2.0, 3.0], "one location"),
+    ],
+)
+def test_degenerate_inputs_are_refused(x, y, z, message):
+    with pytest.raises(InputError, match=message):
+        check_points(np.array(x), np.array(y), np.array(z))
+
+
+def test_global_kriging_is_refused_for_large_sets_with_advice():
+    n = GLOBAL_MAX_POINTS + 1
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match="N_NEIGHBOURS"):
+        OrdinaryKriging(rng.uniform(size=n), rng.uniform(size=n), rng.uniform(size=n), Variogram("linear", (1.0, 0.0)), 0)
+
+
+def test_openblas_is_held_to_one_thread_and_restored():
+    controls = blas._thread_controls()
+    if not controls:
+        pytest.skip("this numpy's BLAS is not OpenBLAS")
+    get = controls[0][0]
+    before = get()
+    with blas.one_blas_thread() as controlled:
+        assert controlled and get() == 1
+    assert get() == before
+
+
+def test_repeated_threaded_global_prediction_is_stable(points):
+    # Reproduced heap corruption (process abort) when the global system was solved with scipy's
+    # lu_solve from several threads; the grid spans several batches, so the threads are used.
+    x, y, z = points
+    kriging = OrdinaryKriging(x, y, z, Variogram("spherical", (0.8, 400.0, 0.0)), 0)
+    grid = np.meshgrid(np.linspace(0, 1000, 40), np.linspace(0, 1000, 40))
+    assert kriging.batch * 2 < grid[0].size
+    first, _ = kriging.predict(*grid)
+    for _ in range(200):
+        values, _ = kriging.predict(*grid)
+    np.testing.assert_array_equal(values, first)
