@@ -5,10 +5,11 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_PATH
 from .checksetup import CheckSetup
+from .krige import Krige
 from .settings import add_settings, remove_settings
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup,)
+ALGORITHMS = (CheckSetup, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

@@ -35,6 +35,9 @@ EPS = 1.0e-10  # PyKrige's distance below which a target is a data point
 GLOBAL_MAX_POINTS = 5000  # global kriging solves one (n+1)^2 system: ~200 MB at this size
 N_LAGS = 20
 NUGGET_DOMINATED = 0.75  # nugget / sill above which spatial dependence is weak (Cambardella 1994)
+RANGE_BEYOND_LAGS = 2.0  # a fitted range beyond this multiple of the largest lag is extrapolated
+POOR_FIT_R2 = 0.5  # below this the model does not follow the experimental variogram
+HONEST_MSSE = (0.5, 2.0)  # leave-one-out MSSE outside this: the kriging variance misstates errors
 BATCH_VALUES = 140_000  # float64 values per batch array (~1 MB): fits in cache (measured: 2x faster than 2 MB)
 
 
@@ -99,12 +102,17 @@ class ExperimentalVariogram:
 class Fit:
     variogram: Variogram
     experimental: ExperimentalVariogram
-    r_squared: float  # weighted, of the model against the experimental semivariances
+    r_squared: float  # of the model against the experimental semivariances, weighted by pairs
     nugget_ratio: float  # nugget / semivariance at the largest lag
 
     @property
     def nugget_dominated(self):
         return self.nugget_ratio > NUGGET_DOMINATED
+
+    @property
+    def range_extrapolated(self):
+        """The model levels off well beyond the lags it was fitted on: its range is a guess."""
+        return self.variogram.model in BOUNDED and self.variogram.named["range"] > RANGE_BEYOND_LAGS * self.experimental.lags.max()
 
 
 def merge_coincident(x, y, z):
@@ -143,16 +151,20 @@ def experimental_variogram(x, y, z, max_points=2000, n_lags=N_LAGS, rng=None):
     lags = np.bincount(bins, weights=distances, minlength=n_lags)[filled] / counts[filled]
     semivariance = np.bincount(bins, weights=halves, minlength=n_lags)[filled] / counts[filled]
     if filled.sum() < 3:
-        raise InputError("Too few point pairs to estimate a variogram: the points are nearly all in one place.")
+        raise InputError(
+            f"Only {filled.sum()} of {n_lags} lag classes have point pairs ({len(z)} points): too few to estimate a variogram."
+        )
     return ExperimentalVariogram(lags, semivariance, counts[filled], len(z))
 
 
 def fit_variogram(experimental, model, fixed=None):
     """Weighted least squares of the model on the experimental variogram.
 
-    Weights are N(h) / h^2 (pairs per bin over squared lag, gstat's default), so that the short
-    lags that decide kriging weights count most; the soft-L1 loss keeps a few noisy bins from
-    dominating. Parameters named in `fixed` (PyKrige names, e.g. {"nugget": 0}) are held.
+    Cressie's (1985) weights: each lag's residual is relative, (observed / model - 1), weighted
+    by its pair count, so that lags count by how well they are known, whatever their
+    semivariance; the soft-L1 loss keeps a few odd lags from dominating. Parameters named in
+    `fixed` (PyKrige names, e.g. {"nugget": 0}) are held; for the bounded models "sill" holds
+    the full sill (PyKrige's dict convention), i.e. psill = sill - nugget.
     """
     if model not in MODELS:
         raise InputError(f"Unknown variogram model {model!r}; use one of {', '.join(MODELS)}.")
@@ -172,8 +184,7 @@ def fit_variogram(experimental, model, fixed=None):
     free = [i for i, name in enumerate(names) if name not in fixed and not (sill is not None and name == "psill")]
     if sill is not None:
         high[names.index("nugget")] = min(high[names.index("nugget")], sill / scale)
-    weights = np.sqrt(experimental.counts / np.maximum(h, h[h > 0].min()) ** 2)
-    weights /= weights.max()
+    weights = np.sqrt(experimental.counts / experimental.counts.mean())
 
     def full(theta):
         values = np.array([fixed[name] / _unit(name, scale) if name in fixed else 0.0 for name in names])
@@ -183,12 +194,13 @@ def fit_variogram(experimental, model, fixed=None):
         return values
 
     def residuals(theta):
-        return weights * (_evaluate(model, full(theta), h) - gamma / scale)
+        modelled = np.maximum(_evaluate(model, full(theta), h), 1e-12)
+        return weights * (gamma / scale / modelled - 1.0)
 
     start = np.clip(start, low, high)
     if free:
         solution = least_squares(
-            residuals, start[free], bounds=(low[free], high[free]), loss="soft_l1", f_scale=0.05
+            residuals, start[free], bounds=(low[free], high[free]), loss="soft_l1"
         )
         values = full(solution.x)
     else:
@@ -196,9 +208,9 @@ def fit_variogram(experimental, model, fixed=None):
     parameters = tuple(float(v * _unit(name, scale)) for name, v in zip(names, values))
     variogram = Variogram(model, parameters)
     fitted = variogram(h)
-    w2 = weights**2
-    mean = np.sum(w2 * gamma) / w2.sum()
-    r_squared = 1.0 - np.sum(w2 * (gamma - fitted) ** 2) / np.sum(w2 * (gamma - mean) ** 2)
+    counts = experimental.counts
+    mean = np.sum(counts * gamma) / counts.sum()
+    r_squared = 1.0 - np.sum(counts * (gamma - fitted) ** 2) / np.sum(counts * (gamma - mean) ** 2)
     largest = float(variogram(np.array([h.max()]))[0])
     nugget_ratio = variogram.nugget / largest if largest > 0 else 1.0
     return Fit(variogram, experimental, float(r_squared), float(nugget_ratio))
@@ -338,6 +350,36 @@ class OrdinaryKriging:
         return values, variances
 
 
+def warnings(fit, statistics):
+    """What the user should know before trusting the surface or its variance."""
+    found = []
+    if fit.nugget_dominated:
+        found.append(
+            f"The nugget is {fit.nugget_ratio:.0%} of the sill: the values have little spatial structure at "
+            "these distances, and kriging stays close to their mean. Check the field and its units, or set the "
+            "variogram by hand."
+        )
+    if fit.range_extrapolated:
+        found.append(
+            f"The fitted range ({fit.variogram.named['range']:.6g}) is beyond {RANGE_BEYOND_LAGS:g} times the largest lag "
+            f"({fit.experimental.lags.max():.6g}): the variogram does not level off within the data's distances. "
+            "Consider the linear or power model, or set RANGE."
+        )
+    if fit.r_squared < POOR_FIT_R2:
+        found.append(
+            f"The {fit.variogram.model} model fits the experimental variogram poorly (R² {fit.r_squared:.2f}): "
+            "try another model, or look at the variogram plot in the report."
+        )
+    low, high = HONEST_MSSE
+    if not low <= statistics["MSSE"] <= high:
+        found.append(
+            f"Leave-one-out MSSE is {statistics['MSSE']:.2f} (about 1 when honest): the kriging variance "
+            + ("understates" if statistics["MSSE"] > high else "overstates")
+            + " the real errors, so read OUTPUT_VARIANCE with care."
+        )
+    return found
+
+
 def cross_validation_statistics(errors, variances):
     """Mean error, RMSE, mean standardised error, mean squared standardised error (~1 if honest)."""
     standardised = errors / np.sqrt(np.maximum(variances, np.finfo(float).tiny))
@@ -347,3 +389,16 @@ def cross_validation_statistics(errors, variances):
         "MSE": float(np.mean(standardised)),
         "MSSE": float(np.mean(standardised**2)),
     }
+
+
+def plot_variogram(fit, axes):
+    """Experimental semivariances (marker area ~ pairs) and the fitted model, on matplotlib axes."""
+    experimental = fit.experimental
+    h = np.linspace(0.0, experimental.lags.max() * 1.05, 200)
+    sizes = 10 + 90 * experimental.counts / experimental.counts.max()
+    axes.scatter(experimental.lags, experimental.semivariance, s=sizes, color="#2166ac", label="experimental")
+    axes.plot(h, fit.variogram(h), color="#b2182b", label=f"fitted {fit.variogram.model}")
+    axes.set_xlabel("lag distance (map units)")
+    axes.set_ylabel("semivariance (value units²)")
+    axes.set_ylim(bottom=0)
+    axes.legend()

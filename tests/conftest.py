@@ -11,6 +11,10 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO = Path(__file__).resolve().parents[1]
+# Real third-party data beside the clone (see shared/data/README.md for sources and licences).
+SHARED_DATA = REPO.parent / "shared" / "data"
+DONANA_ASC = SHARED_DATA / "donana" / "Sentinel_Asc.shp"  # 573 P-SBAS points, EPSG:25830
+DONANA_EXTENT = "176000,196000,4122000,4140000 [EPSG:25830]"
 PLUGIN_NAME = "insar_subsidence"
 # The clone's folder may have any name: QGIS and the tests find the plugin by its package name,
 # through a folder holding a link (the same one `make demo` uses).
@@ -73,8 +77,25 @@ def qgis_process(tmp_path):
 def sample_parameters(tmp_path):
     """Valid parameters for every algorithm of the provider: the compliance test runs each one.
 
-    A new algorithm must add its entry here (the compliance test fails until it does).
+    A new algorithm must add its entry here (the compliance test fails until it does), with
+    every optional output requested, so that each declared output is exercised.
     """
     return {
         "subsidence:checksetup": {},
+        "subsidence:krige": {
+            "POINTS": str(DONANA_ASC),
+            "FIELD": "Vel",
+            "EXTENT": DONANA_EXTENT,
+            "PIXEL_SIZE": 1000,
+            "OUTPUT": str(tmp_path / "kriged.tif"),
+            "OUTPUT_VARIANCE": str(tmp_path / "variance.tif"),
+            "OUTPUT_REPORT": str(tmp_path / "report.html"),
+        },
     }
+
+
+@pytest.fixture
+def donana():
+    """The real Doñana ascending-track points and the extent used with them."""
+    assert DONANA_ASC.exists(), f"the shared data is missing: {DONANA_ASC}"
+    return DONANA_ASC, DONANA_EXTENT

@@ -18,6 +18,7 @@ from insar_subsidence.core.kriging import (
     experimental_variogram,
     fit_variogram,
     merge_coincident,
+    warnings,
 )
 
 PARAMETERS = {
@@ -110,11 +111,12 @@ def test_fit_recovers_a_known_variogram_and_variance_is_honest(seed):
     fitted = fit.variogram.as_pykrige_dict()
     assert fitted["sill"] == pytest.approx(4.5, rel=0.25)
     assert fitted["range"] == pytest.approx(1500.0, rel=0.20)
-    assert fitted["nugget"] == pytest.approx(0.5, abs=0.15)
-    assert fit.r_squared > 0.95 and not fit.nugget_dominated
+    assert fitted["nugget"] == pytest.approx(0.5, abs=0.2)
+    assert fit.r_squared > 0.8 and not fit.nugget_dominated and not fit.range_extrapolated
     statistics = cross_validation_statistics(*OrdinaryKriging(x, y, z, fit.variogram, 32).leave_one_out())
     assert 0.8 <= statistics["MSSE"] <= 1.25
     assert abs(statistics["MSE"]) < 0.1
+    assert warnings(fit, statistics) == []
 
 
 def test_white_noise_is_flagged_as_nugget_dominated():

@@ -1,0 +1,113 @@
+"""Between QGIS layers and numpy arrays: the algorithms' input and output plumbing."""
+
+import math
+import os
+
+import numpy as np
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsFeatureRequest,
+    QgsProcessingException,
+)
+
+from ..core.grid import Grid
+
+NODATA = -3.4028234663852886e38  # float32's lowest value: never a displacement
+
+
+def grid_of_raster(layer):
+    extent = layer.extent()
+    return Grid(
+        extent.xMinimum(),
+        extent.yMaximum(),
+        layer.rasterUnitsPerPixelX(),
+        layer.rasterUnitsPerPixelY(),
+        layer.width(),
+        layer.height(),
+    )
+
+
+def point_values(source, field, crs, context, feedback):
+    """x, y (in `crs`) and the field's value of every point of every feature, with the counts
+    of what was skipped and why."""
+    transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+    request = QgsFeatureRequest().setSubsetOfAttributes([field], source.fields())
+    xs, ys, values = [], [], []
+    skipped = {"no geometry": 0, "no value": 0, "not transformable": 0}
+    total = source.featureCount() or 1
+    for number, feature in enumerate(source.getFeatures(request)):
+        if feature.geometry().isEmpty():
+            skipped["no geometry"] += 1
+            continue
+        value = feature[field]
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):  # NULL or NaN
+            skipped["no value"] += 1
+            continue
+        geometry = feature.geometry()
+        try:
+            geometry.transform(transform)
+        except QgsCsException:
+            skipped["not transformable"] += 1
+            continue
+        for point in geometry.constParts():
+            xs.append(point.x())
+            ys.append(point.y())
+            values.append(value)
+        if number % 10000 == 0:
+            if feedback.isCanceled():
+                raise QgsProcessingException("Canceled.")
+            feedback.setProgress(100 * number / total)
+    return np.array(xs), np.array(ys), np.array(values), skipped
+
+
+class Float32Rasters:
+    """Single-band float32 GeoTIFFs on one grid, written by row blocks.
+
+    Used as a context manager: if the block raises (an error or a cancel), the files are
+    deleted, so no half-written output is left behind.
+    """
+
+    def __init__(self, paths_and_names, grid, crs):
+        self.paths = [path for path, _ in paths_and_names]
+        self.datasets = []
+        driver = gdal.GetDriverByName("GTiff")
+        options = ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER"]
+        for path, name in paths_and_names:
+            dataset = driver.Create(path, grid.width, grid.height, 1, gdal.GDT_Float32, options)
+            if dataset is None:
+                self._discard()
+                raise QgsProcessingException(f"Cannot create {path}: {gdal.GetLastErrorMsg()}")
+            dataset.SetGeoTransform(grid.geotransform)
+            dataset.SetProjection(crs.toWkt())
+            band = dataset.GetRasterBand(1)
+            band.SetNoDataValue(NODATA)
+            band.SetDescription(name)
+            self.datasets.append(dataset)
+
+    def write(self, index, row_start, block):
+        block = np.where(np.isfinite(block), block, NODATA).astype(np.float32)
+        self.datasets[index].GetRasterBand(1).WriteArray(block, 0, row_start)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, error_type, error, traceback):
+        if error_type is not None:
+            self._discard()
+            return False
+        for dataset in self.datasets:
+            dataset.FlushCache()
+        self.datasets = []  # closes the files
+        return False
+
+    def _discard(self):
+        self.datasets = []
+        for path in self.paths:
+            if os.path.exists(path):
+                gdal.GetDriverByName("GTiff").Delete(path)

@@ -1,0 +1,46 @@
+"""A north-up raster grid: where its cells are, in map units."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+MAX_SIDE = 100_000  # cells; beyond this the pixel size was almost surely given in the wrong units
+
+
+@dataclass(frozen=True)
+class Grid:
+    left: float
+    top: float
+    pixel_width: float
+    pixel_height: float  # positive; rows go south
+    width: int
+    height: int
+
+    @classmethod
+    def from_extent(cls, xmin, ymin, xmax, ymax, pixel_size):
+        """The grid of `pixel_size` cells anchored at the extent's top-left corner, covering it."""
+        if not pixel_size > 0:
+            raise InputError(f"The pixel size must be positive, not {pixel_size}.")
+        if not (xmax > xmin and ymax > ymin):
+            raise InputError("The extent is empty.")
+        width = max(1, math.ceil((xmax - xmin) / pixel_size - 1e-9))
+        height = max(1, math.ceil((ymax - ymin) / pixel_size - 1e-9))
+        if max(width, height) > MAX_SIDE:
+            raise InputError(
+                f"A pixel size of {pixel_size} map units makes a {width} x {height} grid; "
+                f"is the pixel size in the units of the grid's CRS?"
+            )
+        return cls(xmin, ymax, pixel_size, pixel_size, width, height)
+
+    @property
+    def geotransform(self):
+        return (self.left, self.pixel_width, 0.0, self.top, 0.0, -self.pixel_height)
+
+    def centres(self, row_start, row_stop):
+        """Cell-centre coordinates (x, y) of rows row_start .. row_stop - 1, each (rows, width)."""
+        x = self.left + (np.arange(self.width) + 0.5) * self.pixel_width
+        y = self.top - (np.arange(row_start, row_stop) + 0.5) * self.pixel_height
+        return np.meshgrid(x, y)

@@ -1,0 +1,205 @@
+"""subsidence:krige end to end: real PS points in, GeoTIFFs out, checked with GDAL and PyKrige."""
+
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+from pykrige.ok import OrdinaryKriging as PyKrige
+from qgis import processing
+from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+
+from insar_subsidence.algorithms.layers import NODATA
+
+
+def ogr_points(path, field):
+    """The points and values read straight from the file with OGR (not through the plugin)."""
+    source = ogr.Open(str(path))  # must outlive its layer
+    xs, ys, values = [], [], []
+    for feature in source.GetLayer():
+        geometry = feature.GetGeometryRef()
+        for i in range(max(geometry.GetGeometryCount(), 1)):
+            point = geometry.GetGeometryRef(i) if geometry.GetGeometryCount() else geometry
+            xs.append(point.GetX())
+            ys.append(point.GetY())
+            values.append(feature.GetField(field))
+    return np.array(xs), np.array(ys), np.array(values)
+
+
+def merged_by_location(x, y, z):
+    groups = {}
+    for key, value in zip(zip(x, y), z):
+        groups.setdefault(key, []).append(value)
+    keys = list(groups)
+    return np.array([k[0] for k in keys]), np.array([k[1] for k in keys]), np.array([np.mean(groups[k]) for k in keys])
+
+
+def read(path):
+    dataset = gdal.Open(str(path))
+    band = dataset.GetRasterBand(1)
+    return band.ReadAsArray().astype(float), dataset.GetGeoTransform(), band.GetNoDataValue(), band.GetDescription()
+
+
+def centres(geotransform, shape):
+    left, width, _, top, _, height = geotransform
+    return left + (np.arange(shape[1]) + 0.5) * width, top + (np.arange(shape[0]) + 0.5) * height
+
+
+def krige(tmp_path, **parameters):
+    defaults = {"OUTPUT": str(tmp_path / "kriged.tif"), "OUTPUT_VARIANCE": str(tmp_path / "variance.tif")}
+    return processing.run("subsidence:krige", {**defaults, **parameters})
+
+
+def test_real_points_match_pykrige_on_the_written_grid(plugin, donana, tmp_path):
+    path, extent = donana
+    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", EXTENT=extent, PIXEL_SIZE=250, N_NEIGHBOURS=16)
+    values, geotransform, nodata, description = read(results["OUTPUT"])
+    variances, variance_geotransform, _, _ = read(results["OUTPUT_VARIANCE"])
+    assert values.shape == (72, 80) and geotransform == (176000, 250, 0, 4140000, 0, -250)
+    assert variance_geotransform == geotransform
+    assert nodata == pytest.approx(NODATA) and description == "kriged Vel"
+
+    x, y, z = merged_by_location(*ogr_points(path, "Vel"))
+    assert results["N_POINTS"] == len(z) == 442  # the file has 573 points at 442 locations
+    parameters = json.loads(results["VARIOGRAM_PARAMETERS"])
+    model = parameters.pop("model")
+    assert (parameters["sill"], parameters["range"], parameters["nugget"]) == (results["SILL"], results["RANGE"], results["NUGGET"])
+    gx, gy = centres(geotransform, values.shape)
+    reference = PyKrige(x, y, z, variogram_model=model, variogram_parameters=parameters)
+    expected, expected_variance = reference.execute("grid", gx, gy, backend="C", n_closest_points=16)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6 * np.ptp(z))
+    np.testing.assert_allclose(variances, expected_variance, rtol=1e-5, atol=1e-9)
+    assert variances.min() >= 0
+    assert np.isfinite([results[k] for k in ("LOO_ME", "LOO_RMSE", "LOO_MSE", "LOO_MSSE", "FIT_R2")]).all()
+
+
+def test_reference_grid_is_followed(plugin, donana, tmp_path):
+    path, _ = donana
+    reference = tmp_path / "reference.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(str(reference), 30, 20, 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform((180000, 300, 0, 4135000, 0, -400))
+    source = ogr.Open(str(path))  # must outlive its layer
+    dataset.SetProjection(source.GetLayer().GetSpatialRef().ExportToWkt())
+    dataset = None
+    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", REFERENCE=str(reference))
+    values, geotransform, _, _ = read(results["OUTPUT"])
+    assert values.shape == (20, 30) and geotransform == (180000, 300, 0, 4135000, 0, -400)
+
+
+def test_points_in_another_crs_are_reprojected(plugin, donana, tmp_path):
+    path, extent = donana
+    geographic = processing.run(
+        "native:reprojectlayer", {"INPUT": str(path), "TARGET_CRS": "EPSG:4326", "OUTPUT": str(tmp_path / "wgs84.gpkg")}
+    )["OUTPUT"]
+    common = {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 500, "CRS": "EPSG:25830", "NUGGET": 0.01, "SILL": 0.1, "RANGE": 3000}
+    original = krige(tmp_path / "a", POINTS=str(path), **common) if (tmp_path / "a").mkdir() is None else None
+    reprojected = krige(tmp_path / "b", POINTS=geographic, **common) if (tmp_path / "b").mkdir() is None else None
+    np.testing.assert_allclose(read(reprojected["OUTPUT"])[0], read(original["OUTPUT"])[0], atol=1e-4)
+
+
+def test_manual_variogram_is_used_as_given(plugin, donana, tmp_path):
+    path, extent = donana
+    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", EXTENT=extent, PIXEL_SIZE=2000, VARIOGRAM_MODEL=1, SILL=0.2, RANGE=4000, NUGGET=0.01)
+    assert json.loads(results["VARIOGRAM_PARAMETERS"]) == pytest.approx({"model": "exponential", "sill": 0.2, "range": 4000, "nugget": 0.01})
+
+
+def test_report_has_the_variogram_plot_and_cross_validation(plugin, donana, tmp_path):
+    path, extent = donana
+    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", EXTENT=extent, PIXEL_SIZE=2000, OUTPUT_REPORT=str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text()
+    assert results["OUTPUT_REPORT"] == str(tmp_path / "report.html")
+    assert "data:image/png;base64," in page and "MSSE" in page
+
+
+def memory_points(values, crs="EPSG:25830"):
+    layer = QgsVectorLayer(f"Point?crs={crs}&field=value:double", "points", "memory")
+    rng = np.random.default_rng(0)
+    features = []
+    for value in values:
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(*rng.uniform(0, 10000, 2))))
+        feature.setAttributes([None if value is None else float(value)])  # numpy floats are refused
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)[0]
+    return layer
+
+
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "CRS": "EPSG:4326"}, "geographic"),
+        ({}, "reference grid, or an extent and a pixel size"),
+        ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 0.0001}, "wrong units|units of the grid"),
+        ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "VARIOGRAM_MODEL": 3, "RANGE": 100}, "no parameter range"),
+    ],
+)
+def test_bad_settings_are_clear_errors(plugin, tmp_path, parameters, message):
+    with pytest.raises(QgsProcessingException, match=message):
+        run_and_capture(tmp_path, memory_points(np.arange(20.0)), parameters)
+
+
+def test_constant_values_are_a_clear_error(plugin, tmp_path):
+    with pytest.raises(QgsProcessingException, match="values are equal"):
+        run_and_capture(tmp_path, memory_points([3.0] * 20), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500})
+
+
+def test_null_values_are_skipped_and_counted(plugin, tmp_path):
+    results, log = run_and_capture(
+        tmp_path, memory_points([None, float("nan"), *np.arange(30.0)]), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500}
+    )
+    assert results["N_POINTS"] == 30
+    assert "2 skipped (no value)" in log
+
+
+class Recorder(QgsProcessingFeedback):
+    def __init__(self, cancel_at=None):
+        super().__init__()
+        self.text = []
+        self.cancel_at = cancel_at
+        self.progressChanged.connect(self._progress)
+
+    def _progress(self, value):
+        if self.cancel_at is not None and value >= self.cancel_at:
+            self.cancel()
+
+    def pushInfo(self, info):  # noqa: N802
+        self.text.append(info)
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803
+        self.text.append(error)
+
+    def pushWarning(self, warning):  # noqa: N802
+        self.text.append("WARNING " + warning)
+
+
+def run_and_capture(tmp_path, layer, parameters, feedback=None):
+    feedback = feedback or Recorder()
+    defaults = {"POINTS": layer, "FIELD": "value", "OUTPUT": str(tmp_path / "k.tif"), "OUTPUT_VARIANCE": str(tmp_path / "v.tif")}
+    try:
+        results = processing.run("subsidence:krige", {**defaults, **parameters}, feedback=feedback)
+    except QgsProcessingException as error:
+        raise QgsProcessingException("\n".join(feedback.text) + str(error)) from error
+    return results, "\n".join(feedback.text)
+
+
+def test_white_noise_warns_that_the_nugget_dominates(plugin, tmp_path):
+    noise = np.random.default_rng(3).standard_normal(300)
+    _, log = run_and_capture(tmp_path, memory_points(noise), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 1000})
+    assert "WARNING The nugget is" in log
+
+
+def test_clustered_real_points_warn_about_range_and_variance(plugin, donana, tmp_path):
+    # PS points cluster in towns: the spherical fit levels off far beyond the lags, and
+    # cross-validation shows the variance understating the errors. The user must be told.
+    path, extent = donana
+    results, log = run_and_capture(tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 2000})
+    assert "WARNING The fitted range" in log and "does not level off" in log
+    assert results["LOO_MSSE"] > 2 and "WARNING Leave-one-out MSSE" in log
+
+
+def test_cancel_leaves_no_output(plugin, donana, tmp_path):
+    path, extent = donana
+    feedback = Recorder(cancel_at=80)  # during the grid, the last step
+    with pytest.raises(QgsProcessingException, match="Canceled"):
+        run_and_capture(tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 20}, feedback)
+    assert not (tmp_path / "k.tif").exists() and not (tmp_path / "v.tif").exists()
