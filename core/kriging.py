@@ -288,6 +288,12 @@ class OrdinaryKriging:
                 f"{GLOBAL_MAX_POINTS} points. Use local kriging (N_NEIGHBOURS 16 to 64): it gives nearly "
                 f"the same surface where points are dense."
             )
+        extent = np.hypot(np.ptp(self.xy[:, 0]), np.ptp(self.xy[:, 1]))
+        if not variogram(np.array([extent]))[0] > 0:
+            raise InputError(
+                f"The {variogram.model} variogram {variogram.as_pykrige_dict()} is zero at every distance: "
+                "every kriging system would be singular. Give a positive sill or nugget."
+            )
         self.k = n if self.is_global else int(n_neighbours)
         self.batch = max(1, BATCH_VALUES // (self.k + 1) ** (1 if self.is_global else 2))
         self.tree = cKDTree(self.xy)

@@ -131,6 +131,7 @@ def memory_points(values, crs="EPSG:25830"):
         ({}, "reference grid, or an extent and a pixel size"),
         ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 0.0001}, "wrong units|units of the grid"),
         ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "VARIOGRAM_MODEL": 3, "RANGE": 100}, "no parameter range"),
+        ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "SILL": 0, "RANGE": 500, "NUGGET": 0}, "zero at every distance"),
     ],
 )
 def test_bad_settings_are_clear_errors(plugin, tmp_path, parameters, message):
