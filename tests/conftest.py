@@ -11,9 +11,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO = Path(__file__).resolve().parents[1]
-# Real third-party data beside the clone (see shared/data/README.md for sources and licences).
-SHARED_DATA = REPO.parent / "shared" / "data"
-DONANA_ASC = SHARED_DATA / "donana" / "Sentinel_Asc.shp"  # 573 P-SBAS points, EPSG:25830
+# Real third-party data bundled with the plugin (sources and licences in its README).
+DONANA_ASC = REPO / "resources" / "sample_data" / "donana" / "Sentinel_Asc.shp"  # 573 P-SBAS points, EPSG:25830
 DONANA_EXTENT = "176000,196000,4122000,4140000 [EPSG:25830]"
 PLUGIN_NAME = "insar_subsidence"
 # The clone's folder may have any name: QGIS and the tests find the plugin by its package name,
@@ -97,5 +96,4 @@ def sample_parameters(tmp_path):
 @pytest.fixture
 def donana():
     """The real Doñana ascending-track points and the extent used with them."""
-    assert DONANA_ASC.exists(), f"the shared data is missing: {DONANA_ASC}"
     return DONANA_ASC, DONANA_EXTENT
