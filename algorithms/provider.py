@@ -25,6 +25,10 @@ class SubsidenceProvider(QgsProcessingProvider):
     def icon(self):
         return QIcon(ICON_PATH)
 
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+        # Rasters are written as float32 GeoTIFF (algorithms.layers), so only .tif is offered.
+        return ["tif"]
+
     def load(self):
         add_settings(self)
         self.refreshAlgorithms()

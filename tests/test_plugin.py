@@ -21,6 +21,11 @@ def test_provider_is_registered_with_its_algorithms(provider):
     )
 
 
+def test_raster_outputs_are_geotiff_only(provider):
+    assert provider.supportedOutputRasterLayerExtensions() == ["tif"]
+    assert provider.defaultRasterFileExtension() == "tif"
+
+
 def test_torch_setting_is_offered_under_the_provider(provider):
     from insar_subsidence.algorithms.settings import TORCH_PYTHON_SETTING
 
