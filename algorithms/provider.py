@@ -5,11 +5,12 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_PATH
 from .checksetup import CheckSetup
+from .importps import ImportPs
 from .krige import Krige
 from .settings import add_settings, remove_settings
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

@@ -81,6 +81,7 @@ def sample_parameters(tmp_path):
     """
     return {
         "subsidence:checksetup": {},
+        "subsidence:importps": {"INPUT": str(DONANA_ASC), "UNITS": 2, "OUTPUT": str(tmp_path / "ps.gpkg")},
         "subsidence:krige": {
             "POINTS": str(DONANA_ASC),
             "FIELD": "Vel",
