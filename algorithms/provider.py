@@ -7,10 +7,11 @@ from .base import ICON_PATH
 from .checksetup import CheckSetup
 from .importps import ImportPs
 from .krige import Krige
+from .selectps import SelectPs
 from .settings import add_settings, remove_settings
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

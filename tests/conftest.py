@@ -6,6 +6,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -79,8 +80,14 @@ def sample_parameters(tmp_path):
     A new algorithm must add its entry here (the compliance test fails until it does), with
     every optional output requested, so that each declared output is exercised.
     """
+    write_amplitude_stack(tmp_path / "amplitudes.tif")
     return {
         "subsidence:checksetup": {},
+        "subsidence:selectps": {
+            "INPUT": [str(tmp_path / "amplitudes.tif")],
+            "OUTPUT_DISPERSION": str(tmp_path / "dispersion.tif"),
+            "OUTPUT": str(tmp_path / "candidates.gpkg"),
+        },
         "subsidence:importps": {"INPUT": str(DONANA_ASC), "UNITS": 2, "OUTPUT": str(tmp_path / "ps.gpkg")},
         "subsidence:krige": {
             "POINTS": str(DONANA_ASC),
@@ -92,6 +99,22 @@ def sample_parameters(tmp_path):
             "OUTPUT_REPORT": str(tmp_path / "report.html"),
         },
     }
+
+
+def write_amplitude_stack(path, images=16, size=20):
+    """A small amplitude stack (EPSG:32630): Rayleigh clutter, stable pixels on the diagonal."""
+    from osgeo import gdal, osr
+
+    rng = np.random.default_rng(0)
+    amplitudes = rng.rayleigh(1.0, (images, size, size))
+    amplitudes[:, range(size), range(size)] = 5.0 + rng.normal(0, 0.1, (images, size))
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), size, size, images, gdal.GDT_Float32)
+    dataset.SetGeoTransform((500000.0, 20.0, 0.0, 4100000.0, 0.0, -20.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32630)
+    dataset.SetProjection(srs.ExportToWkt())
+    for number in range(images):
+        dataset.GetRasterBand(number + 1).WriteArray(amplitudes[number])
 
 
 @pytest.fixture
