@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qgis.core import QgsProcessingFeedback
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -23,6 +24,40 @@ PLUGIN_PATH.mkdir(parents=True, exist_ok=True)
 if not (PLUGIN_PATH / PLUGIN_NAME).exists():
     (PLUGIN_PATH / PLUGIN_NAME).symlink_to(REPO, target_is_directory=True)
 sys.path.insert(0, str(PLUGIN_PATH))
+
+
+class LogFeedback(QgsProcessingFeedback):
+    """Keeps what an algorithm logs, warnings marked "WARNING "; cancels once the progress reaches
+    `cancel_at`, if given."""
+
+    def __init__(self, cancel_at=None):
+        super().__init__()
+        self.lines = []
+        self.cancel_at = cancel_at
+        self.progressChanged.connect(self._progress)
+
+    def _progress(self, value):
+        if self.cancel_at is not None and value >= self.cancel_at:
+            self.cancel()
+
+    def pushInfo(self, info):  # noqa: N802
+        self.lines.append(info)
+
+    def pushWarning(self, warning):  # noqa: N802
+        self.lines.append("WARNING " + warning)
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803
+        self.lines.append(error)
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def log_feedback():
+    """The LogFeedback class: log_feedback() or log_feedback(cancel_at=80)."""
+    return LogFeedback
 
 
 @pytest.fixture(scope="session")

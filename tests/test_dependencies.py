@@ -8,7 +8,7 @@ import numpy
 import pytest
 import scipy
 from qgis import processing
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingOutputString
+from qgis.core import QgsProcessingException, QgsProcessingOutputString
 
 from insar_subsidence.algorithms.base import SubsidenceAlgorithm
 from insar_subsidence.algorithms.provider import ALGORITHMS
@@ -33,15 +33,6 @@ class NeedsOnnxruntime(SubsidenceAlgorithm):
         import onnxruntime
 
         return {"RAN": onnxruntime.__name__}
-
-
-class RecordingFeedback(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.errors = []
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803
-        self.errors.append(error)
 
 
 @pytest.fixture
@@ -91,11 +82,11 @@ def test_affected_algorithm_cannot_execute_and_says_what_to_install(plugin, with
     assert expected_command("onnxruntime") in message.splitlines()
 
 
-def test_affected_algorithm_fails_in_processing_run_with_the_command(plugin, without_onnxruntime):
-    feedback = RecordingFeedback()
+def test_affected_algorithm_fails_in_processing_run_with_the_command(plugin, without_onnxruntime, log_feedback):
+    feedback = log_feedback()
     with pytest.raises(QgsProcessingException):
         processing.run(NeedsOnnxruntime(), {}, feedback=feedback)
-    assert any(expected_command("onnxruntime") in error for error in feedback.errors)
+    assert any(expected_command("onnxruntime") in line for line in feedback.lines)
 
 
 def test_affected_algorithm_runs_when_the_package_is_there(plugin):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from osgeo import ogr, osr
 from qgis import processing
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException
 
 from insar_subsidence.core.psimport import read_delimited
 
@@ -18,33 +18,20 @@ DONANA = "resources/sample_data/donana/Sentinel_Asc.shp"
 DEPSI_NAME = "amsterdam_depsi/depsi_points.csv"
 
 
-class Log(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
+@pytest.fixture
+def run(plugin, tmp_path, log_feedback):
+    """run(**parameters) -> ((points by pid, EPSG code), log text)."""
 
-    def pushInfo(self, info):  # noqa: N802
-        self.lines.append(info)
+    def run_importps(**parameters):
+        log = log_feedback()
+        output = str(tmp_path / "ps.gpkg")
+        try:
+            processing.run("subsidence:importps", {"OUTPUT": output, **parameters}, feedback=log)
+        except QgsProcessingException as error:
+            raise QgsProcessingException(f"{error}\n{log.text}") from error
+        return read_output(output), log.text
 
-    def pushWarning(self, warning):  # noqa: N802
-        self.lines.append("WARNING " + warning)
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803
-        self.lines.append(error)
-
-    @property
-    def text(self):
-        return "\n".join(self.lines)
-
-
-def run(tmp_path, log=None, **parameters):
-    log = log or Log()
-    output = str(tmp_path / "ps.gpkg")
-    try:
-        processing.run("subsidence:importps", {"OUTPUT": output, **parameters}, feedback=log)
-    except QgsProcessingException as error:
-        raise QgsProcessingException(f"{error}\n{log.text}") from error
-    return read_output(output), log.text
+    return run_importps
 
 
 def read_output(path):
@@ -70,8 +57,8 @@ def oracle(dates, series, start, end, scale):
     return window[-1] - window[0], slope, dates[i], dates[j]
 
 
-def test_donana_matches_a_direct_computation(plugin, tmp_path):
-    (rows, epsg), log = run(tmp_path, INPUT=DONANA, START_DATE="2016-01-01", END_DATE="2019-06-30", UNITS=2, LOS_TO_VERTICAL=True)
+def test_donana_matches_a_direct_computation(run, tmp_path):
+    (rows, epsg), log = run(INPUT=DONANA, START_DATE="2016-01-01", END_DATE="2019-06-30", UNITS=2, LOS_TO_VERTICAL=True)
     assert epsg == "25830"
     source = ogr.Open(DONANA)
     layer = source.GetLayer()
@@ -96,13 +83,13 @@ def test_donana_matches_a_direct_computation(plugin, tmp_path):
     assert f"Epochs used: {first} … {last}" in log
 
 
-def test_depsi_matches_a_direct_computation(plugin, tmp_path):
+def test_depsi_matches_a_direct_computation(run, tmp_path):
     real = Path(__file__).resolve().parents[2] / "shared" / "data" / DEPSI_NAME
     if not real.exists():
         if os.environ.get("CI"):  # CI runs with the workspace's shared/ beside the clone
             pytest.fail(f"{real} is missing")
         pytest.skip("the workspace's shared/ data is not beside this clone")
-    (rows, epsg), log = run(tmp_path, INPUT=str(real))
+    (rows, epsg), log = run(INPUT=str(real))
     assert epsg == "4326" and "Units: m" in log
     table = read_delimited(str(real))
     date_names = sorted(n for n in table if n.startswith("d_"))
@@ -124,13 +111,13 @@ def write_csv(path, header, rows, delimiter=","):
     return str(path)
 
 
-def test_egms_l2a_csv_with_numeric_date_headers(plugin, tmp_path):
+def test_egms_l2a_csv_with_numeric_date_headers(run, tmp_path):
     header = ["pid", "mp_type", "latitude", "longitude", "easting", "northing", "height", "rmse", "temporal_coherence",
               "amplitude_dispersion", "incidence_angle", "track_angle", "los_east", "los_north", "los_up",
               "mean_velocity", "mean_velocity_std", "acceleration", "20180105", "20180117", "20180129"]
     rows = [["1AbC", "PS", 52.1, 5.1, 3950000.0, 3200000.0, 10, 1.2, 0.9, 0.2, 35, -10, -0.6, -0.1, 0.8, -4.0, 0.3, 0.0, 0.0, -1.0, -2.5],
             ["2XyZ", "PS", 52.2, 5.2, 3950500.0, 3200500.0, 12, 1.1, 0.5, 0.3, 35, -10, -0.6, -0.1, 0.8, 1.0, 0.3, 0.0, 0.0, 0.5, 1.0]]
-    (out, epsg), log = run(tmp_path, INPUT=write_csv(tmp_path / "egms.csv", header, rows), MIN_COHERENCE=0.8, LOS_TO_VERTICAL=True)
+    (out, epsg), log = run(INPUT=write_csv(tmp_path / "egms.csv", header, rows), MIN_COHERENCE=0.8, LOS_TO_VERTICAL=True)
     assert epsg == "3035" and "EGMS L2a/L2b" in log and list(out) == ["1AbC"]
     assert "coherence below 0.8" in log
     point = out["1AbC"]
@@ -140,23 +127,23 @@ def test_egms_l2a_csv_with_numeric_date_headers(plugin, tmp_path):
     assert point["velocity"] == pytest.approx(expected_slope)
 
 
-def test_egms_l3_semicolon_csv(plugin, tmp_path):
+def test_egms_l3_semicolon_csv(run, tmp_path):
     header = ["pid", "easting", "northing", "height", "rmse", "mean_velocity", "mean_velocity_std", "20190101", "20190107"]
     rows = [["p1", 4000000, 3000000, 5, 1, -3, 0.1, 0.0, -0.7]]
-    (out, epsg), log = run(tmp_path, INPUT=write_csv(tmp_path / "l3.csv", header, rows, ";"))
+    (out, epsg), log = run(INPUT=write_csv(tmp_path / "l3.csv", header, rows, ";"))
     assert epsg == "3035" and "EGMS L3" in log and out["p1"]["displacement"] == pytest.approx(-0.7)
 
 
-def test_sarproz_without_epochs_uses_its_velocity_and_cumulative_displacement(plugin, tmp_path):
+def test_sarproz_without_epochs_uses_its_velocity_and_cumulative_displacement(run, tmp_path):
     header = ["ID", "LAT", "LON", "SVET", "LVET", "HEIGHT", "HEIGHT WRT DEM", "SIGMA HEIGHT", "VEL", "SIGMA VEL", "CUMUL.DISP.", "COHER"]
     rows = [[1, 37.1, -6.5, 100, 200, 30, 2, 0.5, -7.5, 0.4, -30.2, 0.92], [2, 37.2, -6.4, 101, 201, 31, 2, 0.5, 2.0, 0.4, 8.0, 0.85]]
-    (out, epsg), log = run(tmp_path, INPUT=write_csv(tmp_path / "sarproz.csv", header, rows))
+    (out, epsg), log = run(INPUT=write_csv(tmp_path / "sarproz.csv", header, rows))
     assert epsg == "4326" and "SARPROZ" in log and "No epoch columns" in log
     assert (out["1"]["velocity"], out["1"]["displacement"], out["1"]["coherence"]) == (-7.5, -30.2, 0.92)
     assert out["2"]["x"] == -6.4 and out["2"]["n_epochs"] == 0
 
 
-def test_mintpy_save_qgis_shapefile(plugin, tmp_path):
+def test_mintpy_save_qgis_shapefile(run, tmp_path):
     path = str(tmp_path / "mintpy.shp")
     source = ogr.GetDriverByName("ESRI Shapefile").CreateDataSource(path)
     wgs84 = osr.SpatialReference()
@@ -173,19 +160,19 @@ def test_mintpy_save_qgis_shapefile(plugin, tmp_path):
     feature.SetGeometry(ogr.CreateGeometryFromWkt("POINT (-6.5 37.1)"))
     layer.CreateFeature(feature)
     source = None
-    (out, epsg), log = run(tmp_path, INPUT=path, START_DATE="2015-01-10")
+    (out, epsg), log = run(INPUT=path, START_DATE="2015-01-10")
     assert "MintPy" in log and epsg == "4326"
     assert out["0001"]["displacement"] == pytest.approx(-0.5)  # D20150125 - D20150113 (nearest 2015-01-10)
     assert out["0001"]["start_date"] == "2015-01-13" and out["0001"]["n_epochs"] == 2
 
 
-def test_stamps_visualizer_csv_with_its_metadata_row(plugin, tmp_path):
+def test_stamps_visualizer_csv_with_its_metadata_row(run, tmp_path):
     # writetable of [lon lat v ts...] with a first row [ref_lon ref_lat NaN day-1] (Matlab day numbers).
     days = [datetime.date(2017, 3, 1), datetime.date(2017, 3, 13), datetime.date(2017, 3, 25)]
     meta = [-6.0, 37.0, "NaN", *[d.toordinal() + 366 - 1 for d in days]]
     rows = [meta, [-6.1, 37.1, -5.0, 0.0, -0.2, -0.4], [-6.2, 37.2, 3.0, 0.0, 0.1, "NaN"]]
     path = write_csv(tmp_path / "stamps.csv", [f"export_res_{i}" for i in range(1, 7)], rows)
-    (out, epsg), log = run(tmp_path, INPUT=path)
+    (out, epsg), log = run(INPUT=path)
     assert "StaMPS-Visualizer" in log and epsg == "4326"
     assert len(out) == 1 and "1 missing values (NaN)" in log
     (point,) = out.values()
@@ -193,14 +180,14 @@ def test_stamps_visualizer_csv_with_its_metadata_row(plugin, tmp_path):
     assert (point["start_date"], point["end_date"]) == ("2017-03-01", "2017-03-25")
 
 
-def test_plain_table_needs_fields_and_crs(plugin, tmp_path):
+def test_plain_table_needs_fields_and_crs(run, tmp_path):
     path = write_csv(tmp_path / "plain.csv", ["east", "north", "subsidence_cm"], [[500000, 4100000, -1.5], [500100, 4100100, 0.5]])
     with pytest.raises(QgsProcessingException, match="Columns found: east, north, subsidence_cm"):
-        run(tmp_path, INPUT=path)
+        run(INPUT=path)
     common = dict(INPUT=path, X_FIELD="east", Y_FIELD="north", VALUE_FIELD="subsidence_cm")
     with pytest.raises(QgsProcessingException, match="set CRS"):
-        run(tmp_path, **common)
-    (out, epsg), log = run(tmp_path, CRS="EPSG:25830", UNITS=2, **common)
+        run(**common)
+    (out, epsg), log = run(CRS="EPSG:25830", UNITS=2, **common)
     assert epsg == "25830" and sorted(p["displacement"] for p in out.values()) == [-15.0, 5.0]
     assert all(p["velocity"] is None for p in out.values())
 
@@ -221,15 +208,15 @@ def test_plain_table_needs_fields_and_crs(plugin, tmp_path):
         (["pid", "easting", "northing", "mean_velocity", "20180105"], [["a", 1, 2, 0, 0.0]], {}, "Only one epoch column"),
     ],
 )
-def test_bad_input_is_a_clear_error(plugin, tmp_path, header, rows, parameters, message):
+def test_bad_input_is_a_clear_error(run, tmp_path, header, rows, parameters, message):
     with pytest.raises(QgsProcessingException, match=message):
-        run(tmp_path, INPUT=write_csv(tmp_path / "bad.csv", header, rows), **parameters)
+        run(INPUT=write_csv(tmp_path / "bad.csv", header, rows), **parameters)
 
 
-def test_empty_file_is_a_clear_error(plugin, tmp_path):
+def test_empty_file_is_a_clear_error(run, tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(QgsProcessingException, match="empty"):
-        run(tmp_path, INPUT=str(tmp_path / "empty.csv"))
+        run(INPUT=str(tmp_path / "empty.csv"))
     (tmp_path / "header.csv").write_text("pid,easting,northing,mean_velocity\n")
     with pytest.raises(QgsProcessingException, match="no rows"):
-        run(tmp_path, INPUT=str(tmp_path / "header.csv"))
+        run(INPUT=str(tmp_path / "header.csv"))

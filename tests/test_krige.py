@@ -7,7 +7,7 @@ import pytest
 from osgeo import gdal, ogr
 from pykrige.ok import OrdinaryKriging as PyKrige
 from qgis import processing
-from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException, QgsVectorLayer
 
 from insar_subsidence.algorithms.layers import NODATA
 
@@ -92,8 +92,10 @@ def test_points_in_another_crs_are_reprojected(plugin, donana, tmp_path):
         "native:reprojectlayer", {"INPUT": str(path), "TARGET_CRS": "EPSG:4326", "OUTPUT": str(tmp_path / "wgs84.gpkg")}
     )["OUTPUT"]
     common = {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 500, "CRS": "EPSG:25830", "NUGGET": 0.01, "SILL": 0.1, "RANGE": 3000}
-    original = krige(tmp_path / "a", POINTS=str(path), **common) if (tmp_path / "a").mkdir() is None else None
-    reprojected = krige(tmp_path / "b", POINTS=geographic, **common) if (tmp_path / "b").mkdir() is None else None
+    for folder in ("original", "reprojected"):
+        (tmp_path / folder).mkdir()
+    original = krige(tmp_path / "original", POINTS=str(path), **common)
+    reprojected = krige(tmp_path / "reprojected", POINTS=geographic, **common)
     np.testing.assert_allclose(read(reprojected["OUTPUT"])[0], read(original["OUTPUT"])[0], atol=1e-4)
 
 
@@ -134,73 +136,52 @@ def memory_points(values, crs="EPSG:25830"):
         ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "SILL": 0, "RANGE": 500, "NUGGET": 0}, "zero at every distance"),
     ],
 )
-def test_bad_settings_are_clear_errors(plugin, tmp_path, parameters, message):
+def test_bad_settings_are_clear_errors(plugin, tmp_path, parameters, message, log_feedback):
     with pytest.raises(QgsProcessingException, match=message):
-        run_and_capture(tmp_path, memory_points(np.arange(20.0)), parameters)
+        run_and_capture(tmp_path, memory_points(np.arange(20.0)), parameters, log_feedback())
 
 
-def test_constant_values_are_a_clear_error(plugin, tmp_path):
+def test_constant_values_are_a_clear_error(plugin, tmp_path, log_feedback):
     with pytest.raises(QgsProcessingException, match="values are equal"):
-        run_and_capture(tmp_path, memory_points([3.0] * 20), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500})
+        run_and_capture(tmp_path, memory_points([3.0] * 20), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500}, log_feedback())
 
 
-def test_null_values_are_skipped_and_counted(plugin, tmp_path):
+def test_null_values_are_skipped_and_counted(plugin, tmp_path, log_feedback):
     results, log = run_and_capture(
-        tmp_path, memory_points([None, float("nan"), *np.arange(30.0)]), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500}
+        tmp_path, memory_points([None, float("nan"), *np.arange(30.0)]), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500},
+        log_feedback(),
     )
     assert results["N_POINTS"] == 30
     assert "2 skipped (no value)" in log
 
 
-class Recorder(QgsProcessingFeedback):
-    def __init__(self, cancel_at=None):
-        super().__init__()
-        self.text = []
-        self.cancel_at = cancel_at
-        self.progressChanged.connect(self._progress)
-
-    def _progress(self, value):
-        if self.cancel_at is not None and value >= self.cancel_at:
-            self.cancel()
-
-    def pushInfo(self, info):  # noqa: N802
-        self.text.append(info)
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803
-        self.text.append(error)
-
-    def pushWarning(self, warning):  # noqa: N802
-        self.text.append("WARNING " + warning)
-
-
-def run_and_capture(tmp_path, layer, parameters, feedback=None):
-    feedback = feedback or Recorder()
+def run_and_capture(tmp_path, layer, parameters, feedback):
     defaults = {"POINTS": layer, "FIELD": "value", "OUTPUT": str(tmp_path / "k.tif"), "OUTPUT_VARIANCE": str(tmp_path / "v.tif")}
     try:
         results = processing.run("subsidence:krige", {**defaults, **parameters}, feedback=feedback)
     except QgsProcessingException as error:
-        raise QgsProcessingException("\n".join(feedback.text) + str(error)) from error
-    return results, "\n".join(feedback.text)
+        raise QgsProcessingException(feedback.text + str(error)) from error
+    return results, feedback.text
 
 
-def test_white_noise_warns_that_the_nugget_dominates(plugin, tmp_path):
+def test_white_noise_warns_that_the_nugget_dominates(plugin, tmp_path, log_feedback):
     noise = np.random.default_rng(3).standard_normal(300)
-    _, log = run_and_capture(tmp_path, memory_points(noise), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 1000})
+    _, log = run_and_capture(tmp_path, memory_points(noise), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 1000}, log_feedback())
     assert "WARNING The nugget is" in log
 
 
-def test_clustered_real_points_warn_about_range_and_variance(plugin, donana, tmp_path):
+def test_clustered_real_points_warn_about_range_and_variance(plugin, donana, tmp_path, log_feedback):
     # PS points cluster in towns: the spherical fit levels off far beyond the lags, and
     # cross-validation shows the variance understating the errors. The user must be told.
     path, extent = donana
-    results, log = run_and_capture(tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 2000})
+    results, log = run_and_capture(tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 2000}, log_feedback())
     assert "WARNING The fitted range" in log and "does not level off" in log
     assert results["LOO_MSSE"] > 2 and "WARNING Leave-one-out MSSE" in log
 
 
-def test_cancel_leaves_no_output(plugin, donana, tmp_path):
+def test_cancel_leaves_no_output(plugin, donana, tmp_path, log_feedback):
     path, extent = donana
-    feedback = Recorder(cancel_at=80)  # during the grid, the last step
+    feedback = log_feedback(cancel_at=80)  # during the grid, the last step
     with pytest.raises(QgsProcessingException, match="Canceled"):
         run_and_capture(tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 20}, feedback)
     assert not (tmp_path / "k.tif").exists() and not (tmp_path / "v.tif").exists()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 from qgis import processing
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException
 
 from insar_subsidence.core import dispersion as dispersion_module
 
@@ -93,19 +93,10 @@ def test_single_band_images_and_nodata(plugin, tmp_path):
     assert len(points(results["OUTPUT"])) == len(centres) == len(STABLE)
 
 
-class Warnings(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.warnings = []
-
-    def pushWarning(self, warning):  # noqa: N802
-        self.warnings.append(warning)
-
-
-def test_few_images_warn(plugin, tmp_path):
-    feedback = Warnings()
+def test_few_images_warn(plugin, tmp_path, log_feedback):
+    feedback = log_feedback()
     run(tmp_path, [write(tmp_path / "short.tif", stack()[:5])], feedback=feedback)
-    assert any("Only 5 images" in warning for warning in feedback.warnings)
+    assert "WARNING Only 5 images" in feedback.text
 
 
 def test_bad_stacks_are_clear_errors(plugin, tmp_path):
