@@ -222,9 +222,10 @@ def convert(table, fmt, geometry_xy=None, start=None, end=None, units="auto", mi
     coherence = numeric(table[fmt.coherence], fmt.coherence) if fmt.coherence else np.full(n_rows, np.nan)
     keep = np.isfinite(x) & np.isfinite(y)
     dropped["no coordinates"] = int((~keep).sum())
-    valid = np.isfinite(displacement) | (np.isfinite(velocity) & np.isnan(displacement) & (n_epochs == 0))
-    dropped["missing values (NaN)"] = int((keep & ~valid).sum())
-    keep &= valid
+    # A point needs its displacement; in a file without epochs its velocity is enough.
+    has_values = np.isfinite(displacement) | ((n_epochs == 0) & np.isfinite(velocity))
+    dropped["missing values (NaN)"] = int((keep & ~has_values).sum())
+    keep &= has_values
     if min_coherence > 0:
         if not fmt.coherence:
             raise InputError("MIN_COHERENCE is set, but the table has no coherence column.")
