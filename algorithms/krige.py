@@ -291,7 +291,7 @@ class Krige(SubsidenceAlgorithm):
 
     def _write_surfaces(self, kriging, grid, crs, field, output, variance_output, feedback):
         rows_per_block = max(1, BLOCK_CELLS // grid.width)
-        outputs = [(output, f"kriged {field}"), (variance_output, f"kriging variance of {field}")]
+        outputs = [(output, [f"kriged {field}"]), (variance_output, [f"kriging variance of {field}"])]
         with Float32Rasters(outputs, grid, crs) as rasters:
             for row in range(0, grid.height, rows_per_block):
                 if feedback.isCanceled():

@@ -67,32 +67,37 @@ def point_values(source, field, crs, context, feedback):
 
 
 class Float32Rasters:
-    """Single-band float32 GeoTIFFs on one grid, written by row blocks.
+    """Float32 GeoTIFFs on one grid, written by row blocks: files = [(path, [band names])], and
+    write(index, ...) addresses their bands in that order, file after file.
 
     Used as a context manager: if the block raises (an error or a cancel), the files are
     deleted, so no half-written output is left behind.
     """
 
-    def __init__(self, paths_and_names, grid, crs):
-        self.paths = [path for path, _ in paths_and_names]
+    def __init__(self, files, grid, crs):
+        self.paths = [path for path, _ in files]
         self.datasets = []
+        self.bands = []  # (dataset, band number) for each write index
         driver = gdal.GetDriverByName("GTiff")
-        options = ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER"]
-        for path, name in paths_and_names:
-            dataset = driver.Create(path, grid.width, grid.height, 1, gdal.GDT_Float32, options)
+        options = ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
+        for path, names in files:
+            dataset = driver.Create(path, grid.width, grid.height, len(names), gdal.GDT_Float32, options)
             if dataset is None:
                 self._discard()
                 raise QgsProcessingException(f"Cannot create {path}: {gdal.GetLastErrorMsg()}")
             dataset.SetGeoTransform(grid.geotransform)
             dataset.SetProjection(crs.toWkt())
-            band = dataset.GetRasterBand(1)
-            band.SetNoDataValue(NODATA)
-            band.SetDescription(name)
+            for number, name in enumerate(names, start=1):
+                band = dataset.GetRasterBand(number)
+                band.SetNoDataValue(NODATA)
+                band.SetDescription(name)
+                self.bands.append((dataset, number))
             self.datasets.append(dataset)
 
     def write(self, index, row_start, block):
+        dataset, number = self.bands[index]
         block = np.where(np.isfinite(block), block, NODATA).astype(np.float32)
-        self.datasets[index].GetRasterBand(1).WriteArray(block, 0, row_start)
+        dataset.GetRasterBand(number).WriteArray(block, 0, row_start)
 
     def __enter__(self):
         return self
@@ -103,10 +108,12 @@ class Float32Rasters:
             return False
         for dataset in self.datasets:
             dataset.FlushCache()
+        self.bands = []
         self.datasets = []  # closes the files
         return False
 
     def _discard(self):
+        self.bands = []
         self.datasets = []
         for path in self.paths:
             if os.path.exists(path):

@@ -8,10 +8,11 @@ from .checksetup import CheckSetup
 from .importps import ImportPs
 from .krige import Krige
 from .selectps import SelectPs
+from .stackfactors import StackFactors
 from .settings import add_settings, remove_settings
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, StackFactors, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

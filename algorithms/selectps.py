@@ -129,7 +129,7 @@ class SelectPs(SubsidenceAlgorithm):
     def _stream(self, datasets, images, grid, crs, threshold, output, sink, feedback):
         found = 0
         rows = rows_per_block(images, grid.width)
-        with Float32Rasters([(output, "amplitude dispersion")], grid, crs) as rasters:
+        with Float32Rasters([(output, ["amplitude dispersion"])], grid, crs) as rasters:
             for row in range(0, grid.height, rows):
                 if feedback.isCanceled():
                     raise QgsProcessingException(self.tr("Canceled: no output was written."))

@@ -123,6 +123,10 @@ def sample_parameters(tmp_path):
             "OUTPUT_DISPERSION": str(tmp_path / "dispersion.tif"),
             "OUTPUT": str(tmp_path / "candidates.gpkg"),
         },
+        "subsidence:stackfactors": {
+            "INPUTS": [str(tmp_path / "amplitudes.tif")],
+            "OUTPUT": str(tmp_path / "stack.tif"),
+        },
         "subsidence:importps": {"INPUT": str(DONANA_ASC), "UNITS": 2, "OUTPUT": str(tmp_path / "ps.gpkg")},
         "subsidence:krige": {
             "POINTS": str(DONANA_ASC),
