@@ -195,7 +195,7 @@ class Krige(SubsidenceAlgorithm):
         field = self.parameterAsString(parameters, self.FIELD, context)
         grid, crs = self._grid(parameters, context, source)
 
-        x, y, z, skipped = point_values(source, field, crs, context, steps)
+        x, y, z, _, _, skipped = point_values(source, field, crs, context, steps)
         x, y, z, merged = merge_coincident(x, y, z)
         feedback.pushInfo(
             f"{len(z) + merged} points read from '{field}'; {merged} merged into coincident ones; "

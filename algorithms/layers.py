@@ -2,6 +2,7 @@
 
 import math
 import os
+from collections import namedtuple
 
 import numpy as np
 from osgeo import gdal
@@ -29,12 +30,16 @@ def grid_of_raster(layer):
     )
 
 
-def point_values(source, field, crs, context, feedback):
-    """x, y (in `crs`) and the field's value of every point of every feature, with the counts
-    of what was skipped and why."""
+PointValues = namedtuple("PointValues", "x y values ids extra skipped")
+
+
+def point_values(source, field, crs, context, feedback, extra_field=None):
+    """Every point of every feature, in `crs`: x, y, the field's value, the feature id, the value
+    of `extra_field` (or None), and the counts of what was skipped and why."""
     transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
-    request = QgsFeatureRequest().setSubsetOfAttributes([field], source.fields())
-    xs, ys, values = [], [], []
+    wanted = [field] + ([extra_field] if extra_field else [])
+    request = QgsFeatureRequest().setSubsetOfAttributes(wanted, source.fields())
+    xs, ys, values, ids, extras = [], [], [], [], []
     skipped = {"no geometry": 0, "no value": 0, "not transformable": 0}
     total = source.featureCount() or 1
     for number, feature in enumerate(source.getFeatures(request)):
@@ -55,15 +60,18 @@ def point_values(source, field, crs, context, feedback):
         except QgsCsException:
             skipped["not transformable"] += 1
             continue
+        extra = feature[extra_field] if extra_field else None
         for point in geometry.constParts():
             xs.append(point.x())
             ys.append(point.y())
             values.append(value)
+            ids.append(str(feature.id()))
+            extras.append(extra)
         if number % 10000 == 0:
             if feedback.isCanceled():
                 raise QgsProcessingException("Canceled.")
             feedback.setProgress(100 * number / total)
-    return np.array(xs), np.array(ys), np.array(values), skipped
+    return PointValues(np.array(xs), np.array(ys), np.array(values), ids, extras, skipped)
 
 
 class Float32Rasters:

@@ -127,6 +127,15 @@ def sample_parameters(tmp_path):
             "INPUTS": [str(tmp_path / "amplitudes.tif")],
             "OUTPUT": str(tmp_path / "stack.tif"),
         },
+        "subsidence:exportpatches": {
+            "POINTS": points_on_amplitude_grid(),
+            "FIELD": "displacement",
+            "FACTORS": str(tmp_path / "amplitudes.tif"),
+            "PATCH_SIZE": 4,
+            "SPLIT": 1,
+            "NODATA_POLICY": 1,
+            "OUTPUT": str(tmp_path / "dataset.npz"),
+        },
         "subsidence:importps": {"INPUT": str(DONANA_ASC), "UNITS": 2, "OUTPUT": str(tmp_path / "ps.gpkg")},
         "subsidence:krige": {
             "POINTS": str(DONANA_ASC),
@@ -154,6 +163,22 @@ def write_amplitude_stack(path, images=16, size=20):
     dataset.SetProjection(srs.ExportToWkt())
     for number in range(images):
         dataset.GetRasterBand(number + 1).WriteArray(amplitudes[number])
+
+
+def points_on_amplitude_grid(n=60):
+    """Random points with a displacement over the grid of write_amplitude_stack."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    layer = QgsVectorLayer("Point?crs=EPSG:32630&field=displacement:double", "ps", "memory")
+    rng = np.random.default_rng(1)
+    features = []
+    for x, y, value in zip(rng.uniform(500000, 500400, n), rng.uniform(4099600, 4100000, n), rng.normal(0, 5, n)):
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
+        feature.setAttributes([float(value)])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return layer
 
 
 @pytest.fixture

@@ -1,0 +1,66 @@
+"""The training dataset file: one uncompressed .npz, readable with numpy alone.
+
+Members (all .npy, no pickles):
+  patches      float32 (N, C, P, P)  raw driver values, NaN-free (filled or skipped)
+  targets      float32 (N,)          the target field, in target_units
+  x, y         float64 (N,)          point coordinates in the stack's CRS
+  pid          str (N,)              point ids
+  split        int8 (N,)             0 training, 1 validation, 2 test
+  band_names   str (C,)              the stack's band descriptions, in band order
+  band_mean, band_std  float64 (C,)  over the training patches only
+  patch_size   int, pixel_size float64 (2,), crs str (WKT), target_field str, target_units str
+Stored without compression, so `patches` can be memory-mapped (open_dataset) instead of read.
+"""
+
+import zipfile
+
+import numpy as np
+
+CHUNK = 2048  # patches written at a time
+
+
+def write(path, patches, index, arrays, fill=None):
+    """Writes patches[index] (a memmap; NaN replaced by `fill` per band when given) and the small
+    `arrays` into `path`."""
+    n, bands, size, _ = len(index), *patches.shape[1:3], patches.shape[3]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+        with archive.open("patches.npy", "w", force_zip64=True) as member:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (n, bands, size, size)}
+            np.lib.format.write_array_header_2_0(member, header)
+            for start in range(0, n, CHUNK):
+                block = np.asarray(patches[np.asarray(index[start : start + CHUNK])], dtype=np.float32)
+                if fill is not None:
+                    block = np.where(np.isfinite(block), block, np.asarray(fill, np.float32)[None, :, None, None])
+                member.write(np.ascontiguousarray(block).tobytes())
+
+
+def open_dataset(path):
+    """{member name: array}; `patches` memory-mapped read-only, the rest loaded."""
+    arrays = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for name in npz.files:
+            if name != "patches":
+                arrays[name] = npz[name]
+    arrays["patches"] = _memmap_member(path, "patches.npy")
+    return arrays
+
+
+def _memmap_member(path, member):
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"{member} in {path} is compressed and cannot be memory-mapped.")
+    with open(path, "rb") as file:
+        file.seek(info.header_offset)
+        local = file.read(30)
+        name_length = int.from_bytes(local[26:28], "little")
+        extra_length = int.from_bytes(local[28:30], "little")
+        file.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(file)
+        offset = file.tell()
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")

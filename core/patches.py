@@ -1,0 +1,137 @@
+"""Patches of the driver stack around points, and honest train / validation / test splits.
+
+Patch convention (DESIGN.md): around pixel (r, c) with size P, rows r - P//2 … r - P//2 + P - 1,
+likewise columns; cells outside the stack are NaN.
+"""
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .errors import InputError
+
+SPLITS = ("spatial blocks", "random", "from a field")  # enum order of SPLIT
+POLICIES = ("skip the point", "fill with the band's training mean")  # enum order of NODATA_POLICY
+TRAIN, VAL, TEST, DROPPED = 0, 1, 2, -1
+MIN_VALID_TO_FILL = 0.5  # with the fill policy, patches with less valid data are still dropped
+STRIP_BYTES = 64 * 2**20  # float32 strip of the stack read at once
+
+
+def pixel_indices(grid, x, y):
+    """(row, column) of the cells holding the points; outside the grid they are out of range."""
+    columns = np.floor((np.asarray(x) - grid.left) / grid.pixel_width).astype(np.int64)
+    rows = np.floor((grid.top - np.asarray(y)) / grid.pixel_height).astype(np.int64)
+    return rows, columns
+
+
+def extract(read_rows, n_bands, height, width, rows, columns, size, out, cancelled=lambda: False):
+    """Fills out[i] (N, C, P, P) with the patch around (rows[i], columns[i]), reading the stack in
+    strips: read_rows(first, stop) -> (C, stop - first, width) float32 with NaN for nodata."""
+    half = size // 2
+    strip = max(size, STRIP_BYTES // (4 * n_bands * (width + 2 * size)) - size)
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    start = 0
+    while start < len(order):
+        if cancelled():
+            return False
+        first = sorted_rows[start] - half  # first patch row of this strip
+        stop = int(np.searchsorted(sorted_rows, sorted_rows[start] + strip, side="left"))
+        buffer = np.full((n_bands, strip + size, width + 2 * size), np.nan, np.float32)
+        top, bottom = int(max(first, 0)), int(min(first + strip + size, height))
+        if bottom > top:
+            buffer[:, top - first : bottom - first, size : size + width] = read_rows(top, bottom)
+        chosen = order[start:stop]
+        offsets = np.arange(size)
+        patch_rows = (rows[chosen] - half - first)[:, None] + offsets
+        patch_columns = (columns[chosen] - half + size)[:, None] + offsets
+        out[chosen] = buffer[:, patch_rows[:, :, None], patch_columns[:, None, :]].transpose(1, 0, 2, 3)
+        start = stop
+    return True
+
+
+def valid_fraction(patches, chunk=4096):
+    fractions = np.empty(len(patches))
+    for start in range(0, len(patches), chunk):
+        block = patches[start : start + chunk]
+        fractions[start : start + chunk] = np.isfinite(block).reshape(len(block), -1).mean(axis=1)
+    return fractions
+
+
+def default_block_size(x, y, patch_metres):
+    """About 10 x 10 blocks over the points, and never less than four patch widths."""
+    return max(4.0 * patch_metres, max(np.ptp(x), np.ptp(y)) / 10.0)
+
+
+def spatial_blocks(x, y, block_size, val_fraction, test_fraction, rng):
+    """Whole square blocks of points to test, then validation, then training, in random order,
+    until each share is reached."""
+    bx = np.floor((x - x.min()) / block_size).astype(np.int64)
+    by = np.floor((y - y.min()) / block_size).astype(np.int64)
+    blocks, block_of = np.unique(np.column_stack([bx, by]), axis=0, return_inverse=True)
+    block_of = block_of.ravel()
+    counts = np.bincount(block_of, minlength=len(blocks))
+    labels_of_block = np.full(len(blocks), TRAIN)
+    targets = ((TEST, test_fraction * len(x)), (VAL, val_fraction * len(x)))
+    filled = {TEST: 0, VAL: 0}
+    for block in rng.permutation(len(blocks)):
+        for label, target in targets:
+            if filled[label] < target:
+                labels_of_block[block] = label
+                filled[label] += counts[block]
+                break
+    if len(blocks) < 3:
+        raise InputError(f"The points fall in {len(blocks)} blocks of {block_size:g} map units: choose a smaller BLOCK_SIZE.")
+    return labels_of_block[block_of]
+
+
+def random_split(n, val_fraction, test_fraction, rng):
+    labels = np.full(n, TRAIN)
+    shuffled = rng.permutation(n)
+    n_test, n_val = int(round(test_fraction * n)), int(round(val_fraction * n))
+    labels[shuffled[:n_test]] = TEST
+    labels[shuffled[n_test : n_test + n_val]] = VAL
+    return labels
+
+
+def split_from_values(values):
+    names = {"train": TRAIN, "training": TRAIN, "0": TRAIN, "val": VAL, "validation": VAL, "1": VAL, "test": TEST, "2": TEST}
+    labels = []
+    for value in values:
+        key = str(value).strip().lower().removesuffix(".0")
+        if key not in names:
+            raise InputError(f"Split value {value!r} is not one of train/val/test (or 0/1/2).")
+        labels.append(names[key])
+    return np.array(labels)
+
+
+def drop_test_overlaps(rows, columns, labels, size):
+    """Training and validation points whose patch overlaps a test patch get DROPPED: overlapping
+    means closer than `size` cells in both rows and columns. Returns the new labels and the count."""
+    test = labels == TEST
+    others = np.flatnonzero((labels == TRAIN) | (labels == VAL))
+    if not test.any() or not len(others):
+        return labels, 0
+    tree = cKDTree(np.column_stack([rows[test], columns[test]]))
+    near = tree.query_ball_point(np.column_stack([rows[others], columns[others]]), r=size - 1, p=np.inf)
+    overlapping = others[[bool(found) for found in near]]
+    labels = labels.copy()
+    labels[overlapping] = DROPPED
+    return labels, len(overlapping)
+
+
+def band_statistics(patches, index, chunk=4096):
+    """Per-band mean and standard deviation of the patches at `index`, ignoring NaN."""
+    n_bands = patches.shape[1]
+    total, squares, count = np.zeros(n_bands), np.zeros(n_bands), np.zeros(n_bands)
+    for start in range(0, len(index), chunk):
+        block = np.asarray(patches[np.sort(index[start : start + chunk])], dtype=np.float64)
+        finite = np.isfinite(block)
+        values = np.where(finite, block, 0.0)
+        total += values.sum(axis=(0, 2, 3))
+        squares += (values**2).sum(axis=(0, 2, 3))
+        count += finite.sum(axis=(0, 2, 3))
+    if (count == 0).any():
+        raise InputError("Some driver band has no valid value in any training patch.")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean, np.where(std > 0, std, 1.0)  # a constant band is left unscaled
