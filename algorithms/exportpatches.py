@@ -146,7 +146,7 @@ class ExportPatches(SubsidenceAlgorithm):
         steps.setCurrentStep(1)
         workspace = tempfile.TemporaryDirectory(dir=os.path.dirname(output) or None)
         with workspace as folder:
-            cut = np.lib.format.open_memmap(os.path.join(folder, "patches.npy"), "w+", np.float32, (len(keep), stack.RasterCount, size, size))
+            cut = patches.PatchFile(os.path.join(folder, "patches.bin"), (len(keep), stack.RasterCount, size, size))
             complete = patches.extract(
                 lambda first, stop: _read_rows(stack, first, stop, grid.width),
                 stack.RasterCount, grid.height, grid.width, rows[keep], columns[keep], size, cut, feedback.isCanceled,
@@ -187,7 +187,7 @@ class ExportPatches(SubsidenceAlgorithm):
                 "target_units": np.array(UNITS_OF_FIELD.get(field, "")),
             }
             dataset.write(output, cut, chosen, arrays, fill=mean if policy == 1 else None)
-            del cut
+            cut.close()
 
         achieved = {label: int((labels[chosen] == label).sum()) for label in self.COUNTS}
         feedback.pushInfo(

@@ -16,12 +16,12 @@ import zipfile
 
 import numpy as np
 
-CHUNK = 2048  # patches written at a time
+CHUNK = 1024  # patches written at a time (~32 MB of 9 x 30 x 30)
 
 
 def write(path, patches, index, arrays, fill=None):
-    """Writes patches[index] (a memmap; NaN replaced by `fill` per band when given) and the small
-    `arrays` into `path`."""
+    """Writes patches[index] (any array-like indexed by arrays of rows, e.g. core.patches.PatchFile;
+    NaN replaced by `fill` per band when given) and the small `arrays` into `path`."""
     n, bands, size, _ = len(index), *patches.shape[1:3], patches.shape[3]
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, value in arrays.items():

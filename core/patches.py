@@ -14,6 +14,8 @@ POLICIES = ("skip the point", "fill with the band's training mean")  # enum orde
 TRAIN, VAL, TEST, DROPPED = 0, 1, 2, -1
 MIN_VALID_TO_FILL = 0.5  # with the fill policy, patches with less valid data are still dropped
 STRIP_BYTES = 64 * 2**20  # float32 strip of the stack read at once
+POINTS_PER_GATHER = 1024  # patches cut from a strip in one vectorised step
+# The chunks below (about 32 MB of 9 x 30 x 30 float32 patches) bound the memory of the passes.
 
 
 def pixel_indices(grid, x, y):
@@ -40,16 +42,17 @@ def extract(read_rows, n_bands, height, width, rows, columns, size, out, cancell
         top, bottom = int(max(first, 0)), int(min(first + strip + size, height))
         if bottom > top:
             buffer[:, top - first : bottom - first, size : size + width] = read_rows(top, bottom)
-        chosen = order[start:stop]
         offsets = np.arange(size)
-        patch_rows = (rows[chosen] - half - first)[:, None] + offsets
-        patch_columns = (columns[chosen] - half + size)[:, None] + offsets
-        out[chosen] = buffer[:, patch_rows[:, :, None], patch_columns[:, None, :]].transpose(1, 0, 2, 3)
+        for part in range(start, stop, POINTS_PER_GATHER):  # bounds the gathered copies
+            chosen = order[part : min(part + POINTS_PER_GATHER, stop)]
+            patch_rows = (rows[chosen] - half - first)[:, None] + offsets
+            patch_columns = (columns[chosen] - half + size)[:, None] + offsets
+            out[chosen] = buffer[:, patch_rows[:, :, None], patch_columns[:, None, :]].transpose(1, 0, 2, 3)
         start = stop
     return True
 
 
-def valid_fraction(patches, chunk=4096):
+def valid_fraction(patches, chunk=1024):
     fractions = np.empty(len(patches))
     for start in range(0, len(patches), chunk):
         block = patches[start : start + chunk]
@@ -119,7 +122,7 @@ def drop_test_overlaps(rows, columns, labels, size):
     return labels, len(overlapping)
 
 
-def band_statistics(patches, index, chunk=4096):
+def band_statistics(patches, index, chunk=512):
     """Per-band mean and standard deviation of the patches at `index`, ignoring NaN."""
     n_bands = patches.shape[1]
     total, squares, count = np.zeros(n_bands), np.zeros(n_bands), np.zeros(n_bands)
@@ -135,3 +138,36 @@ def band_statistics(patches, index, chunk=4096):
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return mean, np.where(std > 0, std, 1.0)  # a constant band is left unscaled
+
+
+class PatchFile:
+    """A (N, C, P, P) float32 array in a plain file, written and read with explicit I/O rather
+    than a memory map, whose touched pages would count as the process's memory."""
+
+    def __init__(self, path, shape):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(np.float32)
+        self._row = int(np.prod(self.shape[1:]))
+        self._file = open(path, "w+b")
+        self._file.truncate(self.shape[0] * self._row * self.dtype.itemsize)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __setitem__(self, index, block):
+        block = np.ascontiguousarray(block, dtype=self.dtype).reshape(len(index), self._row)
+        for row, values in zip(np.asarray(index), block):
+            self._file.seek(int(row) * self._row * self.dtype.itemsize)
+            self._file.write(values.tobytes())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(self.shape[0]))
+        out = np.empty((len(index), self._row), self.dtype)
+        for position, row in enumerate(np.asarray(index)):
+            self._file.seek(int(row) * self._row * self.dtype.itemsize)
+            self._file.readinto(out[position])
+        return out.reshape((len(index), *self.shape[1:]))
+
+    def close(self):
+        self._file.close()

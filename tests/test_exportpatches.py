@@ -73,6 +73,7 @@ def test_patches_equal_gdal_windows_with_edges_and_nodata(plugin, tmp_path, stac
     cells = random_cells(150)
     _, data = export(tmp_path, points_layer(cells), stack_path, NODATA_POLICY=1, SPLIT=1)
     assert list(data["band_names"]) == ["elevation", "ndvi", "twi"] and int(data["patch_size"]) == SIZE
+    assert isinstance(data["patches"], np.memmap)  # read lazily, not loaded
     position = {(round(x, 6), round(y, 6)): i for i, (x, y) in enumerate(zip(data["x"], data["y"]))}
     checked = 0
     for row, column in cells:
