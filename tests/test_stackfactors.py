@@ -96,3 +96,35 @@ def test_naming_errors_are_clear(plugin, tmp_path, drivers):
     with pytest.raises(QgsProcessingException):
         stack(tmp_path, [drivers["elevation"]], [drivers["landuse"]])
     assert not (tmp_path / "stack.tif").exists()
+
+
+def test_one_hot_bands_and_names_survive_into_the_dataset(plugin, tmp_path, drivers):
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    from insar_subsidence.core.dataset import open_dataset
+
+    stacked = processing.run(
+        "subsidence:stackfactors",
+        {"INPUTS": [drivers["landuse"], drivers["elevation"]], "CATEGORICAL": [drivers["landuse"]], "OUTPUT": str(tmp_path / "s.tif")},
+    )["OUTPUT"]
+    points = QgsVectorLayer("Point?crs=EPSG:25830&field=displacement:double", "ps", "memory")
+    features = []
+    for row, column in [(10, 10), (20, 30), (15, 20), (25, 8)]:
+        feature = QgsFeature(points.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(180000 + (column + 0.5) * 10, 4130000 - (row + 0.5) * 10)))
+        feature.setAttributes([float(row)])
+        features.append(feature)
+    points.dataProvider().addFeatures(features)
+    result = processing.run(
+        "subsidence:exportpatches",
+        {"POINTS": points, "FIELD": "displacement", "FACTORS": stacked, "PATCH_SIZE": 3, "SPLIT": 1,
+         "VAL_FRACTION": 0.0, "TEST_FRACTION": 0.25, "OUTPUT": str(tmp_path / "d.npz")},
+    )
+    data = open_dataset(result["OUTPUT"])
+    assert list(data["band_names"]) == ["elevation", "landuse=1", "landuse=2", "landuse=5"]
+    one_hot = np.asarray(data["patches"])[:, 1:4]
+    assert set(np.unique(one_hot)) <= {0.0, 1.0} and (one_hot.sum(axis=1) == 1).all()
+    classes = drivers["classes"]
+    for patch, x, y in zip(np.asarray(data["patches"]), data["x"], data["y"]):
+        row, column = int((4130000 - y) // 10), int((x - 180000) // 10)
+        assert [1, 2, 5][int(np.argmax(patch[1:4, 1, 1]))] == classes[row, column]
