@@ -149,20 +149,40 @@ def sample_parameters(tmp_path):
     }
 
 
-def write_amplitude_stack(path, images=16, size=20):
-    """A small amplitude stack (EPSG:32630): Rayleigh clutter, stable pixels on the diagonal."""
+def write_geotiff(path, values, geotransform, epsg, nodata=None, names=None):
+    """A float32 GeoTIFF from (bands, rows, columns) or (rows, columns) values; returns its path."""
     from osgeo import gdal, osr
 
+    values = np.asarray(values)
+    values = values[None] if values.ndim == 2 else values
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), values.shape[2], values.shape[1], values.shape[0], gdal.GDT_Float32)
+    dataset.SetGeoTransform(geotransform)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    dataset.SetProjection(srs.ExportToWkt())
+    for number, band_values in enumerate(values, start=1):
+        band = dataset.GetRasterBand(number)
+        band.WriteArray(band_values)
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        if names:
+            band.SetDescription(names[number - 1])
+    dataset = None
+    return str(path)
+
+
+@pytest.fixture
+def geotiff():
+    """write_geotiff(path, values, geotransform, epsg, nodata=None, names=None) -> path."""
+    return write_geotiff
+
+
+def write_amplitude_stack(path, images=16, size=20):
+    """A small amplitude stack (EPSG:32630): Rayleigh clutter, stable pixels on the diagonal."""
     rng = np.random.default_rng(0)
     amplitudes = rng.rayleigh(1.0, (images, size, size))
     amplitudes[:, range(size), range(size)] = 5.0 + rng.normal(0, 0.1, (images, size))
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), size, size, images, gdal.GDT_Float32)
-    dataset.SetGeoTransform((500000.0, 20.0, 0.0, 4100000.0, 0.0, -20.0))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32630)
-    dataset.SetProjection(srs.ExportToWkt())
-    for number in range(images):
-        dataset.GetRasterBand(number + 1).WriteArray(amplitudes[number])
+    write_geotiff(path, amplitudes, (500000.0, 20.0, 0.0, 4100000.0, 0.0, -20.0), 32630)
 
 
 def points_on_amplitude_grid(n=60):

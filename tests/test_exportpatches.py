@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 from qgis import processing
 from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException, QgsVectorLayer
 
@@ -13,22 +13,11 @@ NODATA = -9999.0
 
 
 @pytest.fixture
-def stack_path(tmp_path):
+def stack_path(tmp_path, geotiff):
     rng = np.random.default_rng(0)
     values = rng.normal(0, 1, (BANDS, HEIGHT, WIDTH)).astype(np.float32)
     values[1, 40:44, 60:63] = NODATA
-    dataset = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "stack.tif"), WIDTH, HEIGHT, BANDS, gdal.GDT_Float32)
-    dataset.SetGeoTransform((LEFT, PIXEL, 0, TOP, 0, -PIXEL))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32630)
-    dataset.SetProjection(srs.ExportToWkt())
-    for number in range(BANDS):
-        band = dataset.GetRasterBand(number + 1)
-        band.WriteArray(values[number])
-        band.SetNoDataValue(NODATA)
-        band.SetDescription(["elevation", "ndvi", "twi"][number])
-    dataset = None
-    return str(tmp_path / "stack.tif")
+    return geotiff(tmp_path / "stack.tif", values, (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, NODATA, ["elevation", "ndvi", "twi"])
 
 
 def points_layer(cells, split=None):

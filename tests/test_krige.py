@@ -73,15 +73,10 @@ def test_real_points_match_pykrige_on_the_written_grid(plugin, donana, tmp_path)
     assert np.isfinite([results[k] for k in ("LOO_ME", "LOO_RMSE", "LOO_MSE", "LOO_MSSE", "FIT_R2")]).all()
 
 
-def test_reference_grid_is_followed(plugin, donana, tmp_path):
+def test_reference_grid_is_followed(plugin, donana, tmp_path, geotiff):
     path, _ = donana
-    reference = tmp_path / "reference.tif"
-    dataset = gdal.GetDriverByName("GTiff").Create(str(reference), 30, 20, 1, gdal.GDT_Byte)
-    dataset.SetGeoTransform((180000, 300, 0, 4135000, 0, -400))
-    source = ogr.Open(str(path))  # must outlive its layer
-    dataset.SetProjection(source.GetLayer().GetSpatialRef().ExportToWkt())
-    dataset = None
-    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", REFERENCE=str(reference))
+    reference = geotiff(tmp_path / "reference.tif", np.zeros((20, 30)), (180000, 300, 0, 4135000, 0, -400), 25830)
+    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", REFERENCE=reference)
     values, geotransform, _, _ = read(results["OUTPUT"])
     assert values.shape == (20, 30) and geotransform == (180000, 300, 0, 4135000, 0, -400)
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 from qgis import processing
 from qgis.core import QgsProcessingException
 
@@ -21,26 +21,18 @@ def stack(seed=0):
     return amplitudes
 
 
-def write(path, bands, nodata=None):
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), WIDTH, HEIGHT, len(bands), gdal.GDT_Float32)
-    dataset.SetGeoTransform(GEOTRANSFORM)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32630)
-    dataset.SetProjection(srs.ExportToWkt())
-    for number, band in enumerate(bands, start=1):
-        dataset.GetRasterBand(number).WriteArray(band)
-        if nodata is not None:
-            dataset.GetRasterBand(number).SetNoDataValue(nodata)
-    dataset = None
-    return str(path)
-
-
 def run(tmp_path, inputs, threshold=0.25, feedback=None):
     return processing.run(
         "subsidence:selectps",
         {"INPUT": inputs, "THRESHOLD": threshold, "OUTPUT_DISPERSION": str(tmp_path / "da.tif"), "OUTPUT": str(tmp_path / "ps.gpkg")},
         feedback=feedback,
     )
+
+
+@pytest.fixture
+def geotiff_at(geotiff):
+    """geotiff_at(path, bands, nodata=None) on this module's grid, EPSG:32630."""
+    return lambda path, bands, nodata=None: geotiff(path, bands, GEOTRANSFORM, 32630, nodata)
 
 
 def read_band(path):
@@ -64,11 +56,11 @@ def expected(amplitudes):
 
 
 @pytest.mark.parametrize("rows_per_block", [None, 3])
-def test_multiband_stack_matches_numpy(plugin, tmp_path, monkeypatch, rows_per_block):
+def test_multiband_stack_matches_numpy(plugin, tmp_path, geotiff_at, monkeypatch, rows_per_block):
     if rows_per_block:  # blocks of 3 rows: the streaming must not change anything
         monkeypatch.setattr(dispersion_module, "BLOCK_BYTES", 8 * IMAGES * WIDTH * rows_per_block)
     amplitudes = stack().astype(np.float32)  # what the GeoTIFF holds
-    results = run(tmp_path, [write(tmp_path / "stack.tif", amplitudes)])
+    results = run(tmp_path, [geotiff_at(tmp_path / "stack.tif", amplitudes)])
     da, centres = expected(amplitudes.astype(float))
     written = read_band(results["OUTPUT_DISPERSION"])
     np.testing.assert_allclose(written, da, rtol=1e-6)
@@ -81,10 +73,10 @@ def test_multiband_stack_matches_numpy(plugin, tmp_path, monkeypatch, rows_per_b
         assert m == pytest.approx(amplitudes[:, row, column].astype(float).mean(), rel=1e-12)
 
 
-def test_single_band_images_and_nodata(plugin, tmp_path):
+def test_single_band_images_and_nodata(plugin, tmp_path, geotiff_at):
     amplitudes = stack(1).astype(np.float32)
     amplitudes[3, 5, 7] = -9999  # one missing acquisition at a stable pixel
-    paths = [write(tmp_path / f"a{i}.tif", [band], nodata=-9999) for i, band in enumerate(amplitudes)]
+    paths = [geotiff_at(tmp_path / f"a{i}.tif", [band], nodata=-9999) for i, band in enumerate(amplitudes)]
     results = run(tmp_path, paths)
     oracle = np.where(amplitudes == -9999, np.nan, amplitudes).astype(float)
     da, centres = expected(oracle)
@@ -93,18 +85,18 @@ def test_single_band_images_and_nodata(plugin, tmp_path):
     assert len(points(results["OUTPUT"])) == len(centres) == len(STABLE)
 
 
-def test_few_images_warn(plugin, tmp_path, log_feedback):
+def test_few_images_warn(plugin, tmp_path, geotiff_at, log_feedback):
     feedback = log_feedback()
-    run(tmp_path, [write(tmp_path / "short.tif", stack()[:5])], feedback=feedback)
+    run(tmp_path, [geotiff_at(tmp_path / "short.tif", stack()[:5])], feedback=feedback)
     assert "WARNING Only 5 images" in feedback.text
 
 
-def test_bad_stacks_are_clear_errors(plugin, tmp_path):
+def test_bad_stacks_are_clear_errors(plugin, tmp_path, geotiff_at):
     with pytest.raises(QgsProcessingException):
-        run(tmp_path, [write(tmp_path / "one.tif", stack()[:1])])
+        run(tmp_path, [geotiff_at(tmp_path / "one.tif", stack()[:1])])
     other = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "other.tif"), WIDTH + 1, HEIGHT, 1, gdal.GDT_Float32)
     other.SetGeoTransform(GEOTRANSFORM)
     other = None
     with pytest.raises(QgsProcessingException):
-        run(tmp_path, [write(tmp_path / "a.tif", stack()[:3]), str(tmp_path / "other.tif")])
+        run(tmp_path, [geotiff_at(tmp_path / "a.tif", stack()[:3]), str(tmp_path / "other.tif")])
     assert not (tmp_path / "da.tif").exists()

@@ -2,28 +2,13 @@
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 from qgis import processing
 from qgis.core import QgsProcessingException
 
 from insar_subsidence.algorithms.layers import NODATA
 
 GRID = (180000.0, 10.0, 0.0, 4130000.0, 0.0, -10.0)  # EPSG:25830, 40 x 30 cells
-
-
-def raster(path, values, geotransform=GRID, epsg=25830, nodata=None):
-    values = np.atleast_3d(values).transpose(2, 0, 1) if values.ndim == 2 else values
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), values.shape[2], values.shape[1], values.shape[0], gdal.GDT_Float32)
-    dataset.SetGeoTransform(geotransform)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    dataset.SetProjection(srs.ExportToWkt())
-    for number, band in enumerate(values, start=1):
-        dataset.GetRasterBand(number).WriteArray(band)
-        if nodata is not None:
-            dataset.GetRasterBand(number).SetNoDataValue(nodata)
-    dataset = None
-    return str(path)
 
 
 def read_stack(path):
@@ -34,7 +19,13 @@ def read_stack(path):
 
 
 @pytest.fixture
-def drivers(tmp_path):
+def raster(geotiff):
+    """raster(path, values, geotransform=GRID, epsg=25830, nodata=None) -> path."""
+    return lambda path, values, geotransform=GRID, epsg=25830, nodata=None: geotiff(path, values, geotransform, epsg, nodata)
+
+
+@pytest.fixture
+def drivers(tmp_path, raster):
     rng = np.random.default_rng(0)
     rows, columns = np.mgrid[0:30, 0:40]
     elevation = raster(tmp_path / "elevation.tif", (100 + 2 * rows + 0.5 * columns).astype(np.float32))
@@ -87,7 +78,7 @@ def test_the_order_of_the_inputs_does_not_matter(plugin, tmp_path, drivers):
     np.testing.assert_array_equal(first[1][np.isfinite(first[1])], second[1][np.isfinite(second[1])])
 
 
-def test_naming_errors_are_clear(plugin, tmp_path, drivers):
+def test_naming_errors_are_clear(plugin, tmp_path, drivers, raster):
     other = tmp_path / "other"
     other.mkdir()
     twin = raster(other / "elevation.tif", np.zeros((30, 40), np.float32))
