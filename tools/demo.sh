@@ -18,19 +18,27 @@ echo "== Set-up check"
 sed -n '1,/^Results/p' "$out/checksetup.txt" | grep -E '^(OK|MISSING)'
 
 echo
-echo "== Ordinary kriging of the Doñana P-SBAS velocities (field Vel, cm/yr), 100 m grid"
+echo "== Import the Doñana P-SBAS points: vertical displacement 2016-01-01 … 2019-12-31 (mm)"
+"$qgis_process" run subsidence:importps -- \
+    INPUT="$points" START_DATE=2016-01-01 END_DATE=2019-12-31 UNITS=2 LOS_TO_VERTICAL=true \
+    OUTPUT="$out/ps_points.gpkg" > "$out/importps.txt" 2>&1
+grep -E 'Layout|Epochs used|rows read' "$out/importps.txt"
+
+echo
+echo "== Ordinary kriging of that displacement onto a 100 m grid"
 "$qgis_process" run subsidence:krige -- \
-    POINTS="$points" FIELD=Vel VARIOGRAM_MODEL=2 \
+    POINTS="$out/ps_points.gpkg" FIELD=displacement VARIOGRAM_MODEL=2 \
     EXTENT="176000,196000,4122000,4140000 [EPSG:25830]" PIXEL_SIZE=100 \
-    OUTPUT="$out/kriged_velocity.tif" OUTPUT_VARIANCE="$out/kriged_velocity_variance.tif" \
+    OUTPUT="$out/kriged_displacement.tif" OUTPUT_VARIANCE="$out/kriged_displacement_variance.tif" \
     OUTPUT_REPORT="$out/kriging_report.html" > "$out/krige.txt" 2>&1
 sed -n '/^Results/,$p' "$out/krige.txt" | grep -E 'VARIOGRAM|LOO_|N_POINTS|FIT_R2'
 
 cat <<MSG
 
 Demo outputs:
-  kriged surface   $out/kriged_velocity.tif
-  kriging variance $out/kriged_velocity_variance.tif
+  PS points        $out/ps_points.gpkg
+  kriged surface   $out/kriged_displacement.tif (mm)
+  kriging variance $out/kriged_displacement_variance.tif (mm²)
   kriging report   $out/kriging_report.html
-  logs             $out/checksetup.txt, $out/krige.txt
+  logs             $out/checksetup.txt, $out/importps.txt, $out/krige.txt
 MSG
