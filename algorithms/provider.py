@@ -5,6 +5,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_PATH
 from .checksetup import CheckSetup
+from .distance import Distance
 from .exportpatches import ExportPatches
 from .importps import ImportPs
 from .krige import Krige
@@ -13,7 +14,7 @@ from .stackfactors import StackFactors
 from .settings import add_settings, remove_settings
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, StackFactors, ExportPatches, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, Distance, StackFactors, ExportPatches, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

@@ -123,6 +123,11 @@ def sample_parameters(tmp_path):
             "OUTPUT_DISPERSION": str(tmp_path / "dispersion.tif"),
             "OUTPUT": str(tmp_path / "candidates.gpkg"),
         },
+        "subsidence:distance": {
+            "INPUT": points_on_amplitude_grid(5),
+            "REFERENCE": str(tmp_path / "amplitudes.tif"),
+            "OUTPUT": str(tmp_path / "distance.tif"),
+        },
         "subsidence:stackfactors": {
             "INPUTS": [str(tmp_path / "amplitudes.tif")],
             "OUTPUT": str(tmp_path / "stack.tif"),

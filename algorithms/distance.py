@@ -1,0 +1,138 @@
+"""subsidence:distance — exact Euclidean distance from each cell centre to the nearest feature."""
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+
+from ..core import distance
+from .base import SubsidenceAlgorithm
+from .layers import Float32Rasters, grid_of_raster
+
+BLOCK_CELLS = 262_144  # cells computed between progress reports and cancel checks
+
+
+class Distance(SubsidenceAlgorithm):
+    INPUT = "INPUT"
+    REFERENCE = "REFERENCE"
+    OUTPUT = "OUTPUT"
+
+    def name(self):
+        return "distance"
+
+    def displayName(self):  # noqa: N802
+        return self.tr("Distance to features")
+
+    def group(self):
+        return self.tr("Driving factors")
+
+    def groupId(self):  # noqa: N802
+        return "drivers"
+
+    def tags(self):
+        return self.tr("distance,proximity,wells,rivers,faults,euclidean,driver").split(",")
+
+    def shortHelpString(self):  # noqa: N802
+        return self.tr(
+            "Computes, on the REFERENCE raster's grid, the Euclidean distance from each cell centre to the "
+            "nearest feature of INPUT (points such as pumping wells, lines such as rivers or faults, or "
+            "polygons, inside which the distance is 0). The features are reprojected to the grid's CRS "
+            "(vertex by vertex; curves are segmentised) and the distance is computed exactly to the points "
+            "and segments, not by rasterising them first.\n"
+            "Units: map units of the grid's CRS (metres for a projected CRS); use a projected grid."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Features"), [QgsProcessing.TypeVectorAnyGeometry]))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid")))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Distance")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+        grid, crs = grid_of_raster(reference), reference.crs()
+        if crs.isGeographic():
+            feedback.pushWarning("The grid's CRS is geographic: distances will be in degrees, not metres.")
+        points, starts, ends, polygons = self._features(source, QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext()))
+        if not (len(points) or len(starts)):
+            raise QgsProcessingException(self.tr("The layer has no feature with a geometry."))
+        inside = _polygon_cells(polygons, grid, crs.toWkt()) if polygons else None
+        piece = max(grid.pixel_width, grid.pixel_height)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        rows_per_block = max(1, BLOCK_CELLS // grid.width)
+        with Float32Rasters([(output, [f"distance to {source.sourceName()}"])], grid, crs) as raster:
+            for row in range(0, grid.height, rows_per_block):
+                if feedback.isCanceled():
+                    raise QgsProcessingException(self.tr("Canceled: no output was written."))
+                stop = min(row + rows_per_block, grid.height)
+                x, y = grid.centres(row, stop)
+                targets = np.column_stack([x.ravel(), y.ravel()])
+                nearest = np.full(len(targets), np.inf)
+                if len(points):
+                    nearest = np.minimum(nearest, distance.to_points(points, targets))
+                if len(starts):
+                    nearest = np.minimum(nearest, distance.to_segments(starts, ends, targets, piece))
+                block = nearest.reshape(x.shape)
+                if inside is not None:
+                    block[inside[row:stop]] = 0.0
+                raster.write(0, row, block)
+                feedback.setProgress(100 * stop / grid.height)
+        return {self.OUTPUT: output}
+
+    def _features(self, source, transform):
+        """Points (M, 2), segment starts and ends (K, 2) and polygon WKBs, in the grid's CRS."""
+        points, starts, ends, polygons = [], [], [], []
+        for feature in source.getFeatures():
+            geometry = QgsGeometry(feature.geometry())
+            if geometry.isEmpty():
+                continue
+            try:
+                geometry.transform(transform)
+            except QgsCsException as error:
+                raise QgsProcessingException(f"Feature {feature.id()} cannot be reprojected to the grid's CRS: {error}") from error
+            if QgsWkbTypes.isCurvedType(geometry.wkbType()):
+                geometry = QgsGeometry(geometry.constGet().segmentize())
+            kind = geometry.type()
+            if kind == QgsWkbTypes.PointGeometry:
+                points += [(p.x(), p.y()) for p in geometry.constParts()]
+                continue
+            if kind == QgsWkbTypes.PolygonGeometry:
+                polygons.append(geometry.asWkb())
+                polygons_of = geometry.asMultiPolygon() if geometry.isMultipart() else [geometry.asPolygon()]
+                lines = [ring for polygon in polygons_of for ring in polygon]
+            else:
+                lines = geometry.asMultiPolyline() if geometry.isMultipart() else [geometry.asPolyline()]
+            for line in lines:
+                vertices = np.array([(v.x(), v.y()) for v in line])
+                starts.append(vertices[:-1])
+                ends.append(vertices[1:])
+        to_array = lambda chunks: np.concatenate(chunks) if chunks else np.empty((0, 2))  # noqa: E731
+        return np.array(points, float).reshape(-1, 2), to_array(starts), to_array(ends), polygons
+
+
+def _polygon_cells(wkbs, grid, wkt):
+    """True where a cell centre lies inside a polygon (GDAL's centre-based rasterisation)."""
+    target = gdal.GetDriverByName("MEM").Create("", grid.width, grid.height, 1, gdal.GDT_Byte)
+    target.SetGeoTransform(grid.geotransform)
+    target.SetProjection(wkt)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    source = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = source.CreateLayer("polygons", srs, ogr.wkbUnknown)
+    for wkb in wkbs:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkb(bytes(wkb)))
+        layer.CreateFeature(feature)
+    gdal.RasterizeLayer(target, [1], layer, burn_values=[1])
+    return target.GetRasterBand(1).ReadAsArray().astype(bool)
