@@ -3,15 +3,16 @@
 Segments are cut into pieces of length at most `piece` (which leaves their union unchanged);
 for each target, the k pieces with the nearest midpoints give a distance d. A piece with its
 midpoint at distance m is no closer than m - piece / 2, so when the k-th midpoint lies at least
-d + piece / 2 away no other piece can beat d; otherwise every piece within d + piece / 2 is
-checked. The result is exact, with no rasterisation of the features.
+d + piece / 2 away no other piece can beat d; the targets for which that does not hold yet are
+queried again, together, with four times as many pieces. The result is exact, with no
+rasterisation of the features.
 """
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 NEAREST_PIECES = 8
-BATCH = 65_536
+PAIRS = 1_000_000  # target x piece pairs evaluated at once
 
 
 def to_points(points, targets):
@@ -24,20 +25,22 @@ def to_segments(starts, ends, targets, piece):
     """Distance from each target (N, 2) to the nearest segment starts[i] -> ends[i] (M, 2)."""
     starts, ends = _pieces(np.asarray(starts, float), np.asarray(ends, float), piece)
     tree = cKDTree((starts + ends) / 2)
+    best = np.empty(len(targets))
+    pending = np.arange(len(targets))
     k = min(NEAREST_PIECES, len(starts))
-    out = np.empty(len(targets))
-    for first in range(0, len(targets), BATCH):
-        batch = targets[first : first + BATCH]
-        middle_distances, index = tree.query(batch, k=k, workers=-1)
-        index = index.reshape(len(batch), k)
-        best = _segment_distance(batch[:, None, :], starts[index], ends[index]).min(axis=1)
-        unsure = np.flatnonzero(middle_distances.reshape(len(batch), k)[:, -1] < best + piece / 2)
-        if k < len(starts):
-            for i, candidates in zip(unsure, tree.query_ball_point(batch[unsure], best[unsure] + piece / 2)):
-                candidates = np.asarray(candidates)
-                best[i] = _segment_distance(batch[i][None, :], starts[candidates], ends[candidates]).min()
-        out[first : first + BATCH] = best
-    return out
+    while len(pending):
+        undecided = []
+        for first in range(0, len(pending), max(1, PAIRS // k)):  # bounds the (targets x k) arrays
+            chosen = pending[first : first + max(1, PAIRS // k)]
+            middle, index = tree.query(targets[chosen], k=k, workers=-1)
+            middle, index = middle.reshape(len(chosen), k), index.reshape(len(chosen), k)
+            nearest = _segment_distance(targets[chosen][:, None, :], starts[index], ends[index]).min(axis=1)
+            sure = (k == len(starts)) | (middle[:, -1] >= nearest + piece / 2)
+            best[chosen[sure]] = nearest[sure]
+            undecided.append(chosen[~sure])
+        pending = np.concatenate(undecided)
+        k = min(4 * k, len(starts))
+    return best
 
 
 def _pieces(starts, ends, piece):
