@@ -23,7 +23,7 @@ from ..core import dataset, patches
 from ..core.errors import InputError
 from ..core.patches import DROPPED, POLICIES, SPLITS, TEST, TRAIN, VAL
 from .base import SubsidenceAlgorithm
-from .layers import grid_of_raster, point_values
+from .layers import grid_of_raster, point_values, read_rows
 
 UNITS_OF_FIELD = {"displacement": "mm", "velocity": "mm/yr"}
 
@@ -148,7 +148,7 @@ class ExportPatches(SubsidenceAlgorithm):
         with workspace as folder:
             cut = patches.PatchFile(os.path.join(folder, "patches.bin"), (len(keep), stack.RasterCount, size, size))
             complete = patches.extract(
-                lambda first, stop: _read_rows(stack, first, stop, grid.width),
+                lambda first, stop: read_rows(stack, first, stop - first),
                 stack.RasterCount, grid.height, grid.width, rows[keep], columns[keep], size, cut, feedback.isCanceled,
             )
             if not complete:
@@ -212,12 +212,3 @@ class ExportPatches(SubsidenceAlgorithm):
             return patches.random_split(len(x), val, test, rng)
         block = self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or patches.default_block_size(x, y, patch_metres)
         return patches.spatial_blocks(x, y, block, val, test, rng)
-
-
-def _read_rows(dataset, first, stop, width):
-    block = dataset.ReadAsArray(0, first, width, stop - first).astype(np.float32).reshape(dataset.RasterCount, stop - first, width)
-    for index in range(dataset.RasterCount):
-        nodata = dataset.GetRasterBand(index + 1).GetNoDataValue()
-        if nodata is not None:
-            block[index][block[index] == nodata] = np.nan
-    return block

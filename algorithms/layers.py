@@ -74,6 +74,19 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
     return PointValues(np.array(xs), np.array(ys), np.array(values), ids, extras, skipped)
 
 
+def read_rows(dataset, first, count):
+    """Rows first .. first + count - 1 of every band of a GDAL dataset, float32 (bands, count,
+    width), nodata as NaN. One call per dataset: a pixel-interleaved file would otherwise be read
+    once per band."""
+    width = dataset.RasterXSize
+    block = dataset.ReadAsArray(0, first, width, count).astype(np.float32).reshape(dataset.RasterCount, count, width)
+    for index in range(dataset.RasterCount):
+        nodata = dataset.GetRasterBand(index + 1).GetNoDataValue()
+        if nodata is not None:
+            block[index][block[index] == nodata] = np.nan
+    return block
+
+
 class Float32Rasters:
     """Float32 GeoTIFFs on one grid, written by row blocks: files = [(path, [band names])], and
     write(index, ...) addresses their bands in that order, file after file.

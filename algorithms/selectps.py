@@ -24,7 +24,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.dispersion import MIN_IMAGES_ADVISED, dispersion, rows_per_block
 from ..core.grid import Grid
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters
+from .layers import Float32Rasters, read_rows
 
 
 class SelectPs(SubsidenceAlgorithm):
@@ -134,7 +134,7 @@ class SelectPs(SubsidenceAlgorithm):
                 if feedback.isCanceled():
                     raise QgsProcessingException(self.tr("Canceled: no output was written."))
                 count = min(rows, grid.height - row)
-                stack = np.concatenate([_read(dataset, row, count, grid.width) for dataset in datasets])
+                stack = np.concatenate([read_rows(dataset, row, count) for dataset in datasets])
                 values, mean = dispersion(stack)
                 rasters.write(0, row, values)
                 block_rows, columns = np.nonzero(values < threshold)
@@ -148,17 +148,6 @@ class SelectPs(SubsidenceAlgorithm):
                 found += len(x)
                 feedback.setProgress(100 * (row + count) / grid.height)
         return found
-
-
-def _read(dataset, row, count, width):
-    """Rows row .. row + count - 1 of every band, (bands, count, width), nodata as NaN. One call per
-    dataset: a pixel-interleaved file would otherwise be read once per band."""
-    block = dataset.ReadAsArray(0, row, width, count).astype(np.float64).reshape(-1, count, width)
-    for index in range(dataset.RasterCount):
-        nodata = dataset.GetRasterBand(index + 1).GetNoDataValue()
-        if nodata is not None:
-            block[index][block[index] == nodata] = np.nan
-    return block
 
 
 def _remove_file(destination):
