@@ -23,7 +23,7 @@ from ..core import dataset, patches
 from ..core.errors import InputError
 from ..core.patches import DROPPED, POLICIES, SPLITS, TEST, TRAIN, VAL
 from .base import SubsidenceAlgorithm
-from .layers import grid_of_raster, point_values, read_rows
+from .layers import grid_of_raster, point_values, read_rows, remove_output
 
 UNITS_OF_FIELD = {"displacement": "mm", "velocity": "mm/yr"}
 
@@ -114,11 +114,10 @@ class ExportPatches(SubsidenceAlgorithm):
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         try:
             return self._export(parameters, context, feedback, output)
-        except InputError as error:
-            raise QgsProcessingException(str(error)) from error
-        except BaseException:
-            if os.path.exists(output):
-                os.remove(output)
+        except BaseException as error:
+            remove_output(output)
+            if isinstance(error, InputError):
+                raise QgsProcessingException(str(error)) from error
             raise
 
     def _export(self, parameters, context, feedback, output):

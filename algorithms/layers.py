@@ -74,6 +74,13 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
     return PointValues(np.array(xs), np.array(ys), np.array(values), ids, extras, skipped)
 
 
+def remove_output(destination):
+    """Deletes what a failed run wrote to a file destination ('path' or 'path|layername=…')."""
+    path = destination.split("|")[0]
+    if os.path.isfile(path):
+        os.remove(path)
+
+
 def read_rows(dataset, first, count):
     """Rows first .. first + count - 1 of every band of a GDAL dataset, float32 (bands, count,
     width), nodata as NaN. One call per dataset: a pixel-interleaved file would otherwise be read

@@ -1,7 +1,5 @@
 """subsidence:selectps — PS candidates by amplitude dispersion over a stack of amplitude images."""
 
-import os
-
 import numpy as np
 from osgeo import gdal
 from qgis.core import (
@@ -24,7 +22,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.dispersion import MIN_IMAGES_ADVISED, dispersion, rows_per_block
 from ..core.grid import Grid
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, read_rows
+from .layers import Float32Rasters, read_rows, remove_output
 
 
 class SelectPs(SubsidenceAlgorithm):
@@ -97,7 +95,7 @@ class SelectPs(SubsidenceAlgorithm):
             found = self._stream(datasets, images, grid, crs, threshold, output, sink, feedback)
         except Exception:
             del sink  # closes the file, so that it can be removed
-            _remove_file(destination)
+            remove_output(destination)
             raise
         feedback.pushInfo(f"{found} PS candidates with D_A < {threshold} among {grid.width * grid.height} pixels, {images} images.")
         return {self.OUTPUT_DISPERSION: output, self.OUTPUT: destination}
@@ -148,9 +146,3 @@ class SelectPs(SubsidenceAlgorithm):
                 found += len(x)
                 feedback.setProgress(100 * (row + count) / grid.height)
         return found
-
-
-def _remove_file(destination):
-    path = destination.split("|")[0]
-    if os.path.isfile(path):
-        os.remove(path)
