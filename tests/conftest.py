@@ -24,6 +24,7 @@ PLUGIN_PATH.mkdir(parents=True, exist_ok=True)
 if not (PLUGIN_PATH / PLUGIN_NAME).exists():
     (PLUGIN_PATH / PLUGIN_NAME).symlink_to(REPO, target_is_directory=True)
 sys.path.insert(0, str(PLUGIN_PATH))
+sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers (synthetic.py)
 
 
 class LogFeedback(QgsProcessingFeedback):

@@ -20,6 +20,7 @@ from insar_subsidence.core.kriging import (
     merge_coincident,
     warnings,
 )
+from synthetic import subsidence_bowls
 
 PARAMETERS = {
     "spherical": (0.8, 400.0, 0.05),
@@ -202,20 +203,11 @@ def test_repeated_threaded_global_prediction_is_stable(points):
     np.testing.assert_array_equal(values, first)
 
 
-def smooth_field_with_noise(n, noise_sd, seed=0):
-    """Smooth subsidence bowls (width 3-15 km) over 100 km, plus white noise of known variance."""
-    rng = np.random.default_rng(seed)
-    x, y = rng.uniform(0, 1e5, n), rng.uniform(0, 1e5, n)
-    centres, depth, width = rng.uniform(0, 1e5, (12, 2)), rng.uniform(20, 120, 12), rng.uniform(3000, 15000, 12)
-    field = -sum(d * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * w**2)) for (cx, cy), d, w in zip(centres, depth, width))
-    return x, y, field + rng.normal(0, noise_sd, n)
-
-
 def test_dense_points_give_the_nugget_from_their_short_distances():
     # A 2000-point subsample alone has no pairs closer than ~1.5 km here, where the bowls
     # already add ~50 mm² to the 4 mm² of noise; the full set's near pairs (100 000 points,
     # ~300 m apart) resolve it.
-    x, y, z = smooth_field_with_noise(100_000, noise_sd=2.0)
+    x, y, z = subsidence_bowls(100_000, noise_sd=2.0)
     experimental = experimental_variogram(x, y, z, max_points=2000, rng=0)
     assert experimental.lags[0] < 600
     fit = fit_variogram(experimental, "gaussian")

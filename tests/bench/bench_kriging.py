@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build" / "pluginpath"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: synthetic data
 
 from insar_subsidence.core.kriging import (  # noqa: E402
     OrdinaryKriging,
@@ -20,20 +21,15 @@ from insar_subsidence.core.kriging import (  # noqa: E402
     experimental_variogram,
     fit_variogram,
 )
+from synthetic import subsidence_bowls  # noqa: E402
 
 EXTENT = 100_000.0  # metres
 NEIGHBOURS = 32
 MODEL = "gaussian"  # smooth bowls: the model without warnings on this field (see the log of krige)
 
 
-def subsidence_points(n, seed=0):
-    """Random points over a field of subsidence bowls (mm) with measurement noise."""
-    rng = np.random.default_rng(seed)
-    x, y = rng.uniform(0, EXTENT, n), rng.uniform(0, EXTENT, n)
-    centres = rng.uniform(0, EXTENT, (12, 2))
-    depth, width = rng.uniform(20, 120, 12), rng.uniform(3000, 15000, 12)
-    field = -sum(d * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * w**2)) for (cx, cy), d, w in zip(centres, depth, width))
-    return x, y, field + rng.normal(0, 2.0, n)
+def subsidence_points(n):
+    return subsidence_bowls(n, noise_sd=2.0, extent=EXTENT)
 
 
 def grid(size):
