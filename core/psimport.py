@@ -114,8 +114,8 @@ def detect(columns, has_geometry, x_field=None, y_field=None):
     if {"code", "vel", "v_stdev", "coherence"} <= has:
         coordinates = _latlon(columns) if not has_geometry else {}
         return PsFormat("MintPy save_qgis / TRE", units="mm", **coordinates, **common)
-    if _stamps_columns(columns):
-        ordered = _stamps_columns(columns)
+    ordered = _stamps_columns(columns)
+    if ordered:
         return PsFormat(
             "StaMPS-Visualizer", x=ordered[0], y=ordered[1], crs="EPSG:4326", velocity=ordered[2], units="mm",
             dates=[(column, None) for column in ordered[3:]], dates_in_first_row=True,
