@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Real third-party data bundled with the plugin (sources and licences in its README).
 DONANA_ASC = REPO / "resources" / "sample_data" / "donana" / "Sentinel_Asc.shp"  # 573 P-SBAS points, EPSG:25830
 DONANA_EXTENT = "176000,196000,4122000,4140000 [EPSG:25830]"
+# Real data for the tests only (tests/data/README.md).
+MINNESOTA_DEM = REPO / "tests" / "data" / "minnesota_dem" / "dem.tif"  # 400 x 400, 1 m LiDAR, EPSG:26915
 PLUGIN_NAME = "insar_subsidence"
 # The clone's folder may have any name: QGIS and the tests find the plugin by its package name,
 # through a folder holding a link (the same one `make demo` uses).
