@@ -107,7 +107,8 @@ class Float32Rasters:
         self.datasets = []
         self.bands = []  # (dataset, band number) for each write index
         driver = gdal.GetDriverByName("GTiff")
-        options = ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
+        # Deflate's fastest level: 3 times quicker than its default, for files ~10 % larger.
+        options = ["COMPRESS=DEFLATE", "PREDICTOR=3", "ZLEVEL=1", "TILED=YES", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
         for path, names in files:
             dataset = driver.Create(path, grid.width, grid.height, len(names), gdal.GDT_Float32, options)
             if dataset is None:
@@ -126,6 +127,11 @@ class Float32Rasters:
         dataset, number = self.bands[index]
         block = np.where(np.isfinite(block), block, NODATA).astype(np.float32)
         dataset.GetRasterBand(number).WriteArray(block, 0, row_start)
+
+    def flush(self, index):
+        """Compress and write what is cached of the file holding band `index` now, rather than
+        when the files are closed."""
+        self.bands[index][0].FlushCache()
 
     def __enter__(self):
         return self

@@ -12,9 +12,10 @@ from .krige import Krige
 from .selectps import SelectPs
 from .stackfactors import StackFactors
 from .settings import add_settings, remove_settings
+from .terrainfactors import TerrainFactors
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, Distance, StackFactors, ExportPatches, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

@@ -20,7 +20,6 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.morphology import reconstruction
 
 METHODS = ("D8", "MFD", "D-infinity")
 FLAT_ASPECT = -1.0  # aspect of a cell without slope
@@ -130,14 +129,46 @@ def _extrapolated(centre, around):
 def fill_depressions(z):
     """The DEM with every depression raised to its spill level, so that each valid cell has a
     path to an edge that never goes up (NaN kept). The values are copies of the DEM's, so the
-    DEM's float type is kept."""
+    DEM's float type is kept.
+
+    This is grayscale reconstruction by erosion of the DEM from its edge cells (Soille's
+    depression filling, the priority-flood result), run by scikit-image's inner loop with the
+    rank order prepared from one sort of the DEM: skimage.morphology.reconstruction sorts the
+    seed and the mask together twice, which takes most of its time."""
+    from skimage.morphology._grayreconstruct import reconstruction_loop  # the optional package: imported when needed
+
     z = np.asarray(z, np.float32 if z.dtype == np.float32 else np.float64)
     padded = np.pad(z, 1, constant_values=np.nan)
     invalid = np.isnan(padded)
-    outlets = _edge_cells(invalid) | invalid
-    mask = np.where(invalid, np.finfo(z.dtype).min, padded)
-    seed = np.where(outlets, mask, np.nanmax(z) if np.isfinite(z).any() else 0)
-    filled = reconstruction(seed, mask, method="erosion")
+    mask = np.where(invalid, np.finfo(z.dtype).min, padded)  # nodata: outlets lower than anything
+    # The loop reads neighbours without bounds checks: one more ring, at the top value, fixed.
+    mask = np.pad(mask, 1, constant_values=mask.max())
+    outlets = np.pad(_edge_cells(invalid) | invalid, 1).ravel()
+    size = mask.size
+    if 2 * size >= 2**31:
+        raise ValueError("The DEM is too large to fill in one piece (over 1e9 cells).")
+    values = mask.ravel()
+    order = np.argsort(values, kind="stable").astype(np.int32)
+    ordered = values[order]
+    new = np.empty(size, bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    distinct = ordered[new]
+    # The loop dilates ranks: rank 0 for the highest value, which every non-outlet seed takes.
+    rank = np.empty(size, np.uint32)
+    rank[order] = len(distinct) - np.cumsum(new)
+    ranks = np.concatenate([np.where(outlets, rank, 0).astype(np.uint32), rank])  # seed image, then mask image
+    # Every element by increasing value: each mask cell followed by its seed if it is an outlet
+    # (same value), then the other seeds (the top value).
+    pairs = np.stack([order + size, order], axis=1)[np.stack([np.ones(size, bool), outlets[order]], axis=1)]
+    by_value = np.concatenate([pairs, np.flatnonzero(~outlets).astype(np.int32)])
+    previous = np.full(2 * size, -1, np.int32)
+    following = np.full(2 * size, -1, np.int32)
+    previous[by_value[1:]] = by_value[:-1]
+    following[by_value[:-1]] = by_value[1:]
+    strides = np.array([row * mask.shape[1] + column for row, column in NEIGHBOURS], np.int32)
+    reconstruction_loop(ranks, previous, following, strides, int(by_value[0]), size)
+    filled = distinct[::-1][ranks[:size]].reshape(mask.shape)[1:-1, 1:-1]
     filled[invalid] = np.nan
     return filled[1:-1, 1:-1]
 
@@ -296,9 +327,9 @@ def accumulate(routing, area, cancelled=lambda: False):
     upslope = np.zeros(cells)
     upslope.reshape(rows, columns)[1:-1] = area[:, None]
     upslope[~valid] = 0
-    donors = np.zeros(cells, np.int8)
+    donors = np.zeros(cells, np.uint8)
     for direction, offset in enumerate(routing.offsets):
-        gives = routing.fractions[direction, max(0, -offset) : cells - max(0, offset)] > 0
+        gives = (routing.receivers[max(0, -offset) : cells - max(0, offset)] >> direction) & 1
         donors[max(0, offset) : cells + min(0, offset)] += gives
     ready = np.flatnonzero(valid & (donors == 0))
     waves = 0
@@ -330,7 +361,7 @@ def wetness_and_power(catchment, slope_degrees, min_slope_degrees):
 
 
 OUTPUTS = ("SLOPE", "ASPECT", "CATCHMENT", "TWI", "SPI")
-STEPS = ("slope and aspect", "filling depressions", "flow directions", "flow accumulation", "TWI and SPI")
+STEPS = ("Slope and aspect", "Filling depressions", "Flow directions", "Flow accumulation", "TWI and SPI")
 
 
 def factors(z, sizes, wanted, emit, method="MFD", fill=True, min_slope=0.1, step=lambda index: None, cancelled=lambda: False):

@@ -131,6 +131,10 @@ def sample_parameters(tmp_path):
             "REFERENCE": str(tmp_path / "amplitudes.tif"),
             "OUTPUT": str(tmp_path / "distance.tif"),
         },
+        "subsidence:terrainfactors": {
+            "INPUT": str(MINNESOTA_DEM),
+            **{key: str(tmp_path / f"{key.lower()}.tif") for key in ("SLOPE", "ASPECT", "CATCHMENT", "TWI", "SPI")},
+        },
         "subsidence:stackfactors": {
             "INPUTS": [str(tmp_path / "amplitudes.tif")],
             "OUTPUT": str(tmp_path / "stack.tif"),

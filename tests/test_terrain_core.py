@@ -1,15 +1,15 @@
 """core.terrain against analytic surfaces and a cell-by-cell reference (priority-flood filling,
 routing and accumulation in topological order, written the plain way)."""
 
-import heapq
 import math
-from collections import deque
 
 import numpy as np
 import pytest
 from conftest import MINNESOTA_DEM
 from osgeo import gdal
 from scipy.ndimage import binary_dilation
+
+from terrain_reference import downstream_of_flats, reference_accumulation, reference_fill, reference_receivers
 
 from insar_subsidence.core import terrain
 
@@ -144,73 +144,6 @@ def test_grid_aligned_plane_gives_row_times_cell_size(method, cell):
     np.testing.assert_allclose(power[exact], expected[exact] * 0.05, rtol=1e-5)
 
 
-def reference_fill(z):
-    """Barnes et al. (2014) priority-flood, cell by cell."""
-    rows, columns = z.shape
-    filled = z.astype(np.float64).copy()
-    done = np.isnan(z)
-    heap = []
-    for row in range(rows):
-        for column in range(columns):
-            if not done[row, column] and any(
-                not (0 <= row + dr < rows and 0 <= column + dc < columns) or np.isnan(z[row + dr, column + dc])
-                for dr, dc in terrain.NEIGHBOURS
-            ):
-                heapq.heappush(heap, (filled[row, column], row, column))
-                done[row, column] = True
-    while heap:
-        level, row, column = heapq.heappop(heap)
-        for dr, dc in terrain.NEIGHBOURS:
-            r, c = row + dr, column + dc
-            if 0 <= r < rows and 0 <= c < columns and not done[r, c]:
-                done[r, c] = True
-                filled[r, c] = max(filled[r, c], level)
-                heapq.heappush(heap, (filled[r, c], r, c))
-    return filled
-
-
-def reference_receivers(filled, method):
-    """{cell: {neighbour: share}} by the documented rules, with flats left out (empty)."""
-    rows, columns = filled.shape
-    receivers = {}
-    for row in range(rows):
-        for column in range(columns):
-            if np.isnan(filled[row, column]):
-                continue
-            slopes = {}
-            for dr, dc in terrain.NEIGHBOURS:
-                r, c = row + dr, column + dc
-                if 0 <= r < rows and 0 <= c < columns and filled[r, c] < filled[row, column]:
-                    slopes[(r, c)] = (filled[row, column] - filled[r, c]) / math.hypot(dr, dc)
-            if not slopes:
-                receivers[(row, column)] = {}
-            elif method == "D8":
-                receivers[(row, column)] = {max(slopes, key=slopes.get): 1.0}  # first maximum: NEIGHBOURS order
-            else:
-                weights = {cell: value**terrain.MFD_EXPONENT for cell, value in slopes.items()}
-                receivers[(row, column)] = {cell: weight / sum(weights.values()) for cell, weight in weights.items()}
-    return receivers
-
-
-def reference_accumulation(receivers, shape):
-    """Kahn's topological order, cell by cell."""
-    upslope = np.full(shape, np.nan)
-    donors = {cell: 0 for cell in receivers}
-    for cell, shares in receivers.items():
-        upslope[cell] = 1.0
-        for receiver in shares:
-            donors[receiver] += 1
-    queue = deque(cell for cell, count in donors.items() if count == 0)
-    while queue:
-        cell = queue.popleft()
-        for receiver, share in receivers[cell].items():
-            upslope[receiver] += share * upslope[cell]
-            donors[receiver] -= 1
-            if donors[receiver] == 0:
-                queue.append(receiver)
-    return upslope
-
-
 @pytest.fixture(scope="module")
 def real_crop():
     dataset = gdal.Open(str(MINNESOTA_DEM))
@@ -274,25 +207,11 @@ def test_accumulation_equals_the_reference_away_from_flats(real_crop, method):
     upslope, _, _ = accumulate(filled, method)
     receivers = reference_receivers(filled.astype(np.float64), method)
     expected = reference_accumulation(receivers, z.shape)
-    flat = {cell for cell, shares in receivers.items() if not shares and not _is_edge(cell, z.shape)}
-    touched_by_flat = np.zeros(z.shape, bool)
-    for cell in flat:  # the flat and the cells it drains through
-        touched_by_flat[cell] = True
-        for dr, dc in terrain.NEIGHBOURS:
-            near = (cell[0] + dr, cell[1] + dc)
-            if near in receivers and filled[near] == filled[cell]:
-                touched_by_flat[near] = True
-    for cell in sorted(receivers, key=lambda cell: -filled[cell]):  # downstream order on the filled DEM
-        for receiver in receivers[cell]:
-            touched_by_flat[receiver] |= touched_by_flat[cell]
+    touched_by_flat = downstream_of_flats(receivers, filled)
     clean = ~touched_by_flat
     assert clean.mean() > 0.3
     np.testing.assert_allclose(upslope[clean], expected[clean], rtol=1e-5)
     assert np.isfinite(upslope).all()
-
-
-def _is_edge(cell, shape):
-    return cell[0] in (0, shape[0] - 1) or cell[1] in (0, shape[1] - 1)
 
 
 def test_flats_drain_towards_their_outlet():
@@ -367,3 +286,23 @@ def test_d_infinity_picks_the_facet_of_steepest_euclidean_slope():
     z = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0], [-1.35, -0.75, -1.0]])
     shares = terrain.route(z, terrain.CellSizes.projected(1, 1, 3), "D-infinity").fractions.reshape(8, 5, 5)[:, 2, 2]
     np.testing.assert_array_equal(shares, np.eye(8)[terrain.EAST])
+
+
+def test_fill_equals_scikit_image_reconstruction_on_the_whole_real_dem():
+    """The fill drives scikit-image's inner reconstruction loop itself: it must give what the
+    public skimage.morphology.reconstruction gives, seeded with the DEM on its edge cells."""
+    from skimage.morphology import reconstruction
+
+    z = gdal.Open(str(MINNESOTA_DEM)).ReadAsArray().astype(np.float32)
+    z[100:130, 200:260] = np.nan
+    z[390:, :7] = np.nan
+    padded = np.pad(z, 1, constant_values=np.nan)
+    invalid = np.isnan(padded)
+    edge = binary_dilation(invalid, np.ones((3, 3), bool)) & ~invalid
+    mask = np.where(invalid, np.finfo(np.float32).min, padded)
+    seed = np.where(edge | invalid, mask, np.nanmax(z))
+    expected = reconstruction(seed, mask, method="erosion")[1:-1, 1:-1]
+    expected[np.isnan(z)] = np.nan
+    filled = terrain.fill_depressions(z)
+    assert (filled > z).sum() > 20_000  # the holes drain some depressions: 22 282 cells stay filled
+    np.testing.assert_array_equal(filled, expected)
