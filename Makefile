@@ -9,6 +9,8 @@ SITE = $(shell [ -x $(PY) ] && $(PY) -c 'import sysconfig; print(sysconfig.get_p
 # QGIS 3.22's /usr/bin/qgis_process wrapper adds --noversioncheck, which it then rejects.
 QGIS_PROCESS := qgis_process.bin
 APT_PACKAGES := qgis python3-qgis python3-venv gdal-bin
+# The benchmarks compare with GRASS GIS (r.watershed, r.slope.aspect).
+BENCH_APT_PACKAGES := grass-core
 PLUGIN := insar_subsidence
 BUILD := build
 
@@ -22,7 +24,7 @@ RUN_ENV = PYTHONPATH=$(SITE) QGIS_PLUGINPATH=$(CURDIR)/$(BUILD)/pluginpath
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	@bash tools/ensure_qgis.sh $(APT_PACKAGES)
+	@bash tools/ensure_apt.sh "command -v $(QGIS_PROCESS) && /usr/bin/python3 -c 'import qgis.core'" "QGIS (>= 3.22, with its Python bindings)" $(APT_PACKAGES)
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
@@ -38,7 +40,8 @@ demo: setup $(BUILD)/pluginpath/$(PLUGIN)
 	@$(RUN_ENV) bash tools/demo.sh $(QGIS_PROCESS) $(BUILD)/demo
 
 # `make bench BENCH=kriging` runs only the benchmarks whose name contains "kriging".
-bench: setup
+bench: setup $(BUILD)/pluginpath/$(PLUGIN)
+	@bash tools/ensure_apt.sh "command -v grass" "GRASS GIS" $(BENCH_APT_PACKAGES)
 	$(PY) tests/bench/run.py $(BENCH)
 
 # The zip the QGIS plugin manager installs: committed files only, minus what

@@ -106,19 +106,31 @@ def test_geographic_dem_gets_metric_slopes_and_areas(plugin, tmp_path, geotiff):
     np.testing.assert_allclose(ours["CATCHMENT"][:, 0], columns * width * height / np.sqrt(width * height), rtol=1e-5)
 
 
-def test_nodata_stays_nodata_and_acts_as_an_outlet(plugin, tmp_path, geotiff):
-    """A plane rising to the east, cut by a nodata column: the cells east of it drain into it,
-    those west of it to the DEM's west border; with 10 m cells a row of n cells gives a = 10 n."""
+@pytest.mark.parametrize("nodata", [-9999.0, None])
+def test_nodata_stays_nodata_and_acts_as_an_outlet(plugin, tmp_path, geotiff, nodata):
+    """A plane rising to the east, cut by a nodata (or NaN) column: the cells east of it drain
+    into it, those west of it to the DEM's west border; with 10 m cells a row of n cells gives
+    a = 10 n."""
     columns, cut = 20, 6
     z = 100 + 0.5 * np.arange(columns)[None, :] + np.zeros((15, 1))
-    z[:, cut] = -9999
-    dem = geotiff(tmp_path / "cut.tif", z, (500000, 10, 0, 4100000, 0, -10), 32630, nodata=-9999)
+    z[:, cut] = np.nan if nodata is None else nodata
+    dem = geotiff(tmp_path / "cut.tif", z, (500000, 10, 0, 4100000, 0, -10), 32630, nodata=nodata)
     ours = run(tmp_path, dem, FLOW_METHOD=0)
-    hole = z == -9999
+    hole = ~np.isfinite(z) | (z == nodata)
     for key in OUTPUTS:
         assert np.isnan(ours[key][hole]).all() and np.isfinite(ours[key][~hole]).all(), key
     np.testing.assert_allclose(ours["CATCHMENT"][:, cut + 1], 10.0 * (columns - cut - 1))
     np.testing.assert_allclose(ours["CATCHMENT"][:, 0], 10.0 * cut)
+
+
+def test_cells_in_us_feet_are_measured_in_metres(plugin, tmp_path, geotiff):
+    """EPSG:2236 (Florida East, US survey feet): 10 ft cells, elevations rising 0.1 m a cell."""
+    z = 5 + 0.1 * np.arange(12)[None, :] + np.zeros((10, 1))
+    dem = geotiff(tmp_path / "feet.tif", z, (700000, 10, 0, 600000, 0, -10), 2236)
+    ours = run(tmp_path, dem, FLOW_METHOD=0)
+    cell = 10 * 1200 / 3937  # metres
+    np.testing.assert_allclose(ours["SLOPE"], math.degrees(math.atan(0.1 / cell)), atol=1e-4)
+    np.testing.assert_allclose(ours["CATCHMENT"][:, 0], 12 * cell, rtol=1e-5)
 
 
 def test_only_the_requested_outputs_are_written(plugin, tmp_path):
