@@ -174,13 +174,18 @@ def fill_depressions(z):
 
 
 def _edge_cells(invalid):
-    """Valid cells of a padded grid with an invalid cell (nodata or the padding) among their 8
+    """Valid cells with an invalid cell (nodata, or the padding of a padded grid) among their 8
     neighbours."""
-    near_invalid = np.zeros_like(invalid)
-    core = near_invalid[1:-1, 1:-1]
-    for row, column in NEIGHBOURS:
-        core |= invalid[1 + row : invalid.shape[0] - 1 + row, 1 + column : invalid.shape[1] - 1 + column]
-    return near_invalid & ~invalid
+    return _next_to(invalid) & ~invalid
+
+
+def _next_to(cells):
+    """True where one of the 8 neighbours is True (beyond the border counts as False)."""
+    padded = np.pad(cells, 1)
+    near = np.zeros_like(cells)
+    for direction in range(8):
+        near |= _neighbour(padded, direction)
+    return near
 
 
 @dataclass
@@ -286,7 +291,7 @@ def _drain_flats(padded, flat, fractions, cancelled):
     elevation = padded.ravel()
     is_flat = flat.ravel().copy()
     draining = (~flat & ~np.isnan(padded)).ravel()
-    frontier = np.flatnonzero(draining & _has_flat_neighbour(flat))
+    frontier = np.flatnonzero(draining & _next_to(flat).ravel())
     frontier = frontier[_any_equal_flat_neighbour(frontier, elevation, is_flat, offsets)]
     while frontier.size:
         if cancelled():
@@ -300,14 +305,6 @@ def _drain_flats(padded, flat, fractions, cancelled):
             fractions[(direction + 4) % 8, neighbour] = 1  # back towards the cell it was reached from
             reached.append(neighbour)
         frontier = np.concatenate(reached)
-
-
-def _has_flat_neighbour(flat):
-    padded = np.pad(flat, 1)
-    near = np.zeros_like(flat)
-    for row, column in NEIGHBOURS:
-        near |= padded[1 + row : padded.shape[0] - 1 + row, 1 + column : padded.shape[1] - 1 + column]
-    return near.ravel()
 
 
 def _any_equal_flat_neighbour(cells, elevation, is_flat, offsets):
