@@ -13,9 +13,10 @@ from .selectps import SelectPs
 from .stackfactors import StackFactors
 from .settings import add_settings, remove_settings
 from .terrainfactors import TerrainFactors
+from .traincnn import TrainCnn
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

@@ -148,6 +148,12 @@ def sample_parameters(tmp_path):
             "NODATA_POLICY": 1,
             "OUTPUT": str(tmp_path / "dataset.npz"),
         },
+        "subsidence:traincnn": {
+            "DATASET": _small_training_dataset(tmp_path),
+            "EPOCHS": 1,
+            "OUTPUT_MODEL": str(tmp_path / "model.onnx"),
+            "OUTPUT_REPORT": str(tmp_path / "training.html"),
+        },
         "subsidence:importps": {"INPUT": str(DONANA_ASC), "UNITS": 2, "OUTPUT": str(tmp_path / "ps.gpkg")},
         "subsidence:krige": {
             "POINTS": str(DONANA_ASC),
@@ -159,6 +165,13 @@ def sample_parameters(tmp_path):
             "OUTPUT_REPORT": str(tmp_path / "report.html"),
         },
     }
+
+
+def _small_training_dataset(tmp_path):
+    from cnn_data import known_function_dataset
+
+    known_function_dataset(tmp_path / "training.npz", n=200)
+    return str(tmp_path / "training.npz")
 
 
 def write_geotiff(path, values, geotransform, epsg, nodata=None, names=None):

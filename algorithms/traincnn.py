@@ -1,0 +1,235 @@
+"""subsidence:traincnn — train the CNN in the torch interpreter and write one ONNX model."""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+)
+
+from ..core import metrics, report
+from ..core.dataset import open_dataset
+from ..models import launch
+from ..models.architecture import ARCHITECTURES, check_patch_size
+from ..models.export import finish, plugin_version
+from ..models.interpreter import find_torch_python
+from ..models.launch import DEVICES
+from .base import SubsidenceAlgorithm
+from .settings import torch_python_setting
+
+SPLITS = ("train", "val", "test")  # the dataset's split codes 0, 1, 2
+
+
+class TrainCnn(SubsidenceAlgorithm):
+    REQUIRES = ("onnxruntime", "onnx")
+    DATASET = "DATASET"
+    ARCHITECTURE = "ARCHITECTURE"
+    EPOCHS = "EPOCHS"
+    BATCH_SIZE = "BATCH_SIZE"
+    LEARNING_RATE = "LEARNING_RATE"
+    PATIENCE = "PATIENCE"
+    SEED = "SEED"
+    DEVICE = "DEVICE"
+    OUTPUT_MODEL = "OUTPUT_MODEL"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
+
+    def name(self):
+        return "traincnn"
+
+    def displayName(self):  # noqa: N802
+        return self.tr("Train the CNN")
+
+    def group(self):
+        return self.tr("Modelling")
+
+    def groupId(self):  # noqa: N802
+        return "modelling"
+
+    def tags(self):
+        return self.tr("cnn,deep learning,train,torch,onnx,regression,subsidence").split(",")
+
+    def shortHelpString(self):  # noqa: N802
+        return self.tr(
+            "Trains a convolutional network that predicts a PS point's target (e.g. cumulative "
+            "displacement) from the patch of driver rasters around it, on a dataset written by "
+            "'Export training patches', and writes it as one ONNX model for 'Predict the surface'.\n"
+            "Training runs in a separate Python interpreter that has torch (Settings > Options > "
+            "Processing > Providers, or the environment variable SUBSIDENCE_TORCH_PYTHON; 'Check set-up' "
+            "shows which one is used), on CUDA when present and DEVICE allows, else on all CPU cores.\n"
+            "ARCHITECTURE: dense (default) — the paper's layer types with 'valid' convolutions and "
+            "CPU-sized widths (0.12 M weights for 9 bands at 30 x 30), which a whole raster can be "
+            "predicted from exactly and fast; paper — the published Keras model (21 M weights), for "
+            "reproduction, slow on a CPU. Inputs are normalised with the dataset's training mean and "
+            "standard deviation, the target standardised with the training points' statistics; Adam, "
+            "MSE loss. With PATIENCE > 0, training stops after that many epochs without a better "
+            "validation loss; the weights with the best validation loss are the ones written.\n"
+            "The model takes raw driver values and returns the target in its units; its metadata "
+            "records the bands, their statistics, the patch size, the target and the scores. "
+            "OUTPUT_REPORT: loss curves, RMSE/MAE/R²/bias for the training, validation and test points "
+            "and observed-versus-predicted plots.\n"
+            "Units: RMSE in the dataset's target units (mm for displacement)."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz"))
+        self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Architecture"), options=list(ARCHITECTURES), defaultValue=0))
+        integer = QgsProcessingParameterNumber.Integer
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), integer, defaultValue=150, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), integer, defaultValue=128, minValue=2))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.LEARNING_RATE, self.tr("Learning rate (Adam)"), QgsProcessingParameterNumber.Double, defaultValue=1e-4, minValue=1e-9
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.PATIENCE, self.tr("Early-stopping patience (epochs; 0 = off)"), integer, defaultValue=20, minValue=0)
+        )
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, defaultValue=0, minValue=0))
+        device = QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=0)
+        device.setFlags(device.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(device)
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model"), self.tr("ONNX models (*.onnx)")))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
+            )
+        )
+        for key, label in (("TRAIN_RMSE", "Training RMSE"), ("VAL_RMSE", "Validation RMSE"), ("TEST_RMSE", "Test RMSE")):
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        dataset_path = self.parameterAsFile(parameters, self.DATASET, context)
+        data = _open(dataset_path)
+        architecture = ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCHITECTURE, context)]
+        problem = check_patch_size(architecture, int(data["patch_size"]))
+        if problem:
+            raise QgsProcessingException(problem)
+        if not (data["split"] == 0).sum() >= 2:
+            raise QgsProcessingException(self.tr("The dataset has fewer than 2 training patches."))
+        if not (data["split"] == 1).any():
+            feedback.pushWarning(self.tr("The dataset has no validation patches: no early stopping, the last epoch's weights are kept."))
+        torch_python = find_torch_python(torch_python_setting())
+        if torch_python.problem:
+            raise QgsProcessingException(torch_python.problem)
+        feedback.pushInfo(self.tr("Training in {} (torch {}).").format(torch_python.path, torch_python.torch_version))
+        epochs = self.parameterAsInt(parameters, self.EPOCHS, context)
+        folder = tempfile.mkdtemp(prefix="subsidence-train-")
+        try:
+            command = launch.worker_command(
+                torch_python.path,
+                dataset_path,
+                folder,
+                architecture,
+                epochs,
+                self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+                self.parameterAsInt(parameters, self.PATIENCE, context),
+                self.parameterAsInt(parameters, self.SEED, context),
+                DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            )
+            try:
+                launch.run(command, launch.worker_env(os.environ), lambda event: _follow(event, epochs, feedback), feedback.isCanceled)
+            except InterruptedError:
+                raise QgsProcessingException(self.tr("Canceled: training stopped, no model was written.")) from None
+            except launch.WorkerFailed as error:
+                raise QgsProcessingException(str(error)) from None
+            return self._write_outputs(parameters, context, feedback, data, architecture, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _write_outputs(self, parameters, context, feedback, data, architecture, folder):
+        with np.load(os.path.join(folder, "result.npz")) as result:
+            predictions, history = result["predictions"], json.loads(str(result["history"]))
+            check_inputs, check_outputs = result["check_inputs"], result["check_outputs"]
+        targets, split = data["targets"].astype(float), data["split"]
+        scores = {name: metrics.regression(targets[split == code], predictions[split == code]) for code, name in enumerate(SPLITS)}
+        spread = float(np.ptp(targets)) or 1.0
+        metadata = {
+            "band_names": [str(name) for name in data["band_names"]],
+            "band_mean": [float(value) for value in data["band_mean"]],
+            "band_std": [float(value) for value in data["band_std"]],
+            "patch_size": str(int(data["patch_size"])),
+            "target_field": str(data["target_field"]),
+            "target_units": str(data["target_units"]),
+            "architecture": architecture,
+            "dense_exact": "true" if architecture == "dense" else "false",
+            "metrics": scores,
+            "plugin_version": plugin_version(),
+            "training": {"epochs_run": len(history), "history": history},
+        }
+        model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        try:
+            difference = finish(os.path.join(folder, "model.onnx"), model_path, metadata, check_inputs, check_outputs, spread)
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from None
+        feedback.pushInfo(self.tr("ONNX Runtime reproduces torch on {} patches to {:.2g} {}.").format(len(check_inputs), difference, metadata["target_units"]))
+        for name in SPLITS:
+            feedback.pushInfo(self.tr("{}: RMSE {:.4g}, MAE {:.4g}, R² {:.3f}, bias {:.4g} ({} points)").format(name, *(scores[name][key] for key in ("rmse", "mae", "r2", "bias", "n"))))
+        results = {self.OUTPUT_MODEL: model_path, **{f"{name.upper()}_RMSE": scores[name]["rmse"] for name in SPLITS}}
+        report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        if report_path:
+            with open(report_path, "w", encoding="utf-8") as file:
+                file.write(_report(history, scores, targets, predictions, split, metadata))
+            results[self.OUTPUT_REPORT] = report_path
+        return results
+
+
+def _open(path):
+    try:
+        return open_dataset(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise QgsProcessingException(f"{path} is not a dataset written by 'Export training patches': {error}") from None
+
+
+def _follow(event, epochs, feedback):
+    kind = event.get("event")
+    if kind == "start":
+        feedback.pushInfo(f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches.")
+    elif kind == "batch":
+        feedback.setProgress(100 * (event["epoch"] - 1 + event["fraction"]) / epochs)
+    elif kind == "epoch":
+        feedback.setProgress(100 * event["epoch"] / epochs)
+        validation = "" if event["val_loss"] is None else f", validation {event['val_loss']:.4f}"
+        feedback.pushInfo(f"Epoch {event['epoch']}/{epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s")
+    elif kind == "stopped":
+        feedback.pushInfo(f"Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}.")
+    elif kind == "output":
+        feedback.pushDebugInfo(event["text"])
+
+
+def _report(history, scores, targets, predictions, split, metadata):
+    units = metadata["target_units"]
+    curves = report.figure()
+    axes = curves.add_subplot()
+    epochs = [entry["epoch"] for entry in history]
+    axes.plot(epochs, [entry["train_loss"] for entry in history], label="training")
+    if any(entry["val_loss"] is not None for entry in history):
+        axes.plot(epochs, [entry["val_loss"] for entry in history], label="validation")
+    axes.set(xlabel="epoch", ylabel="MSE of the standardised target", yscale="log")
+    axes.legend()
+    scatter = report.figure(12, 4)
+    for index, name in enumerate(SPLITS):
+        axes = scatter.add_subplot(1, 3, index + 1)
+        chosen = split == index
+        axes.scatter(targets[chosen], predictions[chosen], s=4)
+        low, high = float(np.min(targets)), float(np.max(targets))
+        axes.plot([low, high], [low, high], color="black", linewidth=0.8)
+        axes.set(title=f"{name} ({int(chosen.sum())})", xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
+    rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for name in SPLITS]
+    return report.page(
+        f"CNN training: {metadata['architecture']} on {metadata['target_field']}",
+        [
+            ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
+            ("Loss", report.image(curves, "loss curves")),
+            ("Observed and predicted", report.image(scatter, "observed versus predicted")),
+        ],
+    )

@@ -1,0 +1,22 @@
+"""Regression scores in the target's units."""
+
+import numpy as np
+
+NAMES = ("n", "rmse", "mae", "r2", "bias")
+
+
+def regression(observed, predicted):
+    """n, RMSE, MAE, R² (1 - SSres / SStot; NaN below 2 points or without spread) and bias
+    (mean of predicted - observed)."""
+    observed, predicted = np.asarray(observed, float), np.asarray(predicted, float)
+    if not len(observed):
+        return {"n": 0, "rmse": float("nan"), "mae": float("nan"), "r2": float("nan"), "bias": float("nan")}
+    error = predicted - observed
+    spread = float(np.sum((observed - observed.mean()) ** 2))
+    return {
+        "n": int(len(observed)),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": 1.0 - float(np.sum(error**2)) / spread if len(observed) > 1 and spread > 0 else float("nan"),
+        "bias": float(np.mean(error)),
+    }

@@ -1,0 +1,58 @@
+"""The CNNs in torch (shapes and the reasons for them in architecture.py), and the deployed
+model: raw driver values in, the target in its units out."""
+
+import torch
+from torch import nn
+
+from .architecture import BLOCK_WIDTHS, DENSE_WIDTHS, DROPOUT, check_patch_size, feature_size
+
+# Keras's BatchNormalization defaults, which the paper's model used: momentum 0.99 there is
+# 0.01 in torch's convention.
+BATCH_NORM = {"eps": 1e-3, "momentum": 0.01}
+
+
+def build(architecture, bands, patch_size):
+    """The network mapping normalised patches (N, bands, P, P) to the standardised target (N, 1)."""
+    problem = check_patch_size(architecture, patch_size)
+    if problem:
+        raise ValueError(problem)
+    padding = 0 if architecture == "dense" else 1  # 'valid' or 'same' 3x3 convolutions
+    layers = []
+    channels = bands
+    for width in BLOCK_WIDTHS[architecture]:
+        layers += [
+            nn.Conv2d(channels, width, 1),
+            nn.Conv2d(width, width, 3, padding=padding),
+            nn.ReLU(),
+            nn.BatchNorm2d(width, **BATCH_NORM),
+            nn.MaxPool2d(2),
+            nn.Dropout(DROPOUT),
+        ]
+        channels = width
+    layers.append(nn.Flatten())
+    features = channels * feature_size(architecture, patch_size) ** 2
+    widths = DENSE_WIDTHS[architecture]
+    for index, width in enumerate(widths):
+        layers += [nn.Linear(features, width), nn.ReLU(), nn.BatchNorm1d(width, **BATCH_NORM)]
+        if index < len(widths) - 1:
+            layers.append(nn.Dropout(DROPOUT))
+        features = width
+    layers.append(nn.Linear(features, 1))
+    return nn.Sequential(*layers)
+
+
+class Deployed(nn.Module):
+    """Normalises raw driver values with the training statistics, applies the network and turns
+    its standardised output back into the target's units: what the .onnx file contains."""
+
+    def __init__(self, network, band_mean, band_std, target_mean, target_std):
+        super().__init__()
+        self.network = network
+        std = torch.as_tensor(band_std, dtype=torch.float32)
+        self.register_buffer("band_mean", torch.as_tensor(band_mean, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.register_buffer("band_scale", torch.where(std > 0, 1 / std, torch.ones_like(std)).reshape(1, -1, 1, 1))
+        self.register_buffer("target_mean", torch.tensor(float(target_mean)))
+        self.register_buffer("target_std", torch.tensor(float(target_std)))
+
+    def forward(self, patches):
+        return self.network((patches - self.band_mean) * self.band_scale) * self.target_std + self.target_mean

@@ -1,0 +1,54 @@
+"""Finishing the worker's ONNX file in QGIS: the metadata DESIGN.md asks for, and the check
+that ONNX Runtime gives torch's numbers before the file is written."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+TOLERANCE = 1e-4  # of the targets' spread: how far ONNX Runtime may be from torch
+
+
+def metadata_value(value):
+    """custom_metadata_map holds strings: text as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def finish(raw_model, destination, metadata, check_inputs, check_outputs, spread):
+    """Write raw_model (a path) to destination with `metadata` (name -> value) after checking
+    that ONNX Runtime reproduces check_outputs on check_inputs to TOLERANCE x spread."""
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(raw_model)
+    onnx.helper.set_model_props(model, {name: metadata_value(value) for name, value in metadata.items()})
+    data = model.SerializeToString()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: np.asarray(check_inputs, np.float32)})[0]
+    error = float(np.max(np.abs(got - check_outputs)))
+    if not error <= TOLERANCE * max(spread, 1e-12):
+        raise ValueError(f"ONNX Runtime's output differs from torch's by {error:.3g} (allowed {TOLERANCE * spread:.3g}); the model was not written.")
+    folder = os.path.dirname(os.path.abspath(destination))
+    handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=folder)
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
+    os.replace(temporary, destination)  # never a half-written model at the destination
+    return error
+
+
+def read_metadata(path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def plugin_version():
+    import configparser
+
+    from .interpreter import PLUGIN_DIR
+
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(PLUGIN_DIR, "metadata.txt"), encoding="utf-8")
+    return parser.get("general", "version", fallback="unknown")

@@ -1,0 +1,200 @@
+"""The training worker, run in the torch interpreter as `python -m <plugin>.models.worker`.
+
+It reads a dataset written by subsidence:exportpatches, trains the CNN and writes into
+--output-dir: `model.onnx` (raw drivers in, target units out, no metadata yet), `result.npz`
+(predictions of the best weights for every sample, the loss history, a check batch with torch's
+outputs) — QGIS adds the metadata and checks ONNX Runtime against torch. Progress goes to stdout
+as one JSON object per line; errors to stderr, the last line a message for the user.
+"""
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from ..core.dataset import open_dataset
+from .architecture import ARCHITECTURES, check_patch_size
+from .cnn import Deployed, build
+from .launch import DEVICES
+
+CHECK_BATCH = 64  # patches on which QGIS compares ONNX Runtime with torch
+REPORT_EVERY_S = 1.0  # progress within an epoch at most this often
+PREFETCHED_BATCHES = 2
+
+
+class UserError(Exception):
+    """A problem with the inputs, reported as one line for the user."""
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="worker", description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="dense")
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--patience", type=int, default=0, help="epochs without a better validation loss before stopping; 0: off")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    return parser.parse_args(argv)
+
+
+def emit(event, **values):
+    print(json.dumps({"event": event, **values}), flush=True)
+
+
+def choose_device(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("DEVICE is cuda but torch sees no CUDA device; choose auto or cpu.")
+    if name != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch.device("cpu")
+
+
+def batches(patches, targets, order, batch_size):
+    """Batches of (patches, targets) in `order`, gathered by a second thread while the previous
+    batch trains, so reading the (memory-mapped) patches stays off the critical path."""
+    ready = queue.Queue(PREFETCHED_BATCHES)
+
+    def produce():
+        for start in range(0, len(order), batch_size):
+            chosen = np.sort(order[start : start + batch_size])  # sorted: sequential reads
+            ready.put((torch.from_numpy(np.ascontiguousarray(patches[chosen])), torch.from_numpy(targets[chosen])))
+        ready.put(None)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while (batch := ready.get()) is not None:
+        yield batch
+    thread.join()
+
+
+def predict(model, patches, index, device, batch_size=1024):
+    model.eval()
+    out = np.empty(len(index), np.float32)
+    with torch.no_grad():
+        for start in range(0, len(index), batch_size):
+            chosen = index[start : start + batch_size]
+            out[start : start + len(chosen)] = model(torch.from_numpy(np.asarray(patches[chosen])).to(device)).cpu().numpy()[:, 0]
+    return out
+
+
+def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, progress=emit):
+    """Train on data (open_dataset's dict); returns (the deployed model with the best weights,
+    the history: one dict per epoch)."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    rng = np.random.default_rng(seed)
+    patches, split = data["patches"], data["split"]
+    bands, patch_size = patches.shape[1], patches.shape[2]
+    problem = check_patch_size(architecture, patch_size)
+    if problem:
+        raise UserError(problem)
+    train_index, val_index = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
+    if len(train_index) < 2:
+        raise UserError(f"The dataset has {len(train_index)} training patches; at least 2 are needed.")
+    targets = data["targets"].astype(np.float32)
+    target_mean, target_std = float(targets[train_index].mean()), float(targets[train_index].std()) or 1.0
+    standardised = ((targets - target_mean) / target_std).astype(np.float32)
+    network = build(architecture, bands, patch_size)
+    model = Deployed(network, data["band_mean"], data["band_std"], target_mean, target_std).to(device)
+    # The network learns the standardised target from normalised inputs: wrap only its input side.
+    normalise = lambda x: (x - model.band_mean) * model.band_scale  # noqa: E731
+    optimiser = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    history, best, best_loss, stale = [], None, np.inf, 0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        network.train()
+        seen, total, reported = 0, 0.0, time.perf_counter()
+        for inputs, wanted in batches(patches, standardised, rng.permutation(train_index), batch_size):
+            if len(wanted) < 2:
+                continue  # batch normalisation needs two samples
+            inputs, wanted = inputs.to(device), wanted.to(device)
+            optimiser.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(network(normalise(inputs))[:, 0], wanted)
+            loss.backward()
+            optimiser.step()
+            seen += len(wanted)
+            total += loss.item() * len(wanted)
+            if time.perf_counter() - reported > REPORT_EVERY_S:
+                progress("batch", epoch=epoch, epochs=epochs, fraction=seen / len(train_index))
+                reported = time.perf_counter()
+        train_loss, train_seconds = total / max(seen, 1), time.perf_counter() - start
+        val_loss = _standardised_loss(model, patches, targets, val_index, target_std, device) if len(val_index) else None
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+        )
+        progress("epoch", epochs=epochs, **history[-1])
+        score = val_loss if val_loss is not None else train_loss
+        if score < best_loss:
+            best_loss, stale = score, 0
+            best = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        else:
+            stale += 1
+            if patience and len(val_index) and stale >= patience:
+                progress("stopped", epoch=epoch, best_epoch=epoch - stale)
+                break
+    model.load_state_dict(best)
+    return model.eval(), history
+
+
+def _standardised_loss(model, patches, targets, index, target_std, device):
+    predicted = predict(model, patches, index, device)
+    return float(np.mean(((predicted - targets[index]) / target_std) ** 2))
+
+
+def export(model, patches, output_dir):
+    """model.onnx (dynamic batch size) and the check batch with torch's outputs."""
+    model = model.to("cpu").eval()
+    check = torch.from_numpy(np.array(patches[:CHECK_BATCH], np.float32))  # a copy: the memory map is read-only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
+        torch.onnx.export(
+            model,
+            (check,),
+            os.path.join(output_dir, "model.onnx"),
+            dynamo=False,
+            input_names=["patches"],
+            output_names=["prediction"],
+            dynamic_axes={"patches": {0: "batch"}, "prediction": {0: "batch"}},
+            opset_version=17,
+        )
+    with torch.no_grad():
+        return check.numpy(), model(check).numpy()
+
+
+def main(argv=None):
+    args = parse(argv)
+    try:
+        device = choose_device(args.device)
+        data = open_dataset(args.dataset)
+        emit("start", device=str(device), threads=torch.get_num_threads(), samples=int(len(data["targets"])))
+        model, history = train(data, args.architecture, args.epochs, args.batch_size, args.learning_rate, args.patience, args.seed, device)
+        everything = np.arange(len(data["targets"]))
+        predictions = predict(model, data["patches"], everything, device)
+        check_inputs, check_outputs = export(model, data["patches"], args.output_dir)
+        np.savez(
+            os.path.join(args.output_dir, "result.npz"),
+            predictions=predictions,
+            history=json.dumps(history),
+            check_inputs=check_inputs,
+            check_outputs=check_outputs,
+            device=str(device),
+        )
+        emit("done")
+    except UserError as error:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""subsidence:traincnn: learning a known function, the ONNX contract, determinism, cancel and
+failures; the worker's command line as data; the paper replica against the published model."""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import onnxruntime
+import pytest
+from cnn_data import known_function_dataset
+from qgis import processing
+from qgis.core import QgsProcessingException
+
+from insar_subsidence.models import launch
+from insar_subsidence.models.export import read_metadata
+
+REQUIRED_METADATA = {
+    "band_names", "band_mean", "band_std", "patch_size", "target_field", "target_units",
+    "architecture", "dense_exact", "metrics", "plugin_version",
+}  # fmt: skip
+
+
+def train(tmp_path, dataset, feedback=None, **parameters):
+    values = {"DATASET": str(dataset), "OUTPUT_MODEL": str(tmp_path / "model.onnx"), "SEED": 1, **parameters}
+    return processing.run("subsidence:traincnn", values, feedback=feedback)
+
+
+def predict(model, patches):
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, {"patches": np.asarray(patches, np.float32)})[0][:, 0]
+
+
+def test_learns_a_known_function_of_the_patches(plugin, tmp_path):
+    """Target = band 0 at the centre + 3 x band 1's mean over the 5 x 5 centre (smooth fields):
+    test RMSE below 10 % of the target's std in 20 epochs (about 50 s on two cores)."""
+    std = known_function_dataset(tmp_path / "data.npz", n=6000)
+    result = train(tmp_path, tmp_path / "data.npz", EPOCHS=20, BATCH_SIZE=64, LEARNING_RATE=2e-3, PATIENCE=0, OUTPUT_REPORT=str(tmp_path / "r.html"))
+    assert result["TEST_RMSE"] < 0.1 * std
+    assert result["TRAIN_RMSE"] < 0.2 * std and result["VAL_RMSE"] < 0.15 * std
+    metadata = read_metadata(result["OUTPUT_MODEL"])
+    assert REQUIRED_METADATA <= set(metadata)
+    history = json.loads(metadata["training"])["history"]
+    losses = [epoch["train_loss"] for epoch in history]
+    assert len(history) == 20 and losses[-1] < 0.5 * losses[0] and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert json.loads(metadata["metrics"])["test"]["rmse"] == pytest.approx(result["TEST_RMSE"])
+    assert "<img" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    known_function_dataset(tmp_path / "small.npz", n=300)
+    return tmp_path / "small.npz"
+
+
+def test_model_takes_raw_drivers_and_returns_target_units(plugin, tmp_path, small_dataset):
+    """What the metadata says is what the graph does: same outputs from ONNX Runtime on the raw
+    patches as the predictions the metrics were computed from; dense_exact for `dense`."""
+    from insar_subsidence.core.dataset import open_dataset
+
+    result = train(tmp_path, small_dataset, EPOCHS=2)
+    data = open_dataset(small_dataset)
+    metadata = read_metadata(result["OUTPUT_MODEL"])
+    assert json.loads(metadata["band_names"]) == list(data["band_names"])
+    np.testing.assert_allclose(json.loads(metadata["band_mean"]), data["band_mean"])
+    assert (metadata["patch_size"], metadata["target_units"], metadata["architecture"], metadata["dense_exact"]) == ("22", "mm", "dense", "true")
+    predicted = predict(result["OUTPUT_MODEL"], data["patches"])
+    test = data["split"] == 2
+    rmse = float(np.sqrt(np.mean((predicted[test] - data["targets"][test]) ** 2)))
+    assert rmse == pytest.approx(result["TEST_RMSE"], rel=1e-4)
+    assert abs(np.mean(predicted) - np.mean(data["targets"])) < 2 * np.std(data["targets"])  # target units, not standardised
+
+
+def test_same_seed_same_model_other_seed_other_model(plugin, tmp_path, small_dataset):
+    from insar_subsidence.core.dataset import open_dataset
+
+    patches = np.array(open_dataset(small_dataset)["patches"][:50])
+    outputs = []
+    for run, seed in enumerate((7, 7, 8)):
+        folder = tmp_path / f"run{run}"
+        folder.mkdir()
+        outputs.append(predict(train(folder, small_dataset, EPOCHS=2, SEED=seed)["OUTPUT_MODEL"], patches))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert not np.array_equal(outputs[0], outputs[2])
+
+
+def test_cancel_stops_the_worker_and_writes_nothing(plugin, tmp_path, small_dataset, log_feedback):
+    feedback = log_feedback(cancel_at=0.1)  # cancels at the first progress report, within epoch 1
+    start = time.perf_counter()
+    with pytest.raises(QgsProcessingException, match="Canceled"):
+        train(tmp_path, small_dataset, feedback, EPOCHS=1000)
+    assert time.perf_counter() - start < 30  # 1000 epochs would take ~10 minutes
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_worker_error_is_reported_with_its_message(plugin, tmp_path, small_dataset):
+    with pytest.raises(QgsProcessingException, match="DEVICE is cuda but torch sees no CUDA device"):
+        train(tmp_path, small_dataset, EPOCHS=1, DEVICE=2)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_patches_too_small_for_the_architecture_are_refused_before_training(plugin, tmp_path):
+    known_function_dataset(tmp_path / "tiny.npz", n=50, size=12)
+    with pytest.raises(QgsProcessingException, match="at least 22 x 22"):
+        train(tmp_path, tmp_path / "tiny.npz", EPOCHS=1)
+
+
+def test_a_python_without_torch_says_what_to_install(plugin, tmp_path, small_dataset, monkeypatch):
+    monkeypatch.setenv("SUBSIDENCE_TORCH_PYTHON", "/usr/bin/python3")  # Debian's: no torch there
+    with pytest.raises(QgsProcessingException, match="/usr/bin/python3 -m pip install torch"):
+        train(tmp_path, small_dataset, EPOCHS=1)
+
+
+def test_worker_command_is_the_documented_command_line():
+    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto")
+    assert command == [
+        "/opt/py/bin/python", "-u", "-m", "insar_subsidence.models.worker",
+        "--dataset", "/d/data.npz", "--output-dir", "/tmp/out", "--architecture", "paper",
+        "--epochs", "150", "--batch-size", "128", "--learning-rate", "0.0001", "--patience", "20",
+        "--seed", "3", "--device", "auto",
+    ]  # fmt: skip
+
+
+def test_worker_environment_drops_qgis_python_variables():
+    env = launch.worker_env({"PATH": "/bin", "PYTHONHOME": "/qgis", "PYTHONPATH": "/qgis/python"}, plugin_dir="/plugins/insar_subsidence")
+    assert env == {"PATH": "/bin", "PYTHONPATH": "/plugins", "PYTHONUNBUFFERED": "1"}
+
+
+def test_runner_streams_events_and_reports_a_crash_with_its_last_lines():
+    script = "import json, sys; print(json.dumps({'event': 'epoch', 'epoch': 1})); print('noise'); print('Traceback: boom', file=sys.stderr); sys.exit(3)"
+    events = []
+    with pytest.raises(launch.WorkerFailed, match=r"exit code 3(.|\n)*Traceback: boom"):
+        launch.run([sys.executable, "-c", script], dict(os.environ), events.append, lambda: False)
+    assert events == [{"event": "epoch", "epoch": 1}, {"event": "output", "text": "noise"}]
+
+
+def test_runner_kills_the_worker_on_cancel():
+    start = time.perf_counter()
+    with pytest.raises(InterruptedError):
+        launch.run([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), lambda event: None, lambda: time.perf_counter() - start > 0.5)
+    assert time.perf_counter() - start < 5
