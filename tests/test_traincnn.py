@@ -59,7 +59,7 @@ def test_model_takes_raw_drivers_and_returns_target_units(plugin, tmp_path, smal
     patches as the predictions the metrics were computed from; dense_exact for `dense`."""
     from insar_subsidence.core.dataset import open_dataset
 
-    result = train(tmp_path, small_dataset, EPOCHS=2)
+    result = train(tmp_path, small_dataset, EPOCHS=4)
     data = open_dataset(small_dataset)
     metadata = read_metadata(result["OUTPUT_MODEL"])
     assert json.loads(metadata["band_names"]) == list(data["band_names"])
@@ -70,6 +70,40 @@ def test_model_takes_raw_drivers_and_returns_target_units(plugin, tmp_path, smal
     rmse = float(np.sqrt(np.mean((predicted[test] - data["targets"][test]) ** 2)))
     assert rmse == pytest.approx(result["TEST_RMSE"], rel=1e-4)
     assert abs(np.mean(predicted) - np.mean(data["targets"])) < 2 * np.std(data["targets"])  # target units, not standardised
+    # The weights written are those of the epoch with the best validation loss.
+    training = data["targets"][data["split"] == 0]
+    val = data["split"] == 1
+    val_loss = np.mean(((predicted[val] - data["targets"][val]) / training.std()) ** 2)
+    assert val_loss == pytest.approx(min(epoch["val_loss"] for epoch in json.loads(metadata["training"])["history"]), rel=1e-4)
+
+
+def test_a_model_onnx_runtime_does_not_reproduce_is_not_written(tmp_path, small_dataset):
+    """finish() compares ONNX Runtime with torch's outputs before writing anything."""
+    from insar_subsidence.models.export import finish
+
+    raw = tmp_path / "raw.onnx"
+    _sum_model(raw)
+    inputs = np.ones((2, 1, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="differs from torch"):
+        finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense"}, inputs, np.full((2, 1), 7.0), spread=1.0)
+    assert not (tmp_path / "model.onnx").exists()
+    finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense", "metrics": {"a": 1}}, inputs, np.full((2, 1), 4.0), spread=1.0)
+    assert read_metadata(str(tmp_path / "model.onnx")) == {"architecture": "dense", "metrics": '{"a": 1}'}
+
+
+def _sum_model(path):
+    """An ONNX graph summing each patch: (N, 1, 2, 2) -> (N, 1)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["patches", "axes"], ["prediction"], keepdims=0), helper.make_node("Unsqueeze", ["prediction", "one"], ["out"])],
+        "sum",
+        [helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["n", 1, 2, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 1])],
+        [helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]), helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 def test_same_seed_same_model_other_seed_other_model(plugin, tmp_path, small_dataset):
