@@ -1,7 +1,6 @@
 """subsidence:distance — exact Euclidean distance from each cell centre to the nearest feature."""
 
 import numpy as np
-from osgeo import gdal, ogr, osr
 from qgis.core import (
     QgsCoordinateTransform,
     QgsCsException,
@@ -16,7 +15,7 @@ from qgis.core import (
 
 from ..core import distance
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster
+from .layers import Float32Rasters, grid_of_raster, polygon_cells
 
 BLOCK_CELLS = 262_144  # cells computed between progress reports and cancel checks
 
@@ -67,7 +66,7 @@ class Distance(SubsidenceAlgorithm):
         points, starts, ends, polygons = self._features(source, QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext()))
         if not (len(points) or len(starts)):
             raise QgsProcessingException(self.tr("The layer has no feature with a geometry."))
-        inside = _polygon_cells(polygons, grid, crs.toWkt()) if polygons else None
+        inside = polygon_cells(polygons, grid, crs.toWkt()) if polygons else None
         piece = max(grid.pixel_width, grid.pixel_height)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         rows_per_block = max(1, BLOCK_CELLS // grid.width)
@@ -119,20 +118,3 @@ class Distance(SubsidenceAlgorithm):
                 ends.append(vertices[1:])
         to_array = lambda chunks: np.concatenate(chunks) if chunks else np.empty((0, 2))  # noqa: E731
         return np.array(points, float).reshape(-1, 2), to_array(starts), to_array(ends), polygons
-
-
-def _polygon_cells(wkbs, grid, wkt):
-    """True where a cell centre lies inside a polygon (GDAL's centre-based rasterisation)."""
-    target = gdal.GetDriverByName("MEM").Create("", grid.width, grid.height, 1, gdal.GDT_Byte)
-    target.SetGeoTransform(grid.geotransform)
-    target.SetProjection(wkt)
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    source = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = source.CreateLayer("polygons", srs, ogr.wkbUnknown)
-    for wkb in wkbs:
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetGeometry(ogr.CreateGeometryFromWkb(bytes(wkb)))
-        layer.CreateFeature(feature)
-    gdal.RasterizeLayer(target, [1], layer, burn_values=[1])
-    return target.GetRasterBand(1).ReadAsArray().astype(bool)

@@ -21,7 +21,7 @@ from qgis.core import (
 
 from ..core import dataset, patches
 from ..core.errors import InputError
-from ..core.patches import DROPPED, POLICIES, SPLITS, TEST, TRAIN, VAL
+from ..core.patches import DROPPED, POLICIES, POLICY_NAMES, SPLITS, TEST, TRAIN, VAL
 from .base import SubsidenceAlgorithm
 from .layers import grid_of_raster, point_values, read_rows, remove_output
 
@@ -184,6 +184,7 @@ class ExportPatches(SubsidenceAlgorithm):
                 "crs": np.array(crs.toWkt()),
                 "target_field": np.array(field),
                 "target_units": np.array(UNITS_OF_FIELD.get(field, "")),
+                "nodata_policy": np.array(POLICY_NAMES[policy]),
             }
             dataset.write(output, cut, chosen, arrays, fill=mean if policy == 1 else None)
             cut.close()

@@ -5,7 +5,7 @@ import os
 from collections import namedtuple
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
 from qgis.core import (
     QgsCoordinateTransform,
     QgsCsException,
@@ -123,10 +123,10 @@ class Float32Rasters:
                 self.bands.append((dataset, number))
             self.datasets.append(dataset)
 
-    def write(self, index, row_start, block):
+    def write(self, index, row_start, block, column_start=0):
         dataset, number = self.bands[index]
         block = np.where(np.isfinite(block), block, NODATA).astype(np.float32)
-        dataset.GetRasterBand(number).WriteArray(block, 0, row_start)
+        dataset.GetRasterBand(number).WriteArray(block, column_start, row_start)
 
     def flush(self, index):
         """Compress and write what is cached of the file holding band `index` now, rather than
@@ -152,3 +152,20 @@ class Float32Rasters:
         for path in self.paths:
             if os.path.exists(path):
                 gdal.GetDriverByName("GTiff").Delete(path)
+
+
+def polygon_cells(wkbs, grid, wkt):
+    """True where a cell centre lies inside a polygon (GDAL's centre-based rasterisation)."""
+    target = gdal.GetDriverByName("MEM").Create("", grid.width, grid.height, 1, gdal.GDT_Byte)
+    target.SetGeoTransform(grid.geotransform)
+    target.SetProjection(wkt)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    source = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = source.CreateLayer("polygons", srs, ogr.wkbUnknown)
+    for wkb in wkbs:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkb(bytes(wkb)))
+        layer.CreateFeature(feature)
+    gdal.RasterizeLayer(target, [1], layer, burn_values=[1])
+    return target.GetRasterBand(1).ReadAsArray().astype(bool)

@@ -9,6 +9,7 @@ from .distance import Distance
 from .exportpatches import ExportPatches
 from .importps import ImportPs
 from .krige import Krige
+from .predictsurface import PredictSurface
 from .selectps import SelectPs
 from .stackfactors import StackFactors
 from .settings import add_settings, remove_settings
@@ -16,7 +17,7 @@ from .terrainfactors import TerrainFactors
 from .traincnn import TrainCnn
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, PredictSurface, Krige)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

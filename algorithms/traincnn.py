@@ -160,6 +160,7 @@ class TrainCnn(SubsidenceAlgorithm):
             "patch_size": str(int(data["patch_size"])),
             "target_field": str(data["target_field"]),
             "target_units": str(data["target_units"]),
+            "nodata_policy": str(data.get("nodata_policy", "skip")),
             "architecture": architecture,
             "dense_exact": "true" if architecture == "dense" else "false",
             "metrics": scores,

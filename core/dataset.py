@@ -9,6 +9,7 @@ Members (all .npy, no pickles):
   band_names   str (C,)              the stack's band descriptions, in band order
   band_mean, band_std  float64 (C,)  over the training patches only
   patch_size   int, pixel_size float64 (2,), crs str (WKT), target_field str, target_units str
+  nodata_policy str                  "skip" (patches with nodata left out) or "fill" (band means)
 Stored without compression, so `patches` can be memory-mapped (open_dataset) instead of read.
 """
 

@@ -11,6 +11,7 @@ from .errors import InputError
 
 SPLITS = ("spatial blocks", "random", "from a field")  # enum order of SPLIT
 POLICIES = ("skip the point", "fill with the band's training mean")  # enum order of NODATA_POLICY
+POLICY_NAMES = ("skip", "fill")  # the same, as recorded in datasets and models
 TRAIN, VAL, TEST, DROPPED = 0, 1, 2, -1
 MIN_VALID_TO_FILL = 0.5  # with the fill policy, patches with less valid data are still dropped
 STRIP_BYTES = 64 * 2**20  # float32 strip of the stack read at once

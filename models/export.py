@@ -37,10 +37,11 @@ def finish(raw_model, destination, metadata, check_inputs, check_outputs, spread
     return error
 
 
-def read_metadata(path):
+def read_metadata(model):
+    """The custom metadata of an ONNX model (a path or the file's bytes)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

@@ -111,8 +111,16 @@ def qgis_process(tmp_path):
     return run
 
 
+@pytest.fixture(scope="session")
+def dense_model(tmp_path_factory):
+    """A dense model briefly trained on cnn_data's bands band0..band2 (22 x 22 patches)."""
+    from cnn_data import trained_model
+
+    return trained_model(tmp_path_factory.mktemp("dense_model"), "dense", 22, epochs=1)
+
+
 @pytest.fixture
-def sample_parameters(tmp_path):
+def sample_parameters(tmp_path, dense_model):
     """Valid parameters for every algorithm of the provider: the compliance test runs each one.
 
     A new algorithm must add its entry here (the compliance test fails until it does), with
@@ -154,6 +162,11 @@ def sample_parameters(tmp_path):
             "OUTPUT_MODEL": str(tmp_path / "model.onnx"),
             "OUTPUT_REPORT": str(tmp_path / "training.html"),
         },
+        "subsidence:predictsurface": {
+            "MODEL": dense_model,
+            "FACTORS": _driver_stack(tmp_path),
+            "OUTPUT": str(tmp_path / "surface.tif"),
+        },
         "subsidence:importps": {"INPUT": str(DONANA_ASC), "UNITS": 2, "OUTPUT": str(tmp_path / "ps.gpkg")},
         "subsidence:krige": {
             "POINTS": str(DONANA_ASC),
@@ -172,6 +185,12 @@ def _small_training_dataset(tmp_path):
 
     known_function_dataset(tmp_path / "training.npz", n=200)
     return str(tmp_path / "training.npz")
+
+
+def _driver_stack(tmp_path):
+    from cnn_data import smooth_fields
+
+    return write_geotiff(tmp_path / "drivers.tif", smooth_fields(3, 40, 50), (400000, 10, 0, 4500000, 0, -10), 32630, names=["band0", "band1", "band2"])
 
 
 def write_geotiff(path, values, geotransform, epsg, nodata=None, names=None):

@@ -1,0 +1,230 @@
+"""subsidence:predictsurface — every pixel of a driver stack through the trained model."""
+
+import json
+import math
+import time
+
+import numpy as np
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..core.grid import Grid
+from ..core.prediction import Predictor, reflected, session
+from .base import SubsidenceAlgorithm
+from .layers import Float32Rasters, grid_of_raster, polygon_cells
+
+REQUIRED_METADATA = ("band_names", "band_mean", "patch_size")
+PATCHWISE_TILE = 64  # tile side when the model runs patch by patch: progress every few seconds
+
+
+class PredictSurface(SubsidenceAlgorithm):
+    REQUIRES = ("onnxruntime", "onnx")
+    MODEL = "MODEL"
+    FACTORS = "FACTORS"
+    EXTENT = "EXTENT"
+    MASK = "MASK"
+    TILE_SIZE = "TILE_SIZE"
+    OUTPUT = "OUTPUT"
+
+    def name(self):
+        return "predictsurface"
+
+    def displayName(self):  # noqa: N802
+        return self.tr("Predict the surface")
+
+    def group(self):
+        return self.tr("Modelling")
+
+    def groupId(self):  # noqa: N802
+        return "modelling"
+
+    def tags(self):
+        return self.tr("predict,cnn,onnx,surface,continuous,subsidence,raster,inference").split(",")
+
+    def shortHelpString(self):  # noqa: N802
+        return self.tr(
+            "Applies a model written by 'Train the CNN' (or any ONNX model following the plugin's "
+            "conventions) to every pixel of the driver stack: the prediction at a pixel is the model "
+            "applied to the patch around it (rows r - P//2 … r - P//2 + P - 1). The stack's bands are "
+            "matched to the model's by name.\n"
+            "Models of the dense architecture are evaluated densely, a tile at a time: every layer at "
+            "every pixel, pooling and dense layers as dilated convolutions, which gives exactly the "
+            "per-patch values at a small fraction of the cost. Other models run patch by patch.\n"
+            "Beyond the stack's edge the drivers are mirrored, so edge pixels are predicted too. A pixel "
+            "whose own drivers are nodata gets nodata; nodata elsewhere in its patch is replaced by the "
+            "band's training mean, and the pixel gets nodata if its patch has less valid data than the "
+            "model was trained with (none missing for 'skip' datasets, half for 'fill' ones). EXTENT "
+            "limits the output to a part of the stack's grid; MASK to the inside of polygons.\n"
+            "Units: the model's target units (mm for displacement)."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (.onnx)"), extension="onnx"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.FACTORS, self.tr("Driver stack")))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole stack)"), optional=True))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(self.MASK, self.tr("Mask polygons"), [QgsProcessing.TypeVectorPolygon], optional=True)
+        )
+        tile = QgsProcessingParameterNumber(
+            self.TILE_SIZE, self.tr("Tile size (pixels)"), QgsProcessingParameterNumber.Integer, defaultValue=512, minValue=16, maxValue=8192
+        )
+        tile.setFlags(tile.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(tile)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted surface")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..models.dense import NotDense, dense_model
+
+        model_path = self.parameterAsFile(parameters, self.MODEL, context)
+        with open(model_path, "rb") as file:
+            model_bytes = file.read()
+        metadata = _metadata(model_path, model_bytes)
+        size = int(metadata["patch_size"])
+        layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
+        stack = gdal.Open(layer.source())
+        if stack is None:
+            raise QgsProcessingException(f"GDAL cannot open the stack {layer.source()}: {gdal.GetLastErrorMsg()}")
+        bands = _matched_bands(stack, json.loads(metadata["band_names"]))
+        dense = metadata.get("dense_exact") == "true"
+        if dense:
+            try:
+                model_bytes, _ = dense_model(model_bytes)
+            except NotDense as reason:
+                feedback.pushWarning(self.tr("The model cannot be evaluated densely ({}): predicting patch by patch.").format(reason))
+                dense = False
+        predictor = Predictor(session(model_bytes), dense, size, json.loads(metadata["band_mean"]), metadata.get("nodata_policy", "skip"))
+        stack_grid, crs = grid_of_raster(layer), layer.crs()
+        grid, first_row, first_column = self._output_grid(parameters, context, stack_grid, crs)
+        inside = self._mask(parameters, context, grid, crs)
+        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context) if dense else min(PATCHWISE_TILE, self.parameterAsInt(parameters, self.TILE_SIZE, context))
+        feedback.pushInfo(
+            self.tr("{} x {} pixels, {} evaluation in tiles of {} x {}.").format(grid.width, grid.height, "dense" if dense else "patch-by-patch", tile, tile)
+        )
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        units = metadata.get("target_units", "")
+        name = f"{metadata.get('target_field', 'prediction')}" + (f" ({units})" if units else "")
+        tiles = math.ceil(grid.height / tile) * math.ceil(grid.width / tile)
+        done, start = 0, time.perf_counter()
+        with Float32Rasters([(output, [name])], grid, crs) as raster:
+            for row in range(0, grid.height, tile):
+                rows = min(tile, grid.height - row)
+                for column in range(0, grid.width, tile):
+                    if feedback.isCanceled():
+                        raise QgsProcessingException(self.tr("Canceled: no output was written."))
+                    columns = min(tile, grid.width - column)
+                    values = np.full((rows, columns), np.nan, np.float32)
+                    wanted = None if inside is None else inside[row : row + rows, column : column + columns]
+                    if wanted is None or wanted.any():
+                        block = _read_block(stack, bands, stack_grid, first_row + row, rows, first_column + column, columns, size)
+                        values = predictor.predict(block)
+                        if wanted is not None:
+                            values[~wanted] = np.nan
+                    raster.write(0, row, values, column)
+                    done += 1
+                    feedback.setProgress(100 * done / tiles)
+                    if not dense:
+                        elapsed = time.perf_counter() - start
+                        feedback.pushInfo(self.tr("Tile {}/{}, about {:.0f} s left.").format(done, tiles, elapsed / done * (tiles - done)))
+                # GDAL would keep the blocks read and written in its cache (5 % of RAM by default):
+                # drop them after each row of tiles, so memory stays bounded by the tile size.
+                stack.FlushCache()
+                raster.flush(0)
+        return {self.OUTPUT: output}
+
+    def _output_grid(self, parameters, context, stack_grid, crs):
+        """The stack's grid, or its cells that meet EXTENT; with the first row and column."""
+        if not parameters.get(self.EXTENT):
+            return stack_grid, 0, 0
+        extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
+        left = max(0, math.floor((extent.xMinimum() - stack_grid.left) / stack_grid.pixel_width))
+        right = min(stack_grid.width, math.ceil((extent.xMaximum() - stack_grid.left) / stack_grid.pixel_width))
+        top = max(0, math.floor((stack_grid.top - extent.yMaximum()) / stack_grid.pixel_height))
+        bottom = min(stack_grid.height, math.ceil((stack_grid.top - extent.yMinimum()) / stack_grid.pixel_height))
+        if right <= left or bottom <= top:
+            raise QgsProcessingException(self.tr("EXTENT does not overlap the driver stack."))
+        grid = Grid(
+            stack_grid.left + left * stack_grid.pixel_width,
+            stack_grid.top - top * stack_grid.pixel_height,
+            stack_grid.pixel_width,
+            stack_grid.pixel_height,
+            right - left,
+            bottom - top,
+        )
+        return grid, top, left
+
+    def _mask(self, parameters, context, grid, crs):
+        source = self.parameterAsSource(parameters, self.MASK, context)
+        if source is None:
+            return None
+        transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+        polygons = []
+        for feature in source.getFeatures():
+            geometry = feature.geometry()
+            if not geometry.isEmpty():
+                geometry.transform(transform)
+                polygons.append(geometry.asWkb())
+        if not polygons:
+            raise QgsProcessingException(self.tr("The mask layer has no polygon."))
+        return polygon_cells(polygons, grid, crs.toWkt())
+
+
+def _metadata(path, model_bytes):
+    from ..models.export import read_metadata
+
+    try:
+        metadata = read_metadata(model_bytes)
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise QgsProcessingException(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise QgsProcessingException(f"{path} lacks the metadata {', '.join(missing)}: write it with 'Train the CNN'.")
+    return metadata
+
+
+def _matched_bands(stack, names):
+    """The stack's band numbers in the model's band order; every model band must be there once,
+    and nothing else."""
+    descriptions = [stack.GetRasterBand(number).GetDescription() for number in range(1, stack.RasterCount + 1)]
+    missing = [name for name in names if descriptions.count(name) != 1]
+    extra = [description for description in descriptions if description not in names]
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append("missing (or repeated) in the stack: " + ", ".join(missing))
+        if extra:
+            problems.append("in the stack but not in the model: " + ", ".join(extra))
+        raise QgsProcessingException(
+            "The stack's bands do not match the model's (" + "; ".join(problems) + "). Build the stack with "
+            "'Stack driver rasters' from the same drivers as the training dataset."
+        )
+    return [descriptions.index(name) + 1 for name in names]
+
+
+def _read_block(stack, bands, stack_grid, first_row, rows, first_column, columns, size):
+    """Drivers (bands, rows + size - 1, columns + size - 1) for the output pixels from
+    (first_row, first_column), mirrored beyond the stack's edge, NaN for nodata."""
+    half = size // 2
+    row_index = reflected(first_row - half, first_row - half + rows + size - 1, stack_grid.height)
+    column_index = reflected(first_column - half, first_column - half + columns + size - 1, stack_grid.width)
+    top, bottom = int(row_index.min()), int(row_index.max()) + 1
+    left, right = int(column_index.min()), int(column_index.max()) + 1
+    block = np.empty((len(bands), len(row_index), len(column_index)), np.float32)
+    for slot, number in enumerate(bands):
+        band = stack.GetRasterBand(number)
+        values = band.ReadAsArray(left, top, right - left, bottom - top).astype(np.float32)
+        nodata = band.GetNoDataValue()
+        if nodata is not None:
+            values[values == np.float32(nodata)] = np.nan
+        block[slot] = values[np.ix_(row_index - top, column_index - left)]
+    return block

@@ -1,0 +1,85 @@
+"""Predicting every pixel of a driver stack with an ONNX patch model, tile by tile.
+
+Pixel (r, c) stands for the patch of rows r - P//2 ... r - P//2 + P - 1 (columns alike). Beyond
+the raster's edge the drivers are mirrored (numpy's 'reflect': row -1 is row 1), so edge pixels
+get a prediction too. Inside the raster, nodata follows the model's policy: a pixel whose own
+drivers are nodata gets nodata; otherwise nodata cells in its patch are replaced by the band's
+training mean, and the pixel gets nodata when its patch has less valid data than the model saw
+in training (any nodata for "skip" models, under MIN_VALID_TO_FILL for "fill" models).
+
+A dense model (models.dense) gives a whole tile in one run; another model is run patch by patch,
+in batches.
+"""
+
+import os
+
+import numpy as np
+
+from .patches import MIN_VALID_TO_FILL
+
+PATCH_BATCH = 256  # patches per run when evaluating patch by patch
+
+
+def reflected(start, stop, size):
+    """Indices start .. stop - 1 mirrored into 0 .. size - 1 (numpy's 'reflect' padding)."""
+    index = np.arange(start, stop)
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.abs(index) % period
+    return np.where(index < size, index, period - index)
+
+
+def window_sums(values, size):
+    """Sums of `values` (2-D) over every size x size window, indexed by the window's top-left
+    corner: (rows - size + 1, columns - size + 1), exact for integers."""
+    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1), np.int64)
+    np.cumsum(np.cumsum(values, axis=0), axis=1, out=table[1:, 1:])
+    return table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
+
+
+def session(model_bytes):
+    """An ONNX Runtime session on all cores, on CUDA when ONNX Runtime has it."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.log_severity_level = 3  # no warnings about initializers on the console
+    providers = [provider for provider in ("CUDAExecutionProvider", "CPUExecutionProvider") if provider in onnxruntime.get_available_providers()]
+    return onnxruntime.InferenceSession(model_bytes, options, providers=providers)
+
+
+class Predictor:
+    """predict(block) for blocks of raw drivers (bands, rows + P - 1, columns + P - 1), NaN for
+    nodata, already mirrored beyond the raster: the (rows, columns) predictions, NaN where the
+    policy says nodata."""
+
+    def __init__(self, run, dense, patch_size, band_mean, policy):
+        self.run = run  # an onnxruntime session (or anything with its run())
+        self.input = run.get_inputs()[0].name
+        self.dense = dense
+        self.size = patch_size
+        self.mean = np.asarray(band_mean, np.float32)[:, None, None]
+        self.least_valid = 1.0 if policy == "skip" else MIN_VALID_TO_FILL
+
+    def predict(self, block):
+        size, half = self.size, self.size // 2
+        rows, columns = block.shape[1] - size + 1, block.shape[2] - size + 1
+        valid = np.isfinite(block)
+        fraction = window_sums(valid.sum(axis=0), size) / (block.shape[0] * size * size)
+        wanted = (fraction >= self.least_valid - 1e-9) & valid[:, half : half + rows, half : half + columns].all(axis=0)
+        out = np.full((rows, columns), np.nan, np.float32)
+        if not wanted.any():
+            return out
+        filled = np.where(valid, block, self.mean).astype(np.float32)
+        if self.dense:
+            values = self.run.run(None, {self.input: filled[None]})[0][0, 0, :rows, :columns]
+            out[wanted] = values[wanted]
+        else:
+            windows = np.lib.stride_tricks.sliding_window_view(filled, (size, size), axis=(1, 2))  # (bands, rows, columns, P, P)
+            cells = np.flatnonzero(wanted)
+            for start in range(0, len(cells), PATCH_BATCH):
+                chosen = cells[start : start + PATCH_BATCH]
+                patches = np.ascontiguousarray(windows[:, chosen // columns, chosen % columns].transpose(1, 0, 2, 3))
+                out.flat[chosen] = self.run.run(None, {self.input: patches})[0][:, 0]
+        return out

@@ -1,0 +1,132 @@
+"""subsidence:predictsurface against ONNX Runtime run by hand on each pixel's own patch."""
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+from cnn_data import smooth_fields, trained_model
+from osgeo import gdal
+from qgis import processing
+from qgis.core import QgsFeature, QgsGeometry, QgsProcessingException, QgsVectorLayer
+
+from insar_subsidence.models.export import read_metadata
+
+NAMES = ["band0", "band1", "band2"]  # those of cnn_data's datasets
+LEFT, TOP, PIXEL = 400000.0, 4500000.0, 10.0
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Briefly trained models, by (architecture, patch size, nodata policy)."""
+    made = {}
+    for architecture, size, policy in (("dense", 22, "fill"), ("dense", 23, "skip"), ("paper", 8, "fill")):
+        folder = tmp_path_factory.mktemp(f"{architecture}{size}")
+        made[(architecture, size, policy)] = trained_model(folder, architecture, size, policy)
+    return made
+
+
+def write_stack(path, geotiff, rows=70, columns=90, holes=True, order=(0, 1, 2), seed=0):
+    values = smooth_fields(3, rows, columns, seed)
+    if holes:
+        values[1, 30:33, 40:44] = -9999  # nodata in one band
+        values[:, 60:62, 5:9] = -9999  # in all bands
+    values = values[list(order)]
+    return geotiff(path, values, (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, nodata=-9999, names=[NAMES[i] for i in order]), values
+
+
+def by_hand(model, values, row, column, size, policy):
+    """The model on pixel (row, column)'s patch built as documented: rows mirrored beyond the
+    edge, nodata filled with the band's training mean; None where the policy says nodata."""
+    mean = np.array(json.loads(read_metadata(model)["band_mean"]))
+    rows = np.abs(np.arange(row - size // 2, row - size // 2 + size))
+    columns = np.abs(np.arange(column - size // 2, column - size // 2 + size))
+    rows = np.where(rows < values.shape[1], rows, 2 * (values.shape[1] - 1) - rows)
+    columns = np.where(columns < values.shape[2], columns, 2 * (values.shape[2] - 1) - columns)
+    patch = values[:, rows][:, :, columns].astype(np.float32)
+    valid = patch != -9999
+    if not valid[:, size // 2, size // 2].all() or valid.mean() < (1.0 if policy == "skip" else 0.5):
+        return None
+    patch = np.where(valid, patch, mean[:, None, None]).astype(np.float32)
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return float(session.run(None, {"patches": patch[None]})[0][0, 0])
+
+
+def predict(tmp_path, model, stack, **parameters):
+    result = processing.run("subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, "OUTPUT": str(tmp_path / "out.tif"), **parameters})
+    dataset = gdal.Open(result["OUTPUT"])
+    band = dataset.GetRasterBand(1)
+    values = band.ReadAsArray().astype(float)
+    values[values == band.GetNoDataValue()] = np.nan
+    return values, dataset.GetGeoTransform()
+
+
+def sample_pixels(shape, rng):
+    """Corners, edges, pixels next to the nodata blocks and random interior ones."""
+    rows, columns = shape
+    chosen = [(0, 0), (0, columns - 1), (rows - 1, 0), (rows - 1, columns - 1), (0, 37), (rows - 1, 50), (20, 0), (33, columns - 1)]
+    chosen += [(29, 40), (31, 45), (33, 44), (30, 39), (59, 6), (62, 9), (50, 10), (45, 45)]
+    chosen += [tuple(pixel) for pixel in rng.integers(0, [rows, columns], (30, 2))]
+    return chosen
+
+
+@pytest.mark.parametrize("architecture, size, policy, tile", [("dense", 22, "fill", 32), ("dense", 23, "skip", 512), ("paper", 8, "fill", 512)])
+def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, models, architecture, size, policy, tile):
+    """To 1e-4 of the output's range, at corners, edges, next to nodata and at random."""
+    model = models[(architecture, size, policy)]
+    stack, values = write_stack(tmp_path / "stack.tif", geotiff)
+    out, transform = predict(tmp_path, model, stack, TILE_SIZE=tile)
+    assert out.shape == values.shape[1:] and transform == (LEFT, PIXEL, 0, TOP, 0, -PIXEL)
+    rng = np.random.default_rng(1)
+    spread = np.nanmax(out) - np.nanmin(out)
+    for row, column in sample_pixels(out.shape, rng):
+        expected = by_hand(model, values, row, column, size, policy)
+        if expected is None:
+            assert np.isnan(out[row, column]), (row, column)
+        else:
+            assert abs(out[row, column] - expected) <= 1e-4 * spread, (row, column)
+    assert np.isfinite(out[0]).all() and np.isfinite(out[:45, 0]).all()  # no nodata border (away from the holes)
+    assert np.isnan(out[30:33, 40:44]).all() and np.isnan(out[60:62, 5:9]).all()
+
+
+def test_bands_are_matched_by_name_whatever_their_order(plugin, tmp_path, geotiff, models):
+    model = models[("dense", 22, "fill")]
+    first, _ = predict(tmp_path, model, write_stack(tmp_path / "a.tif", geotiff)[0])
+    second, _ = predict(tmp_path, model, write_stack(tmp_path / "b.tif", geotiff, order=(2, 0, 1))[0])
+    np.testing.assert_array_equal(first, second)
+
+
+def test_missing_or_extra_bands_are_refused(plugin, tmp_path, geotiff, models):
+    model = models[("dense", 22, "fill")]
+    stack = geotiff(tmp_path / "s.tif", np.zeros((3, 30, 30)), (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, names=["band0", "band1", "slope"])
+    with pytest.raises(QgsProcessingException, match="missing .*: band2; in the stack but not in the model: slope"):
+        predict(tmp_path, model, stack)
+
+
+def test_extent_and_mask_limit_the_output(plugin, tmp_path, geotiff, models):
+    model = models[("dense", 22, "fill")]
+    stack, values = write_stack(tmp_path / "stack.tif", geotiff, holes=False)
+    whole, _ = predict(tmp_path, model, stack)
+    extent = f"{LEFT + 205},{LEFT + 495},{TOP - 395},{TOP - 105} [EPSG:32630]"  # columns 20..49, rows 10..39
+    part, transform = predict(tmp_path, model, stack, EXTENT=extent)
+    assert transform == (LEFT + 200, PIXEL, 0, TOP - 100, 0, -PIXEL)
+    np.testing.assert_allclose(part, whole[10:40, 20:50], rtol=1e-6)
+    mask = QgsVectorLayer("Polygon?crs=EPSG:32630", "mask", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({LEFT} {TOP}, {LEFT + 300} {TOP}, {LEFT + 300} {TOP - 200}, {LEFT} {TOP - 200}, {LEFT} {TOP}))"))
+    mask.dataProvider().addFeatures([feature])
+    masked, _ = predict(tmp_path, model, stack, MASK=mask)
+    np.testing.assert_allclose(masked[:20, :30], whole[:20, :30], rtol=1e-6)
+    assert np.isnan(masked[20:]).all() and np.isnan(masked[:, 30:]).all()
+
+
+def test_cancel_leaves_no_output(plugin, tmp_path, geotiff, models, log_feedback):
+    model = models[("dense", 22, "fill")]
+    stack, _ = write_stack(tmp_path / "stack.tif", geotiff)
+    with pytest.raises(QgsProcessingException, match="Canceled"):
+        processing.run(
+            "subsidence:predictsurface",
+            {"MODEL": model, "FACTORS": stack, "TILE_SIZE": 16, "OUTPUT": str(tmp_path / "out.tif")},
+            feedback=log_feedback(cancel_at=20),
+        )
+    assert not (tmp_path / "out.tif").exists()
