@@ -94,6 +94,16 @@ def read_rows(dataset, first, count):
     return block
 
 
+def read_band(band, left=0, top=0, width=None, height=None):
+    """A window of one GDAL band (the whole band by default) as float32, nodata and NaN as NaN."""
+    values = band.ReadAsArray(left, top, width, height).astype(np.float32)
+    nodata = band.GetNoDataValue()
+    if nodata is not None:
+        values[values == np.float32(nodata)] = np.nan
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
 class Float32Rasters:
     """Float32 GeoTIFFs on one grid, written by row blocks: files = [(path, [band names])], and
     write(index, ...) addresses their bands in that order, file after file.

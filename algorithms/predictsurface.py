@@ -22,7 +22,7 @@ from qgis.core import (
 from ..core.grid import Grid
 from ..core.prediction import Predictor, reflected, session
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster, polygon_cells
+from .layers import Float32Rasters, grid_of_raster, polygon_cells, read_band
 
 REQUIRED_METADATA = ("band_names", "band_mean", "patch_size")
 PATCHWISE_TILE = 64  # tile side when the model runs patch by patch: progress every few seconds
@@ -221,10 +221,6 @@ def _read_block(stack, bands, stack_grid, first_row, rows, first_column, columns
     left, right = int(column_index.min()), int(column_index.max()) + 1
     block = np.empty((len(bands), len(row_index), len(column_index)), np.float32)
     for slot, number in enumerate(bands):
-        band = stack.GetRasterBand(number)
-        values = band.ReadAsArray(left, top, right - left, bottom - top).astype(np.float32)
-        nodata = band.GetNoDataValue()
-        if nodata is not None:
-            values[values == np.float32(nodata)] = np.nan
+        values = read_band(stack.GetRasterBand(number), left, top, right - left, bottom - top)
         block[slot] = values[np.ix_(row_index - top, column_index - left)]
     return block

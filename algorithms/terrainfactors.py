@@ -18,7 +18,7 @@ from qgis.core import (
 
 from ..core import terrain
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster
+from .layers import Float32Rasters, grid_of_raster, read_band
 
 BAND_NAMES = {
     "SLOPE": "slope (degrees)",
@@ -169,10 +169,4 @@ def _read_band_1(path):
     dataset = gdal.Open(path)
     if dataset is None:
         raise QgsProcessingException(f"GDAL cannot open the DEM {path}: {gdal.GetLastErrorMsg()}")
-    band = dataset.GetRasterBand(1)
-    z = band.ReadAsArray().astype(np.float32)
-    nodata = band.GetNoDataValue()
-    if nodata is not None:
-        z[z == np.float32(nodata)] = np.nan
-    z[~np.isfinite(z)] = np.nan
-    return z
+    return read_band(dataset.GetRasterBand(1))
