@@ -6,6 +6,7 @@ from qgis.PyQt.QtGui import QIcon
 from .base import ICON_PATH
 from .checksetup import CheckSetup
 from .distance import Distance
+from .evaluate import Evaluate
 from .exportpatches import ExportPatches
 from .importps import ImportPs
 from .krige import Krige
@@ -17,7 +18,7 @@ from .terrainfactors import TerrainFactors
 from .traincnn import TrainCnn
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, PredictSurface, Krige)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, PredictSurface, Krige, Evaluate)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

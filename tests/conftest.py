@@ -167,6 +167,12 @@ def sample_parameters(tmp_path, dense_model):
             "FACTORS": _driver_stack(tmp_path),
             "OUTPUT": str(tmp_path / "surface.tif"),
         },
+        "subsidence:evaluate": {
+            "DATASET": _small_training_dataset(tmp_path),
+            "MODEL": dense_model,
+            "OUTPUT_TABLE": str(tmp_path / "comparison.csv"),
+            "OUTPUT_REPORT": str(tmp_path / "evaluation.html"),
+        },
         "subsidence:importps": {"INPUT": str(DONANA_ASC), "UNITS": 2, "OUTPUT": str(tmp_path / "ps.gpkg")},
         "subsidence:krige": {
             "POINTS": str(DONANA_ASC),
