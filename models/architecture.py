@@ -10,7 +10,7 @@ with two changes:
 - widths for CPU training: blocks of 32, 32 and 64 filters (the paper's last block has 1024,
   which alone costs 9.4 M weights and ~70 % of the FLOPs per pixel) and dense layers of 128, 128,
   64, 64 and 32 units (the paper's 1024, 1024, 512, 512, 256 divided by 8). With 9 bands and
-  30 x 30 patches that is 0.13 M parameters instead of 21 M, trains at thousands of patches per
+  30 x 30 patches that is 0.12 M parameters instead of 21 M, trains at about a thousand patches per
   second on two cores, and still has a receptive field of the whole patch.
 `paper` replicates the published Keras model (3x3 convolutions with 'same' padding, 32, 32 and
 1024 filters, dense 1024-1024-512-512-256) for reproduction; it is slow on a CPU and cannot be
