@@ -19,7 +19,7 @@ BUILD := build
 export QT_QPA_PLATFORM := offscreen
 RUN_ENV = PYTHONPATH=$(SITE) QGIS_PLUGINPATH=$(CURDIR)/$(BUILD)/pluginpath
 
-.PHONY: setup test demo bench package clean
+.PHONY: setup test demo bench package clean workflow-model
 
 setup: $(VENV)/.installed
 
@@ -53,3 +53,7 @@ package:
 
 clean:
 	rm -rf $(BUILD) $(VENV)
+
+# Rewrites resources/subsidence_workflow.model3 from tools/make_workflow_model.py.
+workflow-model: setup $(BUILD)/pluginpath/$(PLUGIN)
+	$(RUN_ENV) /usr/bin/python3 tools/make_workflow_model.py

@@ -39,6 +39,7 @@ from ..core.kriging import (
 )
 from .base import SubsidenceAlgorithm
 from .layers import Float32Rasters, grid_of_raster, point_values
+from .styles import style_raster
 
 BLOCK_CELLS = 65536  # cells predicted between progress reports and cancel checks
 
@@ -231,6 +232,8 @@ class Krige(SubsidenceAlgorithm):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
         self._write_surfaces(kriging, grid, crs, field, output, variance_output, steps)
+        style_raster(output)
+        style_raster(variance_output, sequential=True)
 
         results = {
             self.OUTPUT: output,

@@ -23,6 +23,7 @@ from ..core.grid import Grid
 from ..core.prediction import Predictor, reflected, session
 from .base import SubsidenceAlgorithm
 from .layers import Float32Rasters, grid_of_raster, polygon_cells, read_band
+from .styles import style_raster
 
 REQUIRED_METADATA = ("band_names", "band_mean", "patch_size")
 PATCHWISE_TILE = 64  # tile side when the model runs patch by patch: progress every few seconds
@@ -140,6 +141,7 @@ class PredictSurface(SubsidenceAlgorithm):
                 # drop them after each row of tiles, so memory stays bounded by the tile size.
                 stack.FlushCache()
                 raster.flush(0)
+        style_raster(output, units)
         return {self.OUTPUT: output}
 
     def _output_grid(self, parameters, context, stack_grid, crs):

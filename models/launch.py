@@ -49,35 +49,37 @@ def run(command, env, on_event, cancelled):
     """Run the worker; on_event(dict) for each JSON line it prints. Raises InterruptedError
     (after killing it) when cancelled() turns true, WorkerFailed with its last error lines when it
     exits with an error."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-    lines = queue.Queue()
-    errors = collections.deque(maxlen=ERROR_LINES)
-    readers = [
-        threading.Thread(target=_read, args=(process.stdout, lines.put), daemon=True),
-        threading.Thread(target=_read, args=(process.stderr, errors.append), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=POLL_S)
-            except queue.Empty:
-                line = None
-            if cancelled():
-                raise InterruptedError
-            if line is not None:
-                _dispatch(line, on_event)
-            elif process.poll() is not None and not readers[0].is_alive():
-                break
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    for reader in readers:
-        reader.join()
-    while not lines.empty():
-        _dispatch(lines.get(), on_event)
+    # As a context manager, Popen closes the pipes and waits for the worker however this ends.
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1) as process:
+        lines = queue.Queue()
+        errors = collections.deque(maxlen=ERROR_LINES)
+        readers = [
+            threading.Thread(target=_read, args=(process.stdout, lines.put), daemon=True),
+            threading.Thread(target=_read, args=(process.stderr, errors.append), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=POLL_S)
+                except queue.Empty:
+                    line = None
+                if cancelled():
+                    raise InterruptedError
+                if line is not None:
+                    _dispatch(line, on_event)
+                elif process.poll() is not None and not readers[0].is_alive():
+                    break
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            for reader in readers:
+                reader.join()  # the pipes end with the worker: the readers stop before they close
+        while not lines.empty():
+            _dispatch(lines.get(), on_event)
     if process.returncode != 0:
         raise WorkerFailed(_failure(process.returncode, list(errors)))
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: runs the plugin's algorithms through qgis_process on the bundled sample data.
+# `make demo`: the whole chain through qgis_process on the bundled Doñana sample data.
 # Arguments: the qgis_process executable, the output folder. QGIS_PLUGINPATH and PYTHONPATH
 # come from the Makefile.
 set -euo pipefail
 qgis_process=$1
 out=$(realpath -m "$2")
-points=$(realpath resources/sample_data/donana/Sentinel_Asc.shp)
+data=$(realpath resources/sample_data/donana)
+model=$(realpath resources/subsidence_workflow.model3)
+# The maps' grid: 25 m cells over the points plus a margin of more than half a patch (22 cells),
+# so that no point's patch runs off the drivers.
+extent="175000,197000,4121000,4141000 [EPSG:25830]"
 mkdir -p "$out"
+start=$SECONDS
 
 # Enabling is remembered in the QGIS profile, and qgis_process refuses to do it twice.
 if ! "$qgis_process" plugins 2>/dev/null | grep -qx '\* insar_subsidence'; then
@@ -18,27 +23,43 @@ echo "== Set-up check"
 sed -n '1,/^Results/p' "$out/checksetup.txt" | grep -E '^(OK|MISSING)'
 
 echo
-echo "== Import the Doñana P-SBAS points: vertical displacement 2016-01-01 … 2019-12-31 (mm)"
-"$qgis_process" run subsidence:importps -- \
-    INPUT="$points" START_DATE=2016-01-01 END_DATE=2019-12-31 UNITS=2 LOS_TO_VERTICAL=true \
-    OUTPUT="$out/ps_points.gpkg" > "$out/importps.txt" 2>&1
-grep -E 'Layout|Epochs used|rows read' "$out/importps.txt"
+# Global kriging (all 442 points): with points in a few clusters, nearest-neighbour sets jump and
+# leave seams in a local kriging's surface.
+echo "== Derived input: a DEM kriged from the PS points' own heights (field Topo), 25 m cells"
+"$qgis_process" run subsidence:krige -- \
+    POINTS="$data/Sentinel_Asc.shp" FIELD=Topo VARIOGRAM_MODEL=0 N_NEIGHBOURS=0 EXTENT="$extent" PIXEL_SIZE=25 \
+    OUTPUT="$out/derived_dem_from_ps_topo.tif" OUTPUT_VARIANCE="$out/derived_dem_from_ps_topo_variance.tif" \
+    > "$out/derived_dem.txt" 2>&1
+grep -E '^N_POINTS|^LOO_RMSE' "$out/derived_dem.txt"
 
 echo
-echo "== Ordinary kriging of that displacement onto a 100 m grid"
-"$qgis_process" run subsidence:krige -- \
-    POINTS="$out/ps_points.gpkg" FIELD=displacement VARIOGRAM_MODEL=2 \
-    EXTENT="176000,196000,4122000,4140000 [EPSG:25830]" PIXEL_SIZE=100 \
-    OUTPUT="$out/kriged_displacement.tif" OUTPUT_VARIANCE="$out/kriged_displacement_variance.tif" \
-    OUTPUT_REPORT="$out/kriging_report.html" > "$out/krige.txt" 2>&1
-sed -n '/^Results/,$p' "$out/krige.txt" | grep -E 'VARIOGRAM|LOO_|N_POINTS|FIT_R2'
+echo "== The workflow model: import, terrain factors, distance to the piezometers, stack, patches,"
+echo "   CNN training, surface, kriging, evaluation (displacement 2016-01-01 … 2019-12-31, mm)"
+"$qgis_process" run "$model" -- \
+    ps_export="$data/Sentinel_Asc.shp" start_date=2016-01-01 end_date=2019-12-31 units=2 los_to_vertical=true \
+    dem="$out/derived_dem_from_ps_topo.tif" wells="$data/Piezometros.shp" \
+    patch_size=22 epochs=150 batch_size=32 learning_rate=0.001 variogram_model=0 n_neighbours=0 \
+    importps:ps_points="$out/ps_points.gpkg" stackfactors:stack="$out/driver_stack.tif" \
+    exportpatches:dataset="$out/dataset.npz" traincnn:model="$out/cnn_model.onnx" \
+    traincnn:training_report="$out/training_report.html" predictsurface:cnn_surface="$out/cnn_surface.tif" \
+    krige:kriged_surface="$out/kriged_surface.tif" krige:kriging_variance="$out/kriging_variance.tif" \
+    krige:kriging_report="$out/kriging_report.html" evaluate:comparison="$out/comparison.csv" \
+    evaluate:evaluation_report="$out/evaluation_report.html" > "$out/workflow.txt" 2>&1
+# Lines of the log, without the progress dots qgis_process prints before some of them.
+sed -E 's/^[0-9.]+//' "$out/workflow.txt" \
+    | grep -E '^[0-9]+ rows read|^Written|^Variogram|^Early stop|^(train|val|test): RMSE|^(cnn|kriging): RMSE|Executed'
+
+/usr/bin/python3 tools/demo_figure.py "$out"
 
 cat <<MSG
 
-Demo outputs:
-  PS points        $out/ps_points.gpkg
-  kriged surface   $out/kriged_displacement.tif (mm)
-  kriging variance $out/kriged_displacement_variance.tif (mm²)
-  kriging report   $out/kriging_report.html
-  logs             $out/checksetup.txt, $out/importps.txt, $out/krige.txt
+Demo outputs ($((SECONDS - start)) s):
+  CNN surface       $out/cnn_surface.tif (mm)
+  kriged surface    $out/kriged_surface.tif (mm)
+  kriging variance  $out/kriging_variance.tif (mm²)
+  evaluation report $out/evaluation_report.html (and comparison.csv)
+  training report   $out/training_report.html; kriging report $out/kriging_report.html
+  picture           $out/surfaces.png
+  inputs made       $out/derived_dem_from_ps_topo.tif, driver_stack.tif, dataset.npz, cnn_model.onnx, ps_points.gpkg
+  logs              $out/checksetup.txt, derived_dem.txt, workflow.txt
 MSG
