@@ -1,6 +1,8 @@
 """subsidence:evaluate — the CNN and ordinary kriging on the same held-out points."""
 
 import json
+import os
+import tempfile
 
 import numpy as np
 from qgis.core import (
@@ -10,7 +12,9 @@ from qgis.core import (
     QgsFields,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
@@ -20,13 +24,19 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core import report
+from ..core import dataset, report
 from ..core.dataset import open_dataset
 from ..core.errors import InputError
-from ..core.evaluation import compare
+from ..core.evaluation import compare, fold_split, pooled, spatial_folds
 from ..core.kriging import MODELS
+from ..core.patches import DROPPED, TEST, TRAIN, VAL, band_statistics, default_block_size
 from ..core.prediction import session
 from .base import SubsidenceAlgorithm
+from .traincnn import train_in_worker
+
+PREDICT_BATCH = 256
+PER_POINT = ("targets", "x", "y", "pid", "split")  # the dataset's members with a value per point
+VALIDATION_FRACTION = 0.15  # of a fold's training points, in whole blocks, for early stopping
 
 METHODS = ("cnn", "kriging")
 SPLIT_NOTE = (
@@ -44,6 +54,7 @@ class Evaluate(SubsidenceAlgorithm):
     MODEL = "MODEL"
     VARIOGRAM_MODEL = "VARIOGRAM_MODEL"
     N_NEIGHBOURS = "N_NEIGHBOURS"
+    FOLDS = "FOLDS"
     OUTPUT_TABLE = "OUTPUT_TABLE"
     OUTPUT_REPORT = "OUTPUT_REPORT"
 
@@ -72,6 +83,10 @@ class Evaluate(SubsidenceAlgorithm):
             "kriging variance, coordinates) and one per method (n, RMSE, MAE, R², bias); "
             "IMPROVEMENT_PERCENT is how much lower the CNN's RMSE is than kriging's. OUTPUT_REPORT adds "
             "observed-versus-predicted plots, residual histograms and a map of the errors.\n"
+            "FOLDS (advanced; 0 = off) adds a spatial K-fold cross-validation over all the dataset's points: whole blocks "
+            "of points form the folds, and for each fold the CNN is trained again (with the settings the model records) "
+            "and kriging fitted on the other folds, without the points whose patch overlaps the fold's. It costs FOLDS "
+            "trainings. Its scores (pooled and per fold) go to the table, the report, CV_CNN_RMSE and CV_KRIGING_RMSE.\n"
             "Units: the dataset's target units (mm for displacement)."
         )
 
@@ -82,13 +97,21 @@ class Evaluate(SubsidenceAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(self.N_NEIGHBOURS, self.tr("Kriging neighbours (0: all points)"), defaultValue=32, minValue=0)
         )
+        folds = QgsProcessingParameterNumber(
+            self.FOLDS, self.tr("Spatial cross-validation folds (0: off; each retrains the CNN)"), QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=20
+        )
+        folds.setFlags(folds.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(folds)
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT_TABLE, self.tr("Comparison table"), QgsProcessing.TypeVector))
         self.addParameter(
             QgsProcessingParameterFileDestination(
                 self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
             )
         )
-        for key, label in (("CNN_RMSE", "CNN RMSE"), ("KRIGING_RMSE", "Kriging RMSE"), ("IMPROVEMENT_PERCENT", "CNN improvement over kriging (%)")):
+        for key, label in (
+            ("CNN_RMSE", "CNN RMSE"), ("KRIGING_RMSE", "Kriging RMSE"), ("IMPROVEMENT_PERCENT", "CNN improvement over kriging (%)"),
+            ("CV_CNN_RMSE", "CNN RMSE, spatial cross-validation"), ("CV_KRIGING_RMSE", "Kriging RMSE, spatial cross-validation"),
+        ):  # fmt: skip
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -102,18 +125,15 @@ class Evaluate(SubsidenceAlgorithm):
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         metadata = read_metadata(model_path)
         _check_model_fits(metadata, data)
-        run = session(model_path)
-        name = run.get_inputs()[0].name
-        predict = lambda patches: np.concatenate(  # noqa: E731
-            [run.run(None, {name: patches[start : start + 256]})[0][:, 0] for start in range(0, len(patches), 256)] or [np.empty(0)]
-        )
+        variogram = MODELS[self.parameterAsEnum(parameters, self.VARIOGRAM_MODEL, context)]
+        neighbours = self.parameterAsInt(parameters, self.N_NEIGHBOURS, context)
+        folds = self.parameterAsInt(parameters, self.FOLDS, context)
+        if folds == 1:
+            raise QgsProcessingException(self.tr("FOLDS is 0 (no cross-validation) or at least 2."))
+        steps = QgsProcessingMultiStepFeedback(1 + folds, feedback)
         try:
-            result = compare(
-                data,
-                predict,
-                MODELS[self.parameterAsEnum(parameters, self.VARIOGRAM_MODEL, context)],
-                self.parameterAsInt(parameters, self.N_NEIGHBOURS, context),
-            )
+            result = compare(data, _predictor(model_path), variogram, neighbours)
+            cross = _cross_validate(data, metadata, folds, variogram, neighbours, steps) if folds else None
         except InputError as error:
             raise QgsProcessingException(str(error)) from None
         units = str(data["target_units"])
@@ -121,21 +141,27 @@ class Evaluate(SubsidenceAlgorithm):
             score = result.scores[method]
             feedback.pushInfo(f"{method}: RMSE {score['rmse']:.4g} {units}, MAE {score['mae']:.4g}, R² {score['r2']:.3f}, bias {score['bias']:.4g} ({score['n']} test points)")
         feedback.pushInfo(f"Kriging used {result.kriging_points} training and validation points; none of the {len(result.test)} test points.")
-        table = self._write_table(parameters, context, data, result)
+        nan = float("nan")
+        if cross:
+            for method in METHODS:
+                feedback.pushInfo(f"Spatial {folds}-fold cross-validation, {method}: RMSE {cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)")
+        table = self._write_table(parameters, context, data, result, cross)
         outputs = {
             self.OUTPUT_TABLE: table,
             "CNN_RMSE": result.scores["cnn"]["rmse"],
             "KRIGING_RMSE": result.scores["kriging"]["rmse"],
             "IMPROVEMENT_PERCENT": result.improvement_percent,
+            "CV_CNN_RMSE": cross.scores["cnn"]["rmse"] if cross else nan,
+            "CV_KRIGING_RMSE": cross.scores["kriging"]["rmse"] if cross else nan,
         }
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
-                file.write(_report(data, result, units))
+                file.write(_report(data, result, cross, units))
             outputs[self.OUTPUT_REPORT] = report_path
         return outputs
 
-    def _write_table(self, parameters, context, data, result):
+    def _write_table(self, parameters, context, data, result, cross):
         fields = QgsFields()
         for name, kind in (("row", QVariant.String), ("pid", QVariant.String), ("method", QVariant.String)):
             fields.append(QgsField(name, kind))
@@ -149,9 +175,12 @@ class Evaluate(SubsidenceAlgorithm):
             values = [data["x"][index], data["y"][index], result.observed[slot], result.cnn[slot], result.kriging[slot]]
             values += [result.cnn[slot] - result.observed[slot], result.kriging[slot] - result.observed[slot], result.kriging_variance[slot]]
             self._add(sink, fields, ["point", str(data["pid"][index]), None] + [float(value) for value in values] + [None] * 5)
-        for method in METHODS:
-            score = result.scores[method]
-            self._add(sink, fields, ["summary", None, method] + [None] * 8 + [float(score[key]) for key in ("n", "rmse", "mae", "r2", "bias")])
+        summaries = [("summary", result.scores)]
+        if cross:
+            summaries += [("cross-validation", cross.scores)] + [(f"fold {fold + 1}", scores) for fold, scores in enumerate(cross.fold_scores)]
+        for row, scores in summaries:
+            for method in METHODS:
+                self._add(sink, fields, [row, None, method] + [None] * 8 + [float(scores[method][key]) for key in ("n", "rmse", "mae", "r2", "bias")])
         return destination
 
     def _add(self, sink, fields, attributes):
@@ -159,6 +188,60 @@ class Evaluate(SubsidenceAlgorithm):
         feature.setAttributes(attributes)
         if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
             raise QgsProcessingException(self.writeFeatureError(sink, {}))
+
+
+def _predictor(model_path):
+    """predict(patches) -> the model's values, in batches of PREDICT_BATCH patches."""
+    run = session(model_path)
+    name = run.get_inputs()[0].name
+
+    def predict(patches):
+        parts = [run.run(None, {name: patches[start : start + PREDICT_BATCH]})[0][:, 0] for start in range(0, len(patches), PREDICT_BATCH)]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    return predict
+
+
+def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
+    """Spatial K-fold cross-validation: per fold, the CNN retrained (with the model's own training
+    settings) and kriging fitted on the other folds' points, both predicting the fold's."""
+    settings = json.loads(metadata.get("training", "{}")).get("settings")
+    if not settings:
+        raise QgsProcessingException("The model does not record how it was trained, so FOLDS cannot retrain it: train it again with 'Train the CNN' (this version).")
+    size, pixel, x, y = int(data["patch_size"]), data["pixel_size"], data["x"], data["y"]
+    block = default_block_size(x, y, size * float(np.max(pixel)))
+    rng = np.random.default_rng(settings["seed"])
+    fold_of = spatial_folds(x, y, block, folds, rng)
+    feedback.pushWarning(
+        f"Cross-validation trains the CNN {folds} more times ({settings['epochs']} epochs at most each): about {folds} times as long as its training took."
+    )
+    predicted = {method: np.full(len(x), np.nan) for method in METHODS}
+    fold_scores = []
+    with tempfile.TemporaryDirectory(prefix="subsidence-folds-") as folder:
+        for fold in range(folds):
+            feedback.setCurrentStep(1 + fold)
+            split = fold_split(fold_of == fold, x, y, pixel, size, block, VALIDATION_FRACTION, rng)
+            keep = np.flatnonzero(split != DROPPED)
+            feedback.pushInfo(
+                f"Fold {fold + 1}/{folds}: {(split == TEST).sum()} test points, {(split == TRAIN).sum()} training, {(split == VAL).sum()} "
+                f"validation, {(split == DROPPED).sum()} left out (their patch overlaps a test patch)."
+            )
+            path = os.path.join(folder, "fold.npz")
+            _write_fold(path, data, keep, split[keep])
+            train_in_worker(path, folder, settings, feedback)
+            comparison = compare(open_dataset(path), _predictor(os.path.join(folder, "model.onnx")), variogram, neighbours)
+            for method in METHODS:
+                predicted[method][keep[comparison.test]] = getattr(comparison, method)
+            fold_scores.append(comparison.scores)
+    return pooled(data, fold_of, predicted, fold_scores)
+
+
+def _write_fold(path, data, keep, split):
+    """The dataset of one fold: its points, its split, the band statistics of its training patches."""
+    mean, std = band_statistics(data["patches"], keep[split == TRAIN])
+    arrays = {key: value[keep] if key in PER_POINT else value for key, value in data.items() if key != "patches"}
+    arrays.update(split=split.astype(np.int8), band_mean=mean, band_std=std)
+    dataset.write(path, data["patches"], keep, arrays)
 
 
 def _check_model_fits(metadata, data):
@@ -172,7 +255,7 @@ def _check_model_fits(metadata, data):
         )  # fmt: skip
 
 
-def _report(data, result, units):
+def _report(data, result, cross, units):
     scatter = report.figure(10, 4)
     low, high = float(result.observed.min()), float(result.observed.max())
     for slot, method in enumerate(METHODS):
@@ -195,7 +278,9 @@ def _report(data, result, units):
         shown = axes.scatter(x, y, c=getattr(result, method) - result.observed, s=10, cmap="RdBu_r", vmin=-limit, vmax=limit)
         axes.set(title=f"{method} error at the test points", aspect="equal")
         errors.colorbar(shown, ax=axes, label=units)
+    header = ["method", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"]
     rows = [[method, *(result.scores[method][key] for key in ("n", "rmse", "mae", "r2", "bias"))] for method in METHODS]
+    sections = [("Spatial cross-validation", _cross_section(cross, header))] if cross else []
     return report.page(
         "CNN versus ordinary kriging on the held-out points",
         [
@@ -206,5 +291,18 @@ def _report(data, result, units):
             ("Observed and predicted", report.image(scatter, "observed versus predicted")),
             ("Residuals", report.image(histograms, "residual histograms")),
             ("Map of the errors", report.image(errors, "errors at the test points")),
+            *sections,
         ],
     )  # fmt: skip
+
+
+def _cross_section(cross, header):
+    folds = len(cross.fold_scores)
+    rows = [[f"{method}, all points", *(cross.scores[method][key] for key in ("n", "rmse", "mae", "r2", "bias"))] for method in METHODS]
+    for fold, scores in enumerate(cross.fold_scores):
+        rows += [[f"{method}, fold {fold + 1}", *(scores[method][key] for key in ("n", "rmse", "mae", "r2", "bias"))] for method in METHODS]
+    return report.paragraph(
+        f"Every point of the dataset was held out once: the points fall into {folds} folds of whole spatial blocks; for each fold "
+        "the CNN was trained again, with the model's own settings, and kriging fitted, on the other folds' points, leaving out "
+        "those whose patch overlaps a held-out patch."
+    ) + report.table(header, rows)

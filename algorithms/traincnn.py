@@ -117,36 +117,24 @@ class TrainCnn(SubsidenceAlgorithm):
             raise QgsProcessingException(self.tr("The dataset has fewer than 2 training patches."))
         if not (data["split"] == 1).any():
             feedback.pushWarning(self.tr("The dataset has no validation patches: no early stopping, the last epoch's weights are kept."))
-        torch_python = find_torch_python(torch_python_setting())
-        if torch_python.problem:
-            raise QgsProcessingException(torch_python.problem)
-        feedback.pushInfo(self.tr("Training in {} (torch {}).").format(torch_python.path, torch_python.torch_version))
-        epochs = self.parameterAsInt(parameters, self.EPOCHS, context)
+        settings = {
+            "architecture": architecture,
+            "epochs": self.parameterAsInt(parameters, self.EPOCHS, context),
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            "learning_rate": self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+            "patience": self.parameterAsInt(parameters, self.PATIENCE, context),
+            "seed": self.parameterAsInt(parameters, self.SEED, context),
+            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+        }
         folder = tempfile.mkdtemp(prefix="subsidence-train-")
         try:
-            command = launch.worker_command(
-                torch_python.path,
-                dataset_path,
-                folder,
-                architecture,
-                epochs,
-                self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-                self.parameterAsInt(parameters, self.PATIENCE, context),
-                self.parameterAsInt(parameters, self.SEED, context),
-                DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            )
-            try:
-                launch.run(command, launch.worker_env(os.environ), lambda event: _follow(event, epochs, feedback), feedback.isCanceled)
-            except InterruptedError:
-                raise QgsProcessingException(self.tr("Canceled: training stopped, no model was written.")) from None
-            except launch.WorkerFailed as error:
-                raise QgsProcessingException(str(error)) from None
-            return self._write_outputs(parameters, context, feedback, data, architecture, folder)
+            train_in_worker(dataset_path, folder, settings, feedback)
+            return self._write_outputs(parameters, context, feedback, data, settings, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _write_outputs(self, parameters, context, feedback, data, architecture, folder):
+    def _write_outputs(self, parameters, context, feedback, data, settings, folder):
+        architecture = settings["architecture"]
         with np.load(os.path.join(folder, "result.npz")) as result:
             predictions, history = result["predictions"], json.loads(str(result["history"]))
             check_inputs, check_outputs = result["check_inputs"], result["check_outputs"]
@@ -165,7 +153,7 @@ class TrainCnn(SubsidenceAlgorithm):
             "dense_exact": "true" if architecture == "dense" else "false",
             "metrics": scores,
             "plugin_version": plugin_version(),
-            "training": {"epochs_run": len(history), "history": history},
+            "training": {"epochs_run": len(history), "history": history, "settings": settings},
         }
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         try:
@@ -182,6 +170,23 @@ class TrainCnn(SubsidenceAlgorithm):
                 file.write(_report(history, scores, targets, predictions, split, metadata))
             results[self.OUTPUT_REPORT] = report_path
         return results
+
+
+def train_in_worker(dataset_path, folder, settings, feedback):
+    """Trains in the torch interpreter's worker; settings: worker_command's keywords (architecture,
+    epochs, batch_size, learning_rate, patience, seed, device). The worker writes model.onnx and
+    result.npz into folder; its progress goes to feedback."""
+    torch_python = find_torch_python(torch_python_setting())
+    if torch_python.problem:
+        raise QgsProcessingException(torch_python.problem)
+    feedback.pushInfo(f"Training in {torch_python.path} (torch {torch_python.torch_version}).")
+    command = launch.worker_command(torch_python.path, dataset_path, folder, **settings)
+    try:
+        launch.run(command, launch.worker_env(os.environ), lambda event: _follow(event, settings["epochs"], feedback), feedback.isCanceled)
+    except InterruptedError:
+        raise QgsProcessingException("Canceled: training stopped, no model was written.") from None
+    except launch.WorkerFailed as error:
+        raise QgsProcessingException(str(error)) from None
 
 
 def _open(path):

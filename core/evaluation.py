@@ -11,7 +11,7 @@ import numpy as np
 from . import metrics
 from .errors import InputError
 from .kriging import OrdinaryKriging, check_points, experimental_variogram, fit_variogram, merge_coincident
-from .patches import TEST
+from .patches import TEST, drop_test_overlaps, spatial_blocks
 
 
 @dataclass
@@ -45,3 +45,47 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
     observed = data["targets"][test].astype(float)
     scores = {"cnn": metrics.regression(observed, cnn), "kriging": metrics.regression(observed, kriged)}
     return Comparison(test, observed, cnn, kriged, variance, scores, len(z))
+
+
+
+def spatial_folds(x, y, block_size, folds, rng):
+    """Fold 0 … folds-1 of every point: whole square blocks, the largest first, each to the fold
+    that has the fewest points so far."""
+    keys = np.column_stack([np.floor((x - x.min()) / block_size), np.floor((y - y.min()) / block_size)])
+    blocks, block_of = np.unique(keys, axis=0, return_inverse=True)
+    block_of = block_of.ravel()
+    if len(blocks) < folds:
+        raise InputError(f"The points fall in {len(blocks)} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: choose fewer folds.")
+    counts = np.bincount(block_of)
+    fold_of_block, filled = np.empty(len(blocks), np.int64), np.zeros(folds)
+    for block in sorted(rng.permutation(len(blocks)), key=lambda block: -counts[block]):
+        fold_of_block[block] = int(np.argmin(filled))
+        filled[fold_of_block[block]] += counts[block]
+    return fold_of_block[block_of]
+
+
+def fold_split(test, x, y, pixel_size, patch_size, block_size, val_fraction, rng):
+    """The split of one fold (test: its points, boolean): TEST there, the other points' blocks
+    TRAIN or VAL (about val_fraction of them), DROPPED where their patch might overlap a test patch.
+    The dataset keeps the points' coordinates, not their cells: points closer than a patch in both
+    directions are taken to overlap, which includes every pair of overlapping patches."""
+    labels = np.full(len(x), TEST)
+    others = np.flatnonzero(~test)
+    labels[others] = spatial_blocks(x[others], y[others], block_size, val_fraction, 0.0, rng)
+    columns, rows = (x - x.min()) / pixel_size[0], (y.max() - y) / pixel_size[1]
+    return drop_test_overlaps(rows, columns, labels, patch_size)[0]
+
+
+@dataclass
+class CrossValidation:
+    fold_of: np.ndarray  # the fold of every point of the dataset
+    predicted: dict  # {"cnn": …, "kriging": …}: every point's prediction by the fold that held it out
+    scores: dict  # over all points: {"cnn": metrics, "kriging": metrics}
+    fold_scores: list  # one scores dict per fold
+
+
+def pooled(data, fold_of, predicted, fold_scores):
+    """The CrossValidation of out-of-fold predictions."""
+    observed = data["targets"].astype(float)
+    scores = {method: metrics.regression(observed, values) for method, values in predicted.items()}
+    return CrossValidation(fold_of, predicted, scores, fold_scores)

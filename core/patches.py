@@ -110,13 +110,16 @@ def split_from_values(values):
 
 def drop_test_overlaps(rows, columns, labels, size):
     """Training and validation points whose patch overlaps a test patch get DROPPED: overlapping
-    means closer than `size` cells in both rows and columns. Returns the new labels and the count."""
+    means closer than `size` cells in both rows and columns (rows and columns: the points' cell
+    indices, or positions in cells as floats). Returns the new labels and the count."""
     test = labels == TEST
     others = np.flatnonzero((labels == TRAIN) | (labels == VAL))
     if not test.any() or not len(others):
         return labels, 0
     tree = cKDTree(np.column_stack([rows[test], columns[test]]))
-    near = tree.query_ball_point(np.column_stack([rows[others], columns[others]]), r=size - 1, p=np.inf)
+    # Closer than size: within size - 1 for whole cells, within just under size for positions.
+    reach = size - 1 if np.issubdtype(np.asarray(rows).dtype, np.integer) else size * (1 - 1e-9)
+    near = tree.query_ball_point(np.column_stack([rows[others], columns[others]]), r=reach, p=np.inf)
     overlapping = others[[bool(found) for found in near]]
     labels = labels.copy()
     labels[overlapping] = DROPPED

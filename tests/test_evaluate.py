@@ -77,3 +77,78 @@ def test_a_dataset_without_test_points_is_refused(plugin, tmp_path, dense_model)
     dataset.write(tmp_path / "no_test.npz", np.array(data["patches"]), np.arange(len(arrays["split"])), arrays)
     with pytest.raises(QgsProcessingException, match="no test points"):
         run(tmp_path, tmp_path / "no_test.npz", dense_model)
+
+
+def spread_out(path, seed=0):
+    """known_function_dataset's points moved over 6 x 6 km (patches of 220 m), so that there are
+    enough spatial blocks for folds."""
+    from insar_subsidence.core import dataset
+
+    data = open_dataset(path)
+    rng = np.random.default_rng(seed)
+    arrays = {key: value for key, value in data.items() if key != "patches"}
+    arrays.update(x=rng.uniform(0, 6000, len(arrays["x"])), y=rng.uniform(0, 6000, len(arrays["y"])))
+    dataset.write(path, np.array(data["patches"]), np.arange(len(arrays["x"])), arrays)
+
+
+def test_folds_hold_every_point_out_once_and_keep_patches_apart():
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 6000, 800), rng.uniform(0, 6000, 800)
+    fold_of = evaluation.spatial_folds(x, y, 880.0, 4, rng)
+    assert sorted(np.unique(fold_of)) == [0, 1, 2, 3]
+    assert np.bincount(fold_of).min() > 0.15 * len(x)  # balanced by blocks
+    for fold in range(4):
+        split = evaluation.fold_split(fold_of == fold, x, y, np.array([10.0, 10.0]), 22, 880.0, 0.15, rng)
+        assert np.array_equal(split == 2, fold_of == fold)
+        learnt = np.flatnonzero((split == 0) | (split == 1))
+        assert (split == 1).any() and (split == -1).any()
+        test = np.flatnonzero(split == 2)
+        # Brute force: no training/validation patch (22 x 10 m) overlaps a test patch.
+        apart = (np.abs(x[learnt, None] - x[test]) >= 220 - 1e-6) | (np.abs(y[learnt, None] - y[test]) >= 220 - 1e-6)
+        assert apart.all()
+
+
+def test_a_model_without_training_settings_cannot_be_cross_validated(plugin, tmp_path, dense_model):
+    known_function_dataset(tmp_path / "data.npz", n=200)
+    with pytest.raises(QgsProcessingException, match="does not record how it was trained"):
+        run(tmp_path, tmp_path / "data.npz", dense_model, FOLDS=3)
+
+
+def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin, tmp_path, monkeypatch):
+    known_function_dataset(tmp_path / "data.npz", n=500)
+    spread_out(tmp_path / "data.npz")
+    trained = processing.run(
+        "subsidence:traincnn",
+        {"DATASET": str(tmp_path / "data.npz"), "EPOCHS": 2, "LEARNING_RATE": 1e-3, "OUTPUT_MODEL": str(tmp_path / "model.onnx")},
+    )
+    given = []  # the points each kriging was given
+
+    class Spy(evaluation.OrdinaryKriging):
+        def __init__(self, x, y, z, *args, **kwargs):
+            given.append({tuple(point) for point in np.column_stack([x, y])})
+            super().__init__(x, y, z, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "OrdinaryKriging", Spy)
+    result = run(tmp_path, tmp_path / "data.npz", trained["OUTPUT_MODEL"], FOLDS=3)
+    layer = QgsVectorLayer(result["OUTPUT_TABLE"], "table", "ogr")
+    names = [field.name() for field in layer.fields()]
+    rows = [dict(zip(names, feature.attributes())) for feature in layer.getFeatures()]
+    folds = {row["row"]: {} for row in rows if str(row["row"]).startswith("fold")}
+    for row in rows:
+        if row["row"] in folds:
+            folds[row["row"]][row["method"]] = row
+    assert sorted(folds) == ["fold 1", "fold 2", "fold 3"]
+    data = open_dataset(tmp_path / "data.npz")
+    points = np.column_stack([data["x"], data["y"]])
+    # One kriging for the dataset's own split, then one per fold, which never saw the fold's test
+    # points (nor the points left out for overlapping them).
+    assert len(given) == 4
+    unseen = [sum(tuple(point) not in seen for point in points) for seen in given[1:]]
+    for method in ("cnn", "kriging"):
+        n = np.array([float(folds[f][method]["n"]) for f in sorted(folds)])
+        rmse = np.array([float(folds[f][method]["rmse"]) for f in sorted(folds)])
+        assert n.sum() == len(points)  # every point held out exactly once
+        assert all(count >= held for count, held in zip(unseen, n)) and min(n) > 0
+        pooled = np.sqrt(np.sum(n * rmse**2) / n.sum())  # the pooled RMSE from the folds' own
+        assert result[f"CV_{method.upper()}_RMSE"] == pytest.approx(pooled, rel=1e-6)
+    assert "Spatial cross-validation" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
