@@ -45,9 +45,8 @@ echo "   CNN training, surface, kriging, evaluation (displacement 2016-01-01 …
     krige:kriged_surface="$out/kriged_surface.tif" krige:kriging_variance="$out/kriging_variance.tif" \
     krige:kriging_report="$out/kriging_report.html" evaluate:comparison="$out/comparison.csv" \
     evaluate:evaluation_report="$out/evaluation_report.html" > "$out/workflow.txt" 2>&1
-# Lines of the log, without the progress dots qgis_process prints before some of them.
-sed -E 's/^[0-9.]+//' "$out/workflow.txt" \
-    | grep -E '^[0-9]+ rows read|^Written|^Variogram|^Early stop|^(train|val|test): RMSE|^(cnn|kriging): RMSE|Executed'
+# The log's key lines (qgis_process prints progress dots and numbers before some of them).
+grep -oE '[0-9]+ rows read, [0-9]+ points written|Written: .*|Early stop.*|(train|val|test): RMSE.*|(cnn|kriging): RMSE.*|Executed.*' "$out/workflow.txt"
 
 /usr/bin/python3 tools/demo_figure.py "$out"
 
