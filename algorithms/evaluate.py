@@ -24,7 +24,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core import dataset, report
+from ..core import dataset, metrics, report
 from ..core.dataset import open_dataset
 from ..core.errors import InputError
 from ..core.evaluation import compare, fold_split, pooled, spatial_folds
@@ -180,7 +180,7 @@ class Evaluate(SubsidenceAlgorithm):
             summaries += [("cross-validation", cross.scores)] + [(f"fold {fold + 1}", scores) for fold, scores in enumerate(cross.fold_scores)]
         for row, scores in summaries:
             for method in METHODS:
-                self._add(sink, fields, [row, None, method] + [None] * 8 + [float(scores[method][key]) for key in ("n", "rmse", "mae", "r2", "bias")])
+                self._add(sink, fields, [row, None, method] + [None] * 8 + [float(scores[method][key]) for key in metrics.NAMES])
         return destination
 
     def _add(self, sink, fields, attributes):
@@ -233,7 +233,7 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
             for method in METHODS:
                 predicted[method][keep[comparison.test]] = getattr(comparison, method)
             fold_scores.append(comparison.scores)
-    return pooled(data, fold_of, predicted, fold_scores)
+    return pooled(data, predicted, fold_scores)
 
 
 def _write_fold(path, data, keep, split):
@@ -279,7 +279,7 @@ def _report(data, result, cross, units):
         axes.set(title=f"{method} error at the test points", aspect="equal")
         errors.colorbar(shown, ax=axes, label=units)
     header = ["method", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"]
-    rows = [[method, *(result.scores[method][key] for key in ("n", "rmse", "mae", "r2", "bias"))] for method in METHODS]
+    rows = [[method, *(result.scores[method][key] for key in metrics.NAMES)] for method in METHODS]
     sections = [("Spatial cross-validation", _cross_section(cross, header))] if cross else []
     return report.page(
         "CNN versus ordinary kriging on the held-out points",
@@ -298,9 +298,9 @@ def _report(data, result, cross, units):
 
 def _cross_section(cross, header):
     folds = len(cross.fold_scores)
-    rows = [[f"{method}, all points", *(cross.scores[method][key] for key in ("n", "rmse", "mae", "r2", "bias"))] for method in METHODS]
+    rows = [[f"{method}, all points", *(cross.scores[method][key] for key in metrics.NAMES)] for method in METHODS]
     for fold, scores in enumerate(cross.fold_scores):
-        rows += [[f"{method}, fold {fold + 1}", *(scores[method][key] for key in ("n", "rmse", "mae", "r2", "bias"))] for method in METHODS]
+        rows += [[f"{method}, fold {fold + 1}", *(scores[method][key] for key in metrics.NAMES)] for method in METHODS]
     return report.paragraph(
         f"Every point of the dataset was held out once: the points fall into {folds} folds of whole spatial blocks; for each fold "
         "the CNN was trained again, with the model's own settings, and kriging fitted, on the other folds' points, leaving out "

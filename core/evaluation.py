@@ -78,14 +78,13 @@ def fold_split(test, x, y, pixel_size, patch_size, block_size, val_fraction, rng
 
 @dataclass
 class CrossValidation:
-    fold_of: np.ndarray  # the fold of every point of the dataset
     predicted: dict  # {"cnn": …, "kriging": …}: every point's prediction by the fold that held it out
     scores: dict  # over all points: {"cnn": metrics, "kriging": metrics}
     fold_scores: list  # one scores dict per fold
 
 
-def pooled(data, fold_of, predicted, fold_scores):
+def pooled(data, predicted, fold_scores):
     """The CrossValidation of out-of-fold predictions."""
     observed = data["targets"].astype(float)
     scores = {method: metrics.regression(observed, values) for method, values in predicted.items()}
-    return CrossValidation(fold_of, predicted, scores, fold_scores)
+    return CrossValidation(predicted, scores, fold_scores)
