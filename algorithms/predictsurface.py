@@ -10,6 +10,8 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -19,8 +21,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core import applicability
 from ..core.grid import Grid
-from ..core.prediction import Predictor, reflected, session
+from ..core.prediction import Predictor, ensemble_summary, reflected, session
 from .base import SubsidenceAlgorithm
 from .layers import Float32Rasters, grid_of_raster, polygon_cells, read_band
 from .styles import style_raster
@@ -36,7 +39,10 @@ class PredictSurface(SubsidenceAlgorithm):
     EXTENT = "EXTENT"
     MASK = "MASK"
     TILE_SIZE = "TILE_SIZE"
+    BLANK_OUTSIDE = "BLANK_OUTSIDE"
     OUTPUT = "OUTPUT"
+    OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
+    OUTPUT_APPLICABILITY = "OUTPUT_APPLICABILITY"
 
     def name(self):
         return "predictsurface"
@@ -67,6 +73,17 @@ class PredictSurface(SubsidenceAlgorithm):
             "band's training mean, and the pixel gets nodata if its patch has less valid data than the "
             "model was trained with (none missing for 'skip' datasets, half for 'fill' ones). EXTENT "
             "limits the output to a part of the stack's grid; MASK to the inside of polygons.\n"
+            "OUTPUT_UNCERTAINTY (models trained with ENSEMBLE of 2 or more): the standard deviation of the "
+            "members' predictions at each pixel; the surface is their mean. 'Evaluate' reports how well it "
+            "covers the errors at the test points.\n"
+            "OUTPUT_APPLICABILITY: band 1 the dissimilarity index (DI) of each pixel's drivers to those of the "
+            "training patches, after Meyer & Pebesma (2021): the distance, in drivers standardised with the "
+            "training statistics (per band the patch centre's value and the patch mean), to the nearest training "
+            "patch, divided by the mean distance between training patches; band 2 is 1 inside the area of "
+            "applicability (DI at most the model's threshold: the largest training DI that is no outlier, each "
+            "training patch compared with those outside its spatial fold) and 0 outside, where the model "
+            "extrapolates. BLANK_OUTSIDE leaves those pixels out of the surface and the uncertainty too. "
+            "APPLICABLE_PERCENT is the share of predicted pixels inside.\n"
             "Units: the model's target units (mm for displacement)."
         )
 
@@ -82,7 +99,21 @@ class PredictSurface(SubsidenceAlgorithm):
         )
         tile.setFlags(tile.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(tile)
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.BLANK_OUTSIDE, self.tr("Leave out pixels outside the area of applicability"), defaultValue=False)
+        )
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted surface")))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_UNCERTAINTY, self.tr("Uncertainty (ensemble standard deviation)"), optional=True, createByDefault=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_APPLICABILITY, self.tr("Area of applicability (dissimilarity index, mask)"), optional=True, createByDefault=False
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber("APPLICABLE_PERCENT", self.tr("Pixels inside the area of applicability (%)")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..models.dense import NotDense, dense_model
@@ -91,12 +122,21 @@ class PredictSurface(SubsidenceAlgorithm):
         with open(model_path, "rb") as file:
             model_bytes = file.read()
         metadata = _metadata(model_path, model_bytes)
-        size = int(metadata["patch_size"])
+        size, members = int(metadata["patch_size"]), int(metadata.get("ensemble_members", "1"))
+        band_names = json.loads(metadata["band_names"])
+        uncertainty_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_UNCERTAINTY, context)
+        applicability_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_APPLICABILITY, context)
+        blank = self.parameterAsBoolean(parameters, self.BLANK_OUTSIDE, context)
+        if uncertainty_path and members < 2:
+            raise QgsProcessingException(
+                self.tr("The model is a single network: an uncertainty needs an ensemble. Train it with ENSEMBLE of 2 or more (5 or more is usual).")
+            )
+        area = _area(model_path, metadata, len(band_names)) if applicability_path or blank else None
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
         stack = gdal.Open(layer.source())
         if stack is None:
             raise QgsProcessingException(f"GDAL cannot open the stack {layer.source()}: {gdal.GetLastErrorMsg()}")
-        bands = _matched_bands(stack, json.loads(metadata["band_names"]))
+        bands = _matched_bands(stack, band_names)
         dense = metadata.get("dense_exact") == "true"
         if dense:
             try:
@@ -104,34 +144,57 @@ class PredictSurface(SubsidenceAlgorithm):
             except NotDense as reason:
                 feedback.pushWarning(self.tr("The model cannot be evaluated densely ({}): predicting patch by patch.").format(reason))
                 dense = False
-        predictor = Predictor(session(model_bytes), dense, size, json.loads(metadata["band_mean"]), metadata.get("nodata_policy", "skip"))
+        band_mean = json.loads(metadata["band_mean"])
+        predictor = Predictor(session(model_bytes), dense, size, band_mean, metadata.get("nodata_policy", "skip"), members)
+        band_std = json.loads(metadata.get("band_std", "null"))
         stack_grid, crs = grid_of_raster(layer), layer.crs()
         grid, first_row, first_column = self._output_grid(parameters, context, stack_grid, crs)
         inside = self._mask(parameters, context, grid, crs)
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context) if dense else min(PATCHWISE_TILE, self.parameterAsInt(parameters, self.TILE_SIZE, context))
         feedback.pushInfo(
-            self.tr("{} x {} pixels, {} evaluation in tiles of {} x {}.").format(grid.width, grid.height, "dense" if dense else "patch-by-patch", tile, tile)
+            self.tr("{} x {} pixels, {} evaluation in tiles of {} x {}{}.").format(
+                grid.width, grid.height, "dense" if dense else "patch-by-patch", tile, tile, f", an ensemble of {members}" if members > 1 else ""
+            )
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         units = metadata.get("target_units", "")
         name = f"{metadata.get('target_field', 'prediction')}" + (f" ({units})" if units else "")
+        files = [(output, [name])]
+        if uncertainty_path:
+            files.append((uncertainty_path, [f"ensemble standard deviation ({units})" if units else "ensemble standard deviation"]))
+        if applicability_path:
+            files.append((applicability_path, ["dissimilarity index", "inside the area of applicability (1/0)"]))
         tiles = math.ceil(grid.height / tile) * math.ceil(grid.width / tile)
-        done, start = 0, time.perf_counter()
-        with Float32Rasters([(output, [name])], grid, crs) as raster:
+        done, start, counts = 0, time.perf_counter(), np.zeros(2, np.int64)  # predicted pixels, those inside
+        with Float32Rasters(files, grid, crs) as raster:
             for row in range(0, grid.height, tile):
                 rows = min(tile, grid.height - row)
                 for column in range(0, grid.width, tile):
                     if feedback.isCanceled():
                         raise QgsProcessingException(self.tr("Canceled: no output was written."))
                     columns = min(tile, grid.width - column)
-                    values = np.full((rows, columns), np.nan, np.float32)
+                    layers = [np.full((rows, columns), np.nan, np.float32) for _ in range(sum(len(names) for _, names in files))]
                     wanted = None if inside is None else inside[row : row + rows, column : column + columns]
                     if wanted is None or wanted.any():
                         block = _read_block(stack, bands, stack_grid, first_row + row, rows, first_column + column, columns, size)
-                        values = predictor.predict(block)
+                        filled, predicted = predictor.prepare(block)
                         if wanted is not None:
-                            values[~wanted] = np.nan
-                    raster.write(0, row, values, column)
+                            predicted &= wanted
+                        if area is not None:
+                            dissimilarity = np.full((rows, columns), np.nan)
+                            dissimilarity[predicted] = area.dissimilarity(applicability.block_features(filled, size, band_mean, band_std)[predicted])
+                            applicable = dissimilarity <= area.threshold
+                            counts += predicted.sum(), applicable.sum()
+                            if applicability_path:
+                                layers[-2:] = dissimilarity, np.where(predicted, applicable, np.nan)
+                            if blank:
+                                predicted &= applicable
+                        mean, spread = ensemble_summary(predictor.predict(filled, predicted))
+                        layers[0] = mean
+                        if uncertainty_path:
+                            layers[1] = spread
+                    for index, values in enumerate(layers):
+                        raster.write(index, row, values, column)
                     done += 1
                     feedback.setProgress(100 * done / tiles)
                     if not dense:
@@ -140,9 +203,19 @@ class PredictSurface(SubsidenceAlgorithm):
                 # GDAL would keep the blocks read and written in its cache (5 % of RAM by default):
                 # drop them after each row of tiles, so memory stays bounded by the tile size.
                 stack.FlushCache()
-                raster.flush(0)
+                for index in range(len(layers)):
+                    raster.flush(index)
         style_raster(output, units)
-        return {self.OUTPUT: output}
+        results = {self.OUTPUT: output, "APPLICABLE_PERCENT": 100.0 * counts[1] / counts[0] if counts[0] else float("nan")}
+        if uncertainty_path:
+            style_raster(uncertainty_path, units, sequential=True)
+            results[self.OUTPUT_UNCERTAINTY] = uncertainty_path
+        if applicability_path:
+            style_raster(applicability_path, sequential=True)
+            results[self.OUTPUT_APPLICABILITY] = applicability_path
+        if area is not None:
+            feedback.pushInfo(self.tr("{:.1f} % of the predicted pixels lie inside the area of applicability (DI ≤ {:.3g}).").format(results["APPLICABLE_PERCENT"], area.threshold))
+        return results
 
     def _output_grid(self, parameters, context, stack_grid, crs):
         """The stack's grid, or its cells that meet EXTENT; with the first row and column."""
@@ -192,6 +265,12 @@ def _metadata(path, model_bytes):
     if missing:
         raise QgsProcessingException(f"{path} lacks the metadata {', '.join(missing)}: write it with 'Train the CNN'.")
     return metadata
+
+
+def _area(path, metadata, bands):
+    if "applicability" not in metadata or "band_std" not in metadata:
+        raise QgsProcessingException(f"{path} does not record the drivers it was trained on: train it again with 'Train the CNN' (this version) for an area of applicability.")
+    return applicability.Applicability.from_metadata(json.loads(metadata["applicability"]), bands)
 
 
 def _matched_bands(stack, names):

@@ -16,8 +16,10 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from ..core import metrics, report
+from ..core import applicability, metrics, report
 from ..core.dataset import open_dataset
+from ..core.patches import default_block_size
+from ..core.prediction import ensemble_summary
 from ..models import launch
 from ..models.architecture import ARCHITECTURES, check_patch_size
 from ..models.export import finish, plugin_version
@@ -27,6 +29,7 @@ from .base import SubsidenceAlgorithm
 from .settings import torch_python_setting
 
 SPLITS = ("train", "val", "test")  # the dataset's split codes 0, 1, 2
+MAX_MEMBERS = 50
 
 
 class TrainCnn(SubsidenceAlgorithm):
@@ -38,6 +41,7 @@ class TrainCnn(SubsidenceAlgorithm):
     LEARNING_RATE = "LEARNING_RATE"
     PATIENCE = "PATIENCE"
     SEED = "SEED"
+    ENSEMBLE = "ENSEMBLE"
     DEVICE = "DEVICE"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     OUTPUT_REPORT = "OUTPUT_REPORT"
@@ -72,8 +76,14 @@ class TrainCnn(SubsidenceAlgorithm):
             "standard deviation, the target standardised with the training points' statistics; Adam, "
             "MSE loss. With PATIENCE > 0, training stops after that many epochs without a better "
             "validation loss; the weights with the best validation loss are the ones written.\n"
+            "ENSEMBLE: how many networks to train, from the seeds SEED, SEED + 1, … (each costs one training). "
+            "They are stored in the one model, which returns each member's prediction: 'Predict the surface' "
+            "writes their mean and, as the uncertainty, their standard deviation; the report shows how well "
+            "it covers the validation and test errors (calibration).\n"
             "The model takes raw driver values and returns the target in its units; its metadata "
-            "records the bands, their statistics, the patch size, the target and the scores. "
+            "records the bands, their statistics, the patch size, the target, the scores and the drivers "
+            "of the training patches with their dissimilarity threshold, for the area of applicability "
+            "(see 'Predict the surface'). "
             "OUTPUT_REPORT: loss curves, RMSE/MAE/R²/bias for the training, validation and test points "
             "and observed-versus-predicted plots.\n"
             "Units: RMSE in the dataset's target units (mm for displacement)."
@@ -94,6 +104,11 @@ class TrainCnn(SubsidenceAlgorithm):
             QgsProcessingParameterNumber(self.PATIENCE, self.tr("Early-stopping patience (epochs; 0 = off)"), integer, defaultValue=20, minValue=0)
         )
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, defaultValue=0, minValue=0))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.ENSEMBLE, self.tr("Ensemble members (1: a single network; 5 or more for an uncertainty)"), integer, defaultValue=1, minValue=1, maxValue=MAX_MEMBERS
+            )
+        )
         device = QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=0)
         device.setFlags(device.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(device)
@@ -125,6 +140,7 @@ class TrainCnn(SubsidenceAlgorithm):
             "patience": self.parameterAsInt(parameters, self.PATIENCE, context),
             "seed": self.parameterAsInt(parameters, self.SEED, context),
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            "members": self.parameterAsInt(parameters, self.ENSEMBLE, context),
         }
         folder = tempfile.mkdtemp(prefix="subsidence-train-")
         try:
@@ -136,10 +152,14 @@ class TrainCnn(SubsidenceAlgorithm):
     def _write_outputs(self, parameters, context, feedback, data, settings, folder):
         architecture = settings["architecture"]
         with np.load(os.path.join(folder, "result.npz")) as result:
-            predictions, history = result["predictions"], json.loads(str(result["history"]))
+            members, history = result["predictions"], json.loads(str(result["history"]))
             check_inputs, check_outputs = result["check_inputs"], result["check_outputs"]
+        predictions, sigma = ensemble_summary(members.T)
         targets, split = data["targets"].astype(float), data["split"]
         scores = {name: metrics.regression(targets[split == code], predictions[split == code]) for code, name in enumerate(SPLITS)}
+        calibration = {name: metrics.coverage(targets[split == code], predictions[split == code], sigma[split == code]) for code, name in enumerate(SPLITS)}
+        feedback.pushInfo(self.tr("Area of applicability: the drivers of {} training patches.").format(int((split == 0).sum())))
+        area, training_di = _applicability(data, settings["seed"])
         spread = float(np.ptp(targets)) or 1.0
         metadata = {
             "band_names": [str(name) for name in data["band_names"]],
@@ -151,7 +171,10 @@ class TrainCnn(SubsidenceAlgorithm):
             "nodata_policy": str(data.get("nodata_policy", "skip")),
             "architecture": architecture,
             "dense_exact": "true" if architecture == "dense" else "false",
+            "ensemble_members": str(settings["members"]),
             "metrics": scores,
+            "calibration": calibration,
+            "applicability": area.to_metadata(),
             "plugin_version": plugin_version(),
             "training": {"epochs_run": len(history), "history": history, "settings": settings},
         }
@@ -163,13 +186,26 @@ class TrainCnn(SubsidenceAlgorithm):
         feedback.pushInfo(self.tr("ONNX Runtime reproduces torch on {} patches to {:.2g} {}.").format(len(check_inputs), difference, metadata["target_units"]))
         for name in SPLITS:
             feedback.pushInfo(self.tr("{}: RMSE {:.4g}, MAE {:.4g}, R² {:.3f}, bias {:.4g} ({} points)").format(name, *(scores[name][key] for key in ("rmse", "mae", "r2", "bias", "n"))))
+        if settings["members"] > 1:
+            for name in ("val", "test"):
+                feedback.pushInfo(self.tr("{}: {:.0f} % of the errors within ±1σ of the ensemble, {:.0f} % within ±2σ").format(name, *calibration[name].values()))
+        feedback.pushInfo(self.tr("Area of applicability: dissimilarity threshold {:.3g}.").format(area.threshold))
         results = {self.OUTPUT_MODEL: model_path, **{f"{name.upper()}_RMSE": scores[name]["rmse"] for name in SPLITS}}
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
-                file.write(_report(history, scores, targets, predictions, split, metadata))
+                file.write(_report(history, scores, calibration, targets, predictions, sigma, split, training_di, area.threshold, metadata))
             results[self.OUTPUT_REPORT] = report_path
         return results
+
+
+def _applicability(data, seed):
+    """The area of applicability of the dataset's training patches (core.applicability.fit)."""
+    train = np.flatnonzero(data["split"] == 0)
+    features = applicability.patch_features(data["patches"][train], data["band_mean"], data["band_std"])
+    x, y = data["x"][train], data["y"][train]
+    block = default_block_size(x, y, int(data["patch_size"]) * float(np.max(data["pixel_size"])))
+    return applicability.fit(features, x, y, block, np.random.default_rng(seed))
 
 
 def train_in_worker(dataset_path, folder, settings, feedback):
@@ -198,44 +234,72 @@ def _open(path):
 
 def _follow(event, epochs, feedback):
     kind = event.get("event")
+    member, members = event.get("member", 1), event.get("members", 1)
+    of_member = f"Member {member}/{members}: " if members > 1 else ""
+    done = lambda epoch: 100 * ((member - 1) * epochs + epoch) / (members * epochs)  # noqa: E731
     if kind == "start":
         feedback.pushInfo(f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches.")
     elif kind == "batch":
-        feedback.setProgress(100 * (event["epoch"] - 1 + event["fraction"]) / epochs)
+        feedback.setProgress(done(event["epoch"] - 1 + event["fraction"]))
     elif kind == "epoch":
-        feedback.setProgress(100 * event["epoch"] / epochs)
+        feedback.setProgress(done(event["epoch"]))
         validation = "" if event["val_loss"] is None else f", validation {event['val_loss']:.4f}"
-        feedback.pushInfo(f"Epoch {event['epoch']}/{epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s")
+        feedback.pushInfo(f"{of_member}Epoch {event['epoch']}/{epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s")
     elif kind == "stopped":
-        feedback.pushInfo(f"Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}.")
+        feedback.pushInfo(f"{of_member}Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}.")
     elif kind == "output":
         feedback.pushDebugInfo(event["text"])
 
 
-def _report(history, scores, targets, predictions, split, metadata):
+def _report(history, scores, calibration, targets, predictions, sigma, split, training_di, threshold, metadata):
     units = metadata["target_units"]
     curves = report.figure()
     axes = curves.add_subplot()
-    epochs = [entry["epoch"] for entry in history]
-    axes.plot(epochs, [entry["train_loss"] for entry in history], label="training")
-    if any(entry["val_loss"] is not None for entry in history):
-        axes.plot(epochs, [entry["val_loss"] for entry in history], label="validation")
+    members = sorted({entry.get("member", 1) for entry in history})
+    for member in members:
+        entries = [entry for entry in history if entry.get("member", 1) == member]
+        label = f" {member}" if len(members) > 1 else ""
+        epochs = [entry["epoch"] for entry in entries]
+        axes.plot(epochs, [entry["train_loss"] for entry in entries], color="C0", alpha=0.7, label=f"training{label}")
+        if any(entry["val_loss"] is not None for entry in entries):
+            axes.plot(epochs, [entry["val_loss"] for entry in entries], color="C1", alpha=0.7, label=f"validation{label}")
     axes.set(xlabel="epoch", ylabel="MSE of the standardised target", yscale="log")
-    axes.legend()
+    axes.legend(fontsize="small", ncol=2 if len(members) > 1 else 1)
     scatter = report.figure(12, 4)
     for index, name in enumerate(SPLITS):
         axes = scatter.add_subplot(1, 3, index + 1)
         chosen = split == index
-        axes.scatter(targets[chosen], predictions[chosen], s=4)
+        if np.isfinite(sigma).all():
+            axes.errorbar(targets[chosen], predictions[chosen], yerr=sigma[chosen], fmt="o", markersize=2, elinewidth=0.5)
+        else:
+            axes.scatter(targets[chosen], predictions[chosen], s=4)
         low, high = float(np.min(targets)), float(np.max(targets))
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
         axes.set(title=f"{name} ({int(chosen.sum())})", xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
     rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for name in SPLITS]
-    return report.page(
-        f"CNN training: {metadata['architecture']} on {metadata['target_field']}",
-        [
-            ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
-            ("Loss", report.image(curves, "loss curves")),
-            ("Observed and predicted", report.image(scatter, "observed versus predicted")),
-        ],
-    )
+    sections = [
+        ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
+        ("Loss", report.image(curves, "loss curves")),
+        ("Observed and predicted", report.image(scatter, "observed versus predicted (bars: ±1σ of the ensemble)")),
+    ]
+    if len(members) > 1:
+        rows = [[name, *(calibration[name][key] for key in metrics.COVERAGE_NAMES)] for name in SPLITS]
+        rows.append(["normal distribution", *metrics.GAUSSIAN_COVERAGE])
+        sections.append(
+            ("Calibration of the ensemble", report.paragraph(
+                f"σ is the standard deviation of the {len(members)} members' predictions. Calibrated, about 68 % of the "
+                "errors lie within ±1σ and 95 % within ±2σ; fewer means σ understates the error.")
+             + report.table(["points", "% within ±1σ", "% within ±2σ"], rows))
+        )  # fmt: skip
+    histogram = report.figure(6, 3.5)
+    axes = histogram.add_subplot()
+    axes.hist(training_di, bins=40)
+    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    axes.set(xlabel="dissimilarity index of the training patches (to other spatial folds)", ylabel="patches")
+    axes.legend()
+    sections.append(
+        ("Area of applicability", report.paragraph(
+            "'Predict the surface' flags the pixels whose drivers lie farther from every training patch than this "
+            "threshold (Meyer & Pebesma 2021): there the model extrapolates.") + report.image(histogram, "training dissimilarity"))
+    )  # fmt: skip
+    return report.page(f"CNN training: {metadata['architecture']} on {metadata['target_field']}", sections)

@@ -11,7 +11,7 @@ import numpy as np
 from . import metrics
 from .errors import InputError
 from .kriging import OrdinaryKriging, check_points, experimental_variogram, fit_variogram, merge_coincident
-from .patches import TEST, drop_test_overlaps, spatial_blocks
+from .patches import TEST, drop_test_overlaps, spatial_blocks, square_blocks
 
 
 @dataclass
@@ -51,9 +51,8 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
 def spatial_folds(x, y, block_size, folds, rng):
     """Fold 0 … folds-1 of every point: whole square blocks, the largest first, each to the fold
     that has the fewest points so far."""
-    keys = np.column_stack([np.floor((x - x.min()) / block_size), np.floor((y - y.min()) / block_size)])
-    blocks, block_of = np.unique(keys, axis=0, return_inverse=True)
-    block_of = block_of.ravel()
+    block_of = square_blocks(x, y, block_size)
+    blocks = np.arange(block_of.max() + 1)
     if len(blocks) < folds:
         raise InputError(f"The points fall in {len(blocks)} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: choose fewer folds.")
     counts = np.bincount(block_of)

@@ -20,3 +20,18 @@ def regression(observed, predicted):
         "r2": 1.0 - float(np.sum(error**2)) / spread if len(observed) > 1 and spread > 0 else float("nan"),
         "bias": float(np.mean(error)),
     }
+
+
+COVERAGE_NAMES = ("within_1_sigma", "within_2_sigma")
+GAUSSIAN_COVERAGE = (68.27, 95.45)  # % within ±1σ and ±2σ of a normal distribution
+
+
+def coverage(observed, predicted, sigma):
+    """% of the points whose error |predicted - observed| is at most 1 and 2 x their sigma (the
+    predicted standard deviation): for a calibrated sigma and Gaussian errors, GAUSSIAN_COVERAGE.
+    NaN without points or without a finite sigma."""
+    error = np.abs(np.asarray(predicted, float) - np.asarray(observed, float))
+    sigma = np.asarray(sigma, float)
+    if not len(error) or not np.isfinite(sigma).all():
+        return dict.fromkeys(COVERAGE_NAMES, float("nan"))
+    return {name: float(100.0 * np.mean(error <= k * sigma)) for k, name in enumerate(COVERAGE_NAMES, start=1)}

@@ -66,14 +66,18 @@ def default_block_size(x, y, patch_metres):
     return max(4.0 * patch_metres, max(np.ptp(x), np.ptp(y)) / 10.0)
 
 
+def square_blocks(x, y, block_size):
+    """The square block (0 … blocks - 1) each point falls in, counted from the points' corner."""
+    keys = np.column_stack([np.floor((x - x.min()) / block_size), np.floor((y - y.min()) / block_size)])
+    return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+
+
 def spatial_blocks(x, y, block_size, val_fraction, test_fraction, rng):
     """Whole square blocks of points to test, then validation, then training, in random order,
     until each share is reached."""
-    bx = np.floor((x - x.min()) / block_size).astype(np.int64)
-    by = np.floor((y - y.min()) / block_size).astype(np.int64)
-    blocks, block_of = np.unique(np.column_stack([bx, by]), axis=0, return_inverse=True)
-    block_of = block_of.ravel()
-    counts = np.bincount(block_of, minlength=len(blocks))
+    block_of = square_blocks(x, y, block_size)
+    counts = np.bincount(block_of)
+    blocks = np.arange(len(counts))
     labels_of_block = np.full(len(blocks), TRAIN)
     targets = ((TEST, test_fraction * len(x)), (VAL, val_fraction * len(x)))
     filled = {TEST: 0, VAL: 0}

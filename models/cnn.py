@@ -1,5 +1,5 @@
 """The CNNs in torch (shapes and the reasons for them in architecture.py), and the deployed
-model: raw driver values in, the target in its units out."""
+model: raw driver values in, each ensemble member's target in its units out."""
 
 import torch
 from torch import nn
@@ -42,17 +42,23 @@ def build(architecture, bands, patch_size):
 
 
 class Deployed(nn.Module):
-    """Normalises raw driver values with the training statistics, applies the network and turns
-    its standardised output back into the target's units: what the .onnx file contains."""
+    """Normalises raw driver values with the training statistics, applies each network of the
+    ensemble and turns their standardised outputs back into the target's units: what the .onnx
+    file contains. Output (N, members): each member's prediction; the mean is the prediction, the
+    spread its uncertainty."""
 
-    def __init__(self, network, band_mean, band_std, target_mean, target_std):
+    def __init__(self, networks, band_mean, band_std, target_mean, target_std):
         super().__init__()
-        self.network = network
+        self.networks = nn.ModuleList(networks)
         std = torch.as_tensor(band_std, dtype=torch.float32)
         self.register_buffer("band_mean", torch.as_tensor(band_mean, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.register_buffer("band_scale", torch.where(std > 0, 1 / std, torch.ones_like(std)).reshape(1, -1, 1, 1))
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
 
+    def normalise(self, patches):
+        return (patches - self.band_mean) * self.band_scale
+
     def forward(self, patches):
-        return self.network((patches - self.band_mean) * self.band_scale) * self.target_std + self.target_mean
+        normalised = self.normalise(patches)
+        return torch.cat([network(normalised) for network in self.networks], dim=1) * self.target_std + self.target_mean

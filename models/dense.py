@@ -13,6 +13,8 @@ Only the layers the `dense` architecture uses are accepted; anything else (paddi
 other pooling) raises NotDense, and the caller evaluates patch by patch.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 POINTWISE = {"Relu", "BatchNormalization", "Sub", "Mul", "Add", "Identity", "Dropout"}
@@ -22,56 +24,62 @@ class NotDense(Exception):
     pass
 
 
+class Reach(NamedTuple):
+    dilation: int  # how far apart this tensor's neighbouring taps are in the input
+    channels: int
+    extent: int  # the side of the input window each of its values depends on
+
+
 def dense_model(model_bytes):
     """The dense form of an ONNX patch model (bytes in, bytes out) and its receptive extent: the
-    input side whose windows the outputs stand for."""
+    input side whose windows the outputs stand for. An ensemble's members are branches from the
+    normalised input joined by a Concat of their outputs; each branch is rewritten alike."""
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
     weights = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
-    nodes, dilation, channels, extent = [], 1, None, 1
-    flattened = False
+    # What each computed tensor has been through: its dilation, channels and receptive extent.
+    state = {graph.input[0].name: Reach(1, None, 1)}
+    flattened = {}  # a Flatten's output -> its input
+    nodes = []
     for node in graph.node:
         attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+        reach = next((state[name] for name in node.input if name in state), None)
         if node.op_type in POINTWISE:
             nodes.append(node)
+        elif reach is None:
+            raise NotDense(f"{node.name}: a {node.op_type} layer on weights alone")
         elif node.op_type == "Conv":
             if any(value != 1 for value in attributes.get("strides", [1, 1]) + attributes.get("dilations", [1, 1])) or any(attributes.get("pads", [0] * 4)):
                 raise NotDense(f"{node.name}: only unpadded convolutions of stride 1 can be evaluated densely")
             kernel = weights[node.input[1]].shape
-            channels = kernel[0]
-            extent += (kernel[2] - 1) * dilation
-            nodes.append(_conv(helper, node.input, node.output, dilation, kernel[2:], node.name))
+            nodes.append(_conv(helper, node.input, node.output, reach.dilation, kernel[2:], node.name))
+            reach = Reach(reach.dilation, kernel[0], reach.extent + (kernel[2] - 1) * reach.dilation)
         elif node.op_type == "MaxPool":
             if attributes.get("kernel_shape") != [2, 2] or attributes.get("strides") != [2, 2] or any(attributes.get("pads", [0] * 4)) or attributes.get("ceil_mode", 0):
                 raise NotDense(f"{node.name}: only 2 x 2 max-pooling of stride 2 can be evaluated densely")
-            nodes.append(helper.make_node("MaxPool", node.input, node.output, name=node.name, kernel_shape=[2, 2], strides=[1, 1], dilations=[dilation, dilation]))
-            extent += dilation
-            dilation *= 2
-        elif node.op_type == "Flatten" and not flattened:
-            flattened = True
-            flatten_input, flatten_output = node.input[0], node.output[0]
+            nodes.append(helper.make_node("MaxPool", node.input, node.output, name=node.name, kernel_shape=[2, 2], strides=[1, 1], dilations=[reach.dilation] * 2))
+            reach = Reach(2 * reach.dilation, reach.channels, reach.extent + reach.dilation)
+        elif node.op_type == "Flatten" and node.input[0] not in flattened.values():
+            flattened[node.output[0]] = node.input[0]
         elif node.op_type == "Gemm":
-            if attributes.get("transB") != 1 or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0 or not flattened:
-                raise NotDense(f"{node.name}: unexpected dense layer")
-            weight = weights[node.input[1]]
-            if node.input[0] == flatten_output:  # the first dense layer reads the flattened last feature map
-                side = int(round(np.sqrt(weight.shape[1] / channels)))
-                if side * side * channels != weight.shape[1]:
-                    raise NotDense(f"{node.name}: its inputs are not a square feature map")
-                kernel = weight.reshape(weight.shape[0], channels, side, side)
-                inputs = [flatten_input]
-                extent += (side - 1) * dilation
-            else:
-                kernel = weight.reshape(weight.shape[0], weight.shape[1], 1, 1)
-                inputs = [node.input[0]]
+            reach, kernel, inputs = _gemm_as_conv(node, attributes, weights, reach, flattened)
             tensor = next(tensor for tensor in graph.initializer if tensor.name == node.input[1])
             tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(kernel), node.input[1]))
-            nodes.append(_conv(helper, inputs + list(node.input[1:3]), node.output, dilation, kernel.shape[2:], node.name))
+            nodes.append(_conv(helper, inputs, node.output, reach.dilation, kernel.shape[2:], node.name))
+        elif node.op_type == "Concat":
+            if attributes.get("axis") != 1 or not all(name in state for name in node.input):
+                raise NotDense(f"{node.name}: only outputs can be joined")
+            if len({(state[name].dilation, state[name].extent) for name in node.input}) != 1:
+                raise NotDense(f"{node.name}: members of different receptive fields")
+            reach = Reach(reach.dilation, sum(state[name].channels for name in node.input), reach.extent)
+            nodes.append(node)
         else:
             raise NotDense(f"{node.name}: {node.op_type} layers cannot be evaluated densely")
+        if reach is not None:  # None: an Identity of weights
+            state.update((name, reach) for name in node.output)
     if not flattened:
         raise NotDense("the model has no dense layers to turn into convolutions")
     _refuse_per_feature_operands(nodes, weights)
@@ -80,9 +88,28 @@ def dense_model(model_bytes):
     for value in list(graph.input) + list(graph.output):
         value.type.tensor_type.ClearField("shape")
     graph.input[0].type.tensor_type.shape.dim.extend(_dimensions("n", "channels", "height", "width"))
-    graph.output[0].type.tensor_type.shape.dim.extend(_dimensions("n", 1, "out_height", "out_width"))
+    graph.output[0].type.tensor_type.shape.dim.extend(_dimensions("n", "members", "out_height", "out_width"))
     del graph.value_info[:]
-    return model.SerializeToString(), extent
+    return model.SerializeToString(), state[graph.output[0].name].extent
+
+
+def _gemm_as_conv(node, attributes, weights, reach, flattened):
+    """A dense layer as a convolution: (its output's reach, kernel, inputs). The first dense
+    layer of a branch reads the flattened last feature map, so its kernel is that map's shape."""
+    if attributes.get("transB") != 1 or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
+        raise NotDense(f"{node.name}: unexpected dense layer")
+    weight = weights[node.input[1]]
+    if node.input[0] in flattened:
+        side = int(round(np.sqrt(weight.shape[1] / reach.channels)))
+        if side * side * reach.channels != weight.shape[1]:
+            raise NotDense(f"{node.name}: its inputs are not a square feature map")
+        kernel = weight.reshape(weight.shape[0], reach.channels, side, side)
+        source, extent = flattened[node.input[0]], reach.extent + (side - 1) * reach.dilation
+    elif reach.channels == weight.shape[1]:
+        kernel, source, extent = weight.reshape(*weight.shape, 1, 1), node.input[0], reach.extent
+    else:
+        raise NotDense(f"{node.name}: a dense layer before the feature map is flattened")
+    return Reach(reach.dilation, weight.shape[0], extent), kernel, [source, *node.input[1:3]]
 
 
 def _conv(helper, inputs, outputs, dilation, kernel, name):

@@ -17,7 +17,7 @@ ERROR_LINES = 12  # of the worker's stderr, quoted when it fails
 POLL_S = 0.2  # how often a waiting run looks at the cancel flag
 
 
-def worker_command(python, dataset, output_dir, architecture, epochs, batch_size, learning_rate, patience, seed, device):
+def worker_command(python, dataset, output_dir, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1):
     return [
         python, "-u", "-m", f"{PACKAGE}.models.worker",
         "--dataset", dataset,
@@ -29,6 +29,7 @@ def worker_command(python, dataset, output_dir, architecture, epochs, batch_size
         "--patience", str(patience),
         "--seed", str(seed),
         "--device", device,
+        "--members", str(members),
     ]  # fmt: skip
 
 

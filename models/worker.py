@@ -2,7 +2,7 @@
 
 It reads a dataset written by subsidence:exportpatches, trains the CNN and writes into
 --output-dir: `model.onnx` (raw drivers in, target units out, no metadata yet), `result.npz`
-(predictions of the best weights for every sample, the loss history, a check batch with torch's
+(every member's prediction for every sample, (N, members), the loss history, a check batch with torch's
 outputs) — QGIS adds the metadata and checks ONNX Runtime against torch. Progress goes to stdout
 as one JSON object per line; errors to stderr, the last line a message for the user.
 """
@@ -43,6 +43,7 @@ def parse(argv):
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=0, help="epochs without a better validation loss before stopping; 0: off")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--members", type=int, default=1, help="ensemble members, trained from seeds seed, seed + 1, ...")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     return parser.parse_args(argv)
 
@@ -79,21 +80,20 @@ def batches(patches, targets, order, batch_size):
 
 
 def predict(model, patches, index, device, batch_size=1024):
+    """The deployed model's (len(index), members) predictions for patches[index]."""
     model.eval()
-    out = np.empty(len(index), np.float32)
+    out = np.empty((len(index), len(model.networks)), np.float32)
     with torch.no_grad():
         for start in range(0, len(index), batch_size):
             chosen = index[start : start + batch_size]
-            out[start : start + len(chosen)] = model(torch.from_numpy(np.asarray(patches[chosen])).to(device)).cpu().numpy()[:, 0]
+            out[start : start + len(chosen)] = model(torch.from_numpy(np.asarray(patches[chosen])).to(device)).cpu().numpy()
     return out
 
 
-def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, progress=emit):
-    """Train on data (open_dataset's dict); returns (the deployed model with the best weights,
-    the history: one dict per epoch)."""
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    rng = np.random.default_rng(seed)
+def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, progress=emit):
+    """Train `members` networks on data (open_dataset's dict), member k from seed + k (its weights
+    and the order of its batches); returns (the deployed ensemble with each member's best weights,
+    the history: one dict per member and epoch)."""
     patches, split = data["patches"], data["split"]
     bands, patch_size = patches.shape[1], patches.shape[2]
     problem = check_patch_size(architecture, patch_size)
@@ -105,10 +105,24 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
     targets = data["targets"].astype(np.float32)
     target_mean, target_std = float(targets[train_index].mean()), float(targets[train_index].std()) or 1.0
     standardised = ((targets - target_mean) / target_std).astype(np.float32)
-    network = build(architecture, bands, patch_size)
-    model = Deployed(network, data["band_mean"], data["band_std"], target_mean, target_std).to(device)
-    # The network learns the standardised target from normalised inputs: wrap only its input side.
-    normalise = lambda x: (x - model.band_mean) * model.band_scale  # noqa: E731
+    deploy = lambda networks: Deployed(networks, data["band_mean"], data["band_std"], target_mean, target_std).to(device)  # noqa: E731
+    torch.use_deterministic_algorithms(True)
+    networks, history = [], []
+    for member in range(members):
+        torch.manual_seed(seed + member)
+        rng = np.random.default_rng(seed + member)
+        model = deploy([build(architecture, bands, patch_size)])
+        step = lambda event, **values: progress(event, member=member + 1, members=members, **values)  # noqa: B023, E731
+        entries = _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, epochs, batch_size, learning_rate, patience, device, step)
+        history += [{"member": member + 1, **entry} for entry in entries]
+        networks.append(model.networks[0])
+    return deploy(networks).eval(), history
+
+
+def _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, epochs, batch_size, learning_rate, patience, device, progress):
+    """Trains the one network of `model` in place, leaving it with the weights of the best
+    validation loss; returns one history dict per epoch."""
+    network = model.networks[0]
     optimiser = torch.optim.Adam(network.parameters(), lr=learning_rate)
     history, best, best_loss, stale = [], None, np.inf, 0
     for epoch in range(1, epochs + 1):
@@ -120,7 +134,8 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
                 continue  # batch normalisation needs two samples
             inputs, wanted = inputs.to(device), wanted.to(device)
             optimiser.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(network(normalise(inputs))[:, 0], wanted)
+            # The network learns the standardised target from normalised inputs.
+            loss = torch.nn.functional.mse_loss(network(model.normalise(inputs))[:, 0], wanted)
             loss.backward()
             optimiser.step()
             seen += len(wanted)
@@ -130,10 +145,9 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
                 reported = time.perf_counter()
         train_loss, train_seconds = total / max(seen, 1), time.perf_counter() - start
         val_loss = _standardised_loss(model, patches, targets, val_index, target_std, device) if len(val_index) else None
-        history.append(
-            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
-        )
-        progress("epoch", epochs=epochs, **history[-1])
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+        history.append(entry)
+        progress("epoch", epochs=epochs, **entry)
         score = val_loss if val_loss is not None else train_loss
         if score < best_loss:
             best_loss, stale = score, 0
@@ -144,11 +158,11 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
                 progress("stopped", epoch=epoch, best_epoch=epoch - stale)
                 break
     model.load_state_dict(best)
-    return model.eval(), history
+    return history
 
 
 def _standardised_loss(model, patches, targets, index, target_std, device):
-    predicted = predict(model, patches, index, device)
+    predicted = predict(model, patches, index, device)[:, 0]
     return float(np.mean(((predicted - targets[index]) / target_std) ** 2))
 
 
@@ -178,7 +192,7 @@ def main(argv=None):
         device = choose_device(args.device)
         data = open_dataset(args.dataset)
         emit("start", device=str(device), threads=torch.get_num_threads(), samples=int(len(data["targets"])))
-        model, history = train(data, args.architecture, args.epochs, args.batch_size, args.learning_rate, args.patience, args.seed, device)
+        model, history = train(data, args.architecture, args.epochs, args.batch_size, args.learning_rate, args.patience, args.seed, device, args.members)
         everything = np.arange(len(data["targets"]))
         predictions = predict(model, data["patches"], everything, device)
         check_inputs, check_outputs = export(model, data["patches"], args.output_dir)

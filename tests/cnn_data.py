@@ -42,9 +42,10 @@ def known_function_dataset(path, n=3000, bands=3, size=22, seed=0):
     return float(targets.std())
 
 
-def trained_model(folder, architecture, size, policy="fill", epochs=3):
-    """A model of `architecture` trained briefly (in this process) on known_function_dataset
-    patches of `size`, written the way traincnn writes one; returns its path."""
+def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1):
+    """A model of `architecture` (an ensemble of `members`) trained briefly (in this process) on
+    known_function_dataset patches of `size`, written the way traincnn writes one (without the
+    area of applicability); returns its path."""
     import torch
 
     from insar_subsidence.core.dataset import open_dataset
@@ -53,16 +54,16 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3):
 
     known_function_dataset(folder / "data.npz", n=600, size=size)
     data = open_dataset(folder / "data.npz")
-    model, _ = train(data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), progress=lambda *args, **values: None)
+    model, _ = train(data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), members, progress=lambda *args, **values: None)
     inputs, outputs = export(model, data["patches"], str(folder))
     metadata = {
         "band_names": [str(name) for name in data["band_names"]], "band_mean": data["band_mean"].tolist(),
         "band_std": data["band_std"].tolist(), "patch_size": str(size), "target_field": "displacement", "target_units": "mm",
         "nodata_policy": policy, "architecture": architecture, "dense_exact": "true" if architecture == "dense" else "false",
-        "metrics": {}, "plugin_version": "test",
+        "ensemble_members": str(members), "metrics": {}, "plugin_version": "test",
     }  # fmt: skip
-    finish(str(folder / "model.onnx"), str(folder / f"{architecture}.onnx"), metadata, inputs, outputs, spread=float(np.ptp(data["targets"])))
-    return str(folder / f"{architecture}.onnx")
+    finish(str(folder / "model.onnx"), str(folder / f"{architecture}{members}.onnx"), metadata, inputs, outputs, spread=float(np.ptp(data["targets"])))
+    return str(folder / f"{architecture}{members}.onnx")
 
 
 def smooth_fields(bands, rows, columns, seed=0):

@@ -18,11 +18,11 @@ LEFT, TOP, PIXEL = 400000.0, 4500000.0, 10.0
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Briefly trained models, by (architecture, patch size, nodata policy)."""
+    """Briefly trained models, by (architecture, patch size, nodata policy, ensemble members)."""
     made = {}
-    for architecture, size, policy in (("dense", 22, "fill"), ("dense", 23, "skip"), ("paper", 8, "fill")):
+    for architecture, size, policy, members in (("dense", 22, "fill", 1), ("dense", 23, "skip", 1), ("paper", 8, "fill", 1), ("dense", 22, "fill", 3), ("paper", 8, "fill", 2)):
         folder = tmp_path_factory.mktemp(f"{architecture}{size}")
-        made[(architecture, size, policy)] = trained_model(folder, architecture, size, policy)
+        made[(architecture, size, policy, members)] = trained_model(folder, architecture, size, policy, members=members)
     return made
 
 
@@ -36,8 +36,8 @@ def write_stack(path, geotiff, rows=70, columns=90, holes=True, order=(0, 1, 2),
 
 
 def by_hand(model, values, row, column, size, policy):
-    """The model on pixel (row, column)'s patch built as documented: rows mirrored beyond the
-    edge, nodata filled with the band's training mean; None where the policy says nodata."""
+    """The model's members on pixel (row, column)'s patch built as documented: rows mirrored beyond
+    the edge, nodata filled with the band's training mean; None where the policy says nodata."""
     mean = np.array(json.loads(read_metadata(model)["band_mean"]))
     rows = np.abs(np.arange(row - size // 2, row - size // 2 + size))
     columns = np.abs(np.arange(column - size // 2, column - size // 2 + size))
@@ -49,16 +49,20 @@ def by_hand(model, values, row, column, size, policy):
         return None
     patch = np.where(valid, patch, mean[:, None, None]).astype(np.float32)
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return float(session.run(None, {"patches": patch[None]})[0][0, 0])
+    return session.run(None, {"patches": patch[None]})[0][0].astype(float)
+
+
+def read(path, number=1):
+    dataset = gdal.Open(path)  # kept while its band is read: GDAL crashes otherwise
+    band = dataset.GetRasterBand(number)
+    values = band.ReadAsArray().astype(float)
+    values[values == band.GetNoDataValue()] = np.nan
+    return values
 
 
 def predict(tmp_path, model, stack, **parameters):
     result = processing.run("subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, "OUTPUT": str(tmp_path / "out.tif"), **parameters})
-    dataset = gdal.Open(result["OUTPUT"])
-    band = dataset.GetRasterBand(1)
-    values = band.ReadAsArray().astype(float)
-    values[values == band.GetNoDataValue()] = np.nan
-    return values, dataset.GetGeoTransform()
+    return read(result["OUTPUT"]), gdal.Open(result["OUTPUT"]).GetGeoTransform()
 
 
 def sample_pixels(shape, rng):
@@ -70,12 +74,18 @@ def sample_pixels(shape, rng):
     return chosen
 
 
-@pytest.mark.parametrize("architecture, size, policy, tile", [("dense", 22, "fill", 32), ("dense", 23, "skip", 512), ("paper", 8, "fill", 512)])
-def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, models, architecture, size, policy, tile):
-    """To 1e-4 of the output's range, at corners, edges, next to nodata and at random."""
-    model = models[(architecture, size, policy)]
+@pytest.mark.parametrize(
+    "architecture, size, policy, members, tile",
+    [("dense", 22, "fill", 1, 32), ("dense", 23, "skip", 1, 512), ("paper", 8, "fill", 1, 512), ("dense", 22, "fill", 3, 40), ("paper", 8, "fill", 2, 512)],
+)
+def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, models, architecture, size, policy, members, tile):
+    """To 1e-4 of the output's range, at corners, edges, next to nodata and at random; for an
+    ensemble the surface is the members' mean and the uncertainty their standard deviation."""
+    model = models[(architecture, size, policy, members)]
     stack, values = write_stack(tmp_path / "stack.tif", geotiff)
-    out, transform = predict(tmp_path, model, stack, TILE_SIZE=tile)
+    uncertainty = {"OUTPUT_UNCERTAINTY": str(tmp_path / "sd.tif")} if members > 1 else {}
+    out, transform = predict(tmp_path, model, stack, TILE_SIZE=tile, **uncertainty)
+    sd = read(uncertainty["OUTPUT_UNCERTAINTY"]) if members > 1 else None
     assert out.shape == values.shape[1:] and transform == (LEFT, PIXEL, 0, TOP, 0, -PIXEL)
     rng = np.random.default_rng(1)
     spread = np.nanmax(out) - np.nanmin(out)
@@ -83,28 +93,41 @@ def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, mo
         expected = by_hand(model, values, row, column, size, policy)
         if expected is None:
             assert np.isnan(out[row, column]), (row, column)
+            assert sd is None or np.isnan(sd[row, column])
         else:
-            assert abs(out[row, column] - expected) <= 1e-4 * spread, (row, column)
+            assert len(expected) == members
+            assert abs(out[row, column] - expected.mean()) <= 1e-4 * spread, (row, column)
+            assert sd is None or abs(sd[row, column] - expected.std(ddof=1)) <= 1e-4 * spread, (row, column)
     assert np.isfinite(out[0]).all() and np.isfinite(out[:45, 0]).all()  # no nodata border (away from the holes)
     assert np.isnan(out[30:33, 40:44]).all() and np.isnan(out[60:62, 5:9]).all()
+    assert sd is None or np.nanmin(sd) > 0  # the members differ
+
+
+def test_uncertainty_needs_an_ensemble_and_applicability_recorded_drivers(plugin, tmp_path, geotiff, models):
+    stack, _ = write_stack(tmp_path / "stack.tif", geotiff)
+    with pytest.raises(QgsProcessingException, match="single network.*ENSEMBLE"):
+        predict(tmp_path, models[("dense", 22, "fill", 1)], stack, OUTPUT_UNCERTAINTY=str(tmp_path / "sd.tif"))
+    with pytest.raises(QgsProcessingException, match="does not record the drivers"):
+        predict(tmp_path, models[("dense", 22, "fill", 1)], stack, BLANK_OUTSIDE=True)
+    assert not (tmp_path / "out.tif").exists()
 
 
 def test_bands_are_matched_by_name_whatever_their_order(plugin, tmp_path, geotiff, models):
-    model = models[("dense", 22, "fill")]
+    model = models[("dense", 22, "fill", 1)]
     first, _ = predict(tmp_path, model, write_stack(tmp_path / "a.tif", geotiff)[0])
     second, _ = predict(tmp_path, model, write_stack(tmp_path / "b.tif", geotiff, order=(2, 0, 1))[0])
     np.testing.assert_array_equal(first, second)
 
 
 def test_missing_or_extra_bands_are_refused(plugin, tmp_path, geotiff, models):
-    model = models[("dense", 22, "fill")]
+    model = models[("dense", 22, "fill", 1)]
     stack = geotiff(tmp_path / "s.tif", np.zeros((3, 30, 30)), (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, names=["band0", "band1", "slope"])
     with pytest.raises(QgsProcessingException, match="missing .*: band2; in the stack but not in the model: slope"):
         predict(tmp_path, model, stack)
 
 
 def test_extent_and_mask_limit_the_output(plugin, tmp_path, geotiff, models):
-    model = models[("dense", 22, "fill")]
+    model = models[("dense", 22, "fill", 1)]
     stack, values = write_stack(tmp_path / "stack.tif", geotiff, holes=False)
     whole, _ = predict(tmp_path, model, stack)
     extent = f"{LEFT + 205},{LEFT + 495},{TOP - 395},{TOP - 105} [EPSG:32630]"  # columns 20..49, rows 10..39
@@ -121,7 +144,7 @@ def test_extent_and_mask_limit_the_output(plugin, tmp_path, geotiff, models):
 
 
 def test_cancel_leaves_no_output(plugin, tmp_path, geotiff, models, log_feedback):
-    model = models[("dense", 22, "fill")]
+    model = models[("dense", 22, "fill", 1)]
     stack, _ = write_stack(tmp_path / "stack.tif", geotiff)
     with pytest.raises(QgsProcessingException, match="Canceled"):
         processing.run(

@@ -29,7 +29,7 @@ def train(tmp_path, dataset, feedback=None, **parameters):
 
 def predict(model, patches):
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return session.run(None, {"patches": np.asarray(patches, np.float32)})[0][:, 0]
+    return session.run(None, {"patches": np.asarray(patches, np.float32)})[0].mean(axis=1)
 
 
 def test_learns_a_known_function_of_the_patches(plugin, tmp_path):
@@ -147,12 +147,12 @@ def test_a_python_without_torch_says_what_to_install(plugin, tmp_path, small_dat
 
 
 def test_worker_command_is_the_documented_command_line():
-    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto")
+    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto", members=5)
     assert command == [
         "/opt/py/bin/python", "-u", "-m", "insar_subsidence.models.worker",
         "--dataset", "/d/data.npz", "--output-dir", "/tmp/out", "--architecture", "paper",
         "--epochs", "150", "--batch-size", "128", "--learning-rate", "0.0001", "--patience", "20",
-        "--seed", "3", "--device", "auto",
+        "--seed", "3", "--device", "auto", "--members", "5",
     ]  # fmt: skip
 
 

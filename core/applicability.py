@@ -1,0 +1,125 @@
+"""The area of applicability of a model: where its drivers resemble those it was trained on.
+
+After Meyer & Pebesma (2021, Methods in Ecology and Evolution 12, 1620-1633). A location's
+dissimilarity index (DI) is the distance, in the standardised driver space, to the nearest
+training sample, divided by the mean distance between training samples. The threshold is the
+largest training DI that is not an outlier (not above the upper quartile + 1.5 interquartile
+ranges), each training sample's DI measured to the training samples outside its own spatial
+fold, as a cross-validation sees them. Pixels with a DI above the threshold are outside the area
+of applicability. The drivers are weighted equally (the paper weights them by importance).
+
+A CNN sees a patch, not one pixel: its drivers here are, per band, the value at the patch's
+centre and the mean over the patch, both standardised with the training band statistics.
+Nearest neighbours come from a KD-tree of the training samples, so no pixel x sample distances
+are ever held in memory.
+"""
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
+
+from .evaluation import spatial_folds
+from .patches import square_blocks
+from .prediction import window_sums
+
+FOLDS = 10  # spatial folds for the training samples' own DI
+MEAN_DISTANCE_SAMPLE = 4000  # training samples the mean distance is computed from, at most
+CHUNK = 1024  # patches or samples handled at once
+
+
+def patch_features(patches, band_mean, band_std):
+    """(N, 2C) features of (N, C, P, P) patches: the standardised centre values, then the
+    standardised patch means."""
+    half = patches.shape[2] // 2
+    out = np.empty((len(patches), 2 * patches.shape[1]), np.float32)
+    for start in range(0, len(patches), CHUNK):
+        block = np.asarray(patches[start : start + CHUNK], np.float64)
+        out[start : start + len(block)] = np.concatenate([block[:, :, half, half], block.mean(axis=(2, 3))], axis=1)
+    return _standardised(out, band_mean, band_std)
+
+
+def block_features(filled, size, band_mean, band_std):
+    """(rows, columns, 2C) features of every patch in a NaN-free block (C, rows + P - 1,
+    columns + P - 1), as patch_features computes them for the patch starting at each pixel."""
+    half = size // 2
+    rows, columns = filled.shape[1] - size + 1, filled.shape[2] - size + 1
+    out = np.empty((rows, columns, 2 * len(filled)), np.float32)
+    for band, values in enumerate(filled):
+        out[:, :, band] = values[half : half + rows, half : half + columns]
+        out[:, :, len(filled) + band] = window_sums(values.astype(np.float64), size) / (size * size)
+    return _standardised(out, band_mean, band_std)
+
+
+def _standardised(features, band_mean, band_std):
+    mean, std = np.asarray(band_mean, np.float64), np.asarray(band_std, np.float64)
+    scale = np.where(std > 0, 1 / np.where(std > 0, std, 1), 1.0)
+    return ((features - np.tile(mean, 2)) * np.tile(scale, 2)).astype(np.float32)
+
+
+def mean_distance(features, rng):
+    """Mean Euclidean distance between two different training samples (of a random sample of
+    MEAN_DISTANCE_SAMPLE when there are more)."""
+    if len(features) > MEAN_DISTANCE_SAMPLE:
+        features = features[rng.choice(len(features), MEAN_DISTANCE_SAMPLE, replace=False)]
+    features = features.astype(np.float64)
+    total = sum(cdist(features[start : start + CHUNK], features).sum() for start in range(0, len(features), CHUNK))
+    return total / (len(features) * (len(features) - 1))
+
+
+def outlier_free_maximum(values):
+    """The largest value not above the upper quartile + 1.5 interquartile ranges."""
+    low, high = np.percentile(values, [25, 75])
+    return float(values[values <= high + 1.5 * (high - low)].max())
+
+
+@dataclass
+class Applicability:
+    features: np.ndarray  # (N, 2C) training samples, standardised
+    mean_distance: float
+    threshold: float  # DI above it: outside the area of applicability
+
+    def __post_init__(self):
+        self.tree = cKDTree(self.features)
+
+    def dissimilarity(self, features):
+        """DI of (..., 2C) features."""
+        flat = features.reshape(-1, self.features.shape[1])
+        distance = np.empty(len(flat))
+        for start in range(0, len(flat), 64 * CHUNK):
+            distance[start : start + 64 * CHUNK] = self.tree.query(flat[start : start + 64 * CHUNK], k=1, workers=-1)[0]
+        return (distance / self.mean_distance).reshape(features.shape[:-1])
+
+    def to_metadata(self):
+        return {
+            "features": "per band: the standardised value at the patch centre, then the standardised patch mean",
+            "samples": base64.b64encode(np.ascontiguousarray(self.features, "<f4").tobytes()).decode("ascii"),
+            "mean_distance": self.mean_distance,
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_metadata(cls, values, bands):
+        samples = np.frombuffer(base64.b64decode(values["samples"]), "<f4").reshape(-1, 2 * bands)
+        return cls(samples, float(values["mean_distance"]), float(values["threshold"]))
+
+
+def fit(features, x, y, block_size, rng):
+    """The Applicability of training samples (features, at x, y): training DI to the samples
+    outside their spatial fold (blocks of block_size grouped into up to FOLDS folds; to the
+    nearest other sample when all fall in one block). Returns it and the training DIs."""
+    features = np.asarray(features, np.float32)
+    distance_scale = max(mean_distance(features, rng), 1e-12)
+    blocks = int(square_blocks(x, y, block_size).max()) + 1
+    nearest = np.empty(len(features))
+    if blocks < 2:
+        nearest[:] = cKDTree(features).query(features, k=2, workers=-1)[0][:, 1]
+    else:
+        fold_of = spatial_folds(x, y, block_size, min(FOLDS, blocks), rng)
+        for fold in np.unique(fold_of):
+            inside = fold_of == fold
+            nearest[inside] = cKDTree(features[~inside]).query(features[inside], k=1, workers=-1)[0]
+    training = nearest / distance_scale
+    return Applicability(features, distance_scale, outlier_free_maximum(training)), training
