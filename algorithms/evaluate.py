@@ -5,6 +5,7 @@ import os
 import tempfile
 
 import numpy as np
+from scipy.special import erf
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
@@ -20,6 +21,7 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -35,6 +37,7 @@ from .base import SubsidenceAlgorithm
 from .traincnn import train_in_worker
 
 PREDICT_BATCH = 256
+MAP_SIDE = 800  # cells a side at most in the report's maps
 PER_POINT = ("targets", "x", "y", "pid", "split")  # the dataset's members with a value per point
 VALIDATION_FRACTION = 0.15  # of a fold's training points, in whole blocks, for early stopping
 
@@ -55,6 +58,9 @@ class Evaluate(SubsidenceAlgorithm):
     VARIOGRAM_MODEL = "VARIOGRAM_MODEL"
     N_NEIGHBOURS = "N_NEIGHBOURS"
     FOLDS = "FOLDS"
+    SURFACE = "SURFACE"
+    UNCERTAINTY = "UNCERTAINTY"
+    APPLICABILITY = "APPLICABILITY"
     OUTPUT_TABLE = "OUTPUT_TABLE"
     OUTPUT_REPORT = "OUTPUT_REPORT"
 
@@ -80,9 +86,15 @@ class Evaluate(SubsidenceAlgorithm):
             "on the training and validation points only and predicts the test points at their "
             "coordinates; the CNN predicts them from their stored patches.\n"
             "OUTPUT_TABLE holds one row per test point (observed, both predictions, their errors, the "
-            "kriging variance, coordinates) and one per method (n, RMSE, MAE, R², bias); "
-            "IMPROVEMENT_PERCENT is how much lower the CNN's RMSE is than kriging's. OUTPUT_REPORT adds "
-            "observed-versus-predicted plots, residual histograms and a map of the errors.\n"
+            "kriging variance, the ensemble's standard deviation, coordinates) and one per method (n, RMSE, MAE, "
+            "R², bias, calibration); IMPROVEMENT_PERCENT is how much lower the CNN's RMSE is than kriging's. "
+            "OUTPUT_REPORT adds observed-versus-predicted plots, residual histograms and a map of the errors.\n"
+            "Calibration: the share of test points whose error lies within ±1σ and ±2σ, σ being the standard "
+            "deviation of the CNN ensemble's members (models trained with ENSEMBLE of 2 or more) and the square "
+            "root of the kriging variance; a calibrated σ with Gaussian errors covers 68 % and 95 %. In the table "
+            "(within_1_sigma, within_2_sigma) and the outputs CNN_WITHIN_1_SIGMA … KRIGING_WITHIN_2_SIGMA.\n"
+            "SURFACE, UNCERTAINTY and APPLICABILITY (optional; the outputs of 'Predict the surface' with this "
+            "model) are mapped in the report, with the points.\n"
             "FOLDS (advanced; 0 = off) adds a spatial K-fold cross-validation over all the dataset's points: whole blocks "
             "of points form the folds, and for each fold the CNN is trained again (with the settings the model records) "
             "and kriging fitted on the other folds, without the points whose patch overlaps the fold's. It costs FOLDS "
@@ -102,6 +114,8 @@ class Evaluate(SubsidenceAlgorithm):
         )
         folds.setFlags(folds.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(folds)
+        for key, label in ((self.SURFACE, "Predicted surface"), (self.UNCERTAINTY, "Its uncertainty"), (self.APPLICABILITY, "Its area of applicability")):
+            self.addParameter(QgsProcessingParameterRasterLayer(key, self.tr(f"{label}, for the report's maps"), optional=True))
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT_TABLE, self.tr("Comparison table"), QgsProcessing.TypeVector))
         self.addParameter(
             QgsProcessingParameterFileDestination(
@@ -111,6 +125,7 @@ class Evaluate(SubsidenceAlgorithm):
         for key, label in (
             ("CNN_RMSE", "CNN RMSE"), ("KRIGING_RMSE", "Kriging RMSE"), ("IMPROVEMENT_PERCENT", "CNN improvement over kriging (%)"),
             ("CV_CNN_RMSE", "CNN RMSE, spatial cross-validation"), ("CV_KRIGING_RMSE", "Kriging RMSE, spatial cross-validation"),
+            *((f"{method.upper()}_{name.upper()}", f"{method}: % of test errors {name.replace('_', ' ').replace(' sigma', 'σ')}") for method in METHODS for name in metrics.COVERAGE_NAMES),
         ):  # fmt: skip
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
@@ -141,6 +156,11 @@ class Evaluate(SubsidenceAlgorithm):
             score = result.scores[method]
             feedback.pushInfo(f"{method}: RMSE {score['rmse']:.4g} {units}, MAE {score['mae']:.4g}, R² {score['r2']:.3f}, bias {score['bias']:.4g} ({score['n']} test points)")
         feedback.pushInfo(f"Kriging used {result.kriging_points} training and validation points; none of the {len(result.test)} test points.")
+        for method in METHODS:
+            within = result.calibration[method]
+            feedback.pushInfo(f"{method}: {within['within_1_sigma']:.0f} % of the test errors within ±1σ, {within['within_2_sigma']:.0f} % within ±2σ (calibrated: 68 %, 95 %)")
+        if int(metadata.get("ensemble_members", "1")) < 2:
+            feedback.pushWarning(self.tr("The model is a single network: no CNN uncertainty to calibrate (train it with ENSEMBLE of 2 or more)."))
         nan = float("nan")
         if cross:
             for method in METHODS:
@@ -153,11 +173,13 @@ class Evaluate(SubsidenceAlgorithm):
             "IMPROVEMENT_PERCENT": result.improvement_percent,
             "CV_CNN_RMSE": cross.scores["cnn"]["rmse"] if cross else nan,
             "CV_KRIGING_RMSE": cross.scores["kriging"]["rmse"] if cross else nan,
+            **{f"{method.upper()}_{name.upper()}": result.calibration[method][name] for method in METHODS for name in metrics.COVERAGE_NAMES},
         }
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
-                file.write(_report(data, result, cross, units))
+                maps = [(key, self.parameterAsRasterLayer(parameters, key, context)) for key in (self.SURFACE, self.UNCERTAINTY, self.APPLICABILITY)]
+                file.write(_report(data, result, cross, units, [(key, layer) for key, layer in maps if layer is not None]))
             outputs[self.OUTPUT_REPORT] = report_path
         return outputs
 
@@ -165,7 +187,7 @@ class Evaluate(SubsidenceAlgorithm):
         fields = QgsFields()
         for name, kind in (("row", QVariant.String), ("pid", QVariant.String), ("method", QVariant.String)):
             fields.append(QgsField(name, kind))
-        numbers = ("x", "y", "observed", "cnn", "kriging", "cnn_error", "kriging_error", "kriging_variance", "n", "rmse", "mae", "r2", "bias")
+        numbers = ("x", "y", "observed", "cnn", "kriging", "cnn_error", "kriging_error", "kriging_variance", "cnn_sigma", *metrics.NAMES, *metrics.COVERAGE_NAMES)
         for name in numbers:
             fields.append(QgsField(name, QVariant.Double))
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT_TABLE, context, fields, QgsWkbTypes.NoGeometry)
@@ -173,14 +195,16 @@ class Evaluate(SubsidenceAlgorithm):
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_TABLE))
         for slot, index in enumerate(result.test):
             values = [data["x"][index], data["y"][index], result.observed[slot], result.cnn[slot], result.kriging[slot]]
-            values += [result.cnn[slot] - result.observed[slot], result.kriging[slot] - result.observed[slot], result.kriging_variance[slot]]
-            self._add(sink, fields, ["point", str(data["pid"][index]), None] + [float(value) for value in values] + [None] * 5)
-        summaries = [("summary", result.scores)]
+            values += [result.cnn[slot] - result.observed[slot], result.kriging[slot] - result.observed[slot], result.kriging_variance[slot], result.cnn_sigma[slot]]
+            values = [None if np.isnan(value) else float(value) for value in values]
+            self._add(sink, fields, ["point", str(data["pid"][index]), None] + values + [None] * (len(metrics.NAMES) + len(metrics.COVERAGE_NAMES)))
+        summaries = [("summary", result.scores, result.calibration)]
         if cross:
-            summaries += [("cross-validation", cross.scores)] + [(f"fold {fold + 1}", scores) for fold, scores in enumerate(cross.fold_scores)]
-        for row, scores in summaries:
+            summaries += [("cross-validation", cross.scores, cross.calibration)] + [(f"fold {fold + 1}", scores, None) for fold, scores in enumerate(cross.fold_scores)]
+        for row, scores, calibration in summaries:
             for method in METHODS:
-                self._add(sink, fields, [row, None, method] + [None] * 8 + [float(scores[method][key]) for key in metrics.NAMES])
+                within = [None if calibration is None or np.isnan(calibration[method][key]) else calibration[method][key] for key in metrics.COVERAGE_NAMES]
+                self._add(sink, fields, [row, None, method] + [None] * 9 + [float(scores[method][key]) for key in metrics.NAMES] + within)
         return destination
 
     def _add(self, sink, fields, attributes):
@@ -196,8 +220,8 @@ def _predictor(model_path):
     name = run.get_inputs()[0].name
 
     def predict(patches):
-        parts = [run.run(None, {name: patches[start : start + PREDICT_BATCH]})[0][:, 0] for start in range(0, len(patches), PREDICT_BATCH)]
-        return np.concatenate(parts) if parts else np.empty(0)
+        parts = [run.run(None, {name: patches[start : start + PREDICT_BATCH]})[0] for start in range(0, len(patches), PREDICT_BATCH)]
+        return np.concatenate(parts) if parts else np.empty((0, run.get_outputs()[0].shape[1]))
 
     return predict
 
@@ -216,6 +240,7 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
         f"Cross-validation trains the CNN {folds} more times ({settings['epochs']} epochs at most each): about {folds} times as long as its training took."
     )
     predicted = {method: np.full(len(x), np.nan) for method in METHODS}
+    sigma = {method: np.full(len(x), np.nan) for method in METHODS}
     fold_scores = []
     with tempfile.TemporaryDirectory(prefix="subsidence-folds-") as folder:
         for fold in range(folds):
@@ -232,8 +257,10 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
             comparison = compare(open_dataset(path), _predictor(os.path.join(folder, "model.onnx")), variogram, neighbours)
             for method in METHODS:
                 predicted[method][keep[comparison.test]] = getattr(comparison, method)
+            sigma["cnn"][keep[comparison.test]] = comparison.cnn_sigma
+            sigma["kriging"][keep[comparison.test]] = np.sqrt(comparison.kriging_variance)
             fold_scores.append(comparison.scores)
-    return pooled(data, predicted, fold_scores)
+    return pooled(data, predicted, sigma, fold_scores)
 
 
 def _write_fold(path, data, keep, split):
@@ -255,7 +282,7 @@ def _check_model_fits(metadata, data):
         )  # fmt: skip
 
 
-def _report(data, result, cross, units):
+def _report(data, result, cross, units, maps):
     scatter = report.figure(10, 4)
     low, high = float(result.observed.min()), float(result.observed.max())
     for slot, method in enumerate(METHODS):
@@ -280,7 +307,11 @@ def _report(data, result, cross, units):
         errors.colorbar(shown, ax=axes, label=units)
     header = ["method", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"]
     rows = [[method, *(result.scores[method][key] for key in metrics.NAMES)] for method in METHODS]
-    sections = [("Spatial cross-validation", _cross_section(cross, header))] if cross else []
+    sections = [("Calibration of the uncertainties", _calibration_section(result, cross))]
+    if maps:
+        sections.append(("Maps", _maps(data, maps, units)))
+    if cross:
+        sections.append(("Spatial cross-validation", _cross_section(cross, header)))
     return report.page(
         "CNN versus ordinary kriging on the held-out points",
         [
@@ -306,3 +337,70 @@ def _cross_section(cross, header):
         "the CNN was trained again, with the model's own settings, and kriging fitted, on the other folds' points, leaving out "
         "those whose patch overlaps a held-out patch."
     ) + report.table(header, rows)
+
+
+def _calibration_section(result, cross):
+    rows = [[f"{method}, test points", *(result.calibration[method][key] for key in metrics.COVERAGE_NAMES)] for method in METHODS]
+    if cross:
+        rows += [[f"{method}, cross-validation", *(cross.calibration[method][key] for key in metrics.COVERAGE_NAMES)] for method in METHODS]
+    rows.append(["calibrated (normal errors)", *metrics.GAUSSIAN_COVERAGE])
+    curve = report.figure(6, 4)
+    axes = curve.add_subplot()
+    k = np.linspace(0, 3, 61)
+    axes.plot(k, 100 * erf(k / np.sqrt(2)), color="black", linewidth=0.8, label="calibrated")
+    for method, sigma in (("cnn", result.cnn_sigma), ("kriging", np.sqrt(result.kriging_variance))):
+        if np.isfinite(sigma).all():
+            ratio = np.abs(getattr(result, method) - result.observed) / np.maximum(sigma, np.finfo(float).tiny)
+            axes.plot(k, [100 * np.mean(ratio <= value) for value in k], label=method)
+    axes.set(xlabel="k (error within ±kσ)", ylabel="% of the test points", ylim=(0, 100))
+    axes.legend()
+    note = (
+        "σ: for the CNN the standard deviation of the ensemble members' predictions, for kriging the square root of its "
+        "variance. Below the calibrated line σ understates the errors (too confident); above, it overstates them."
+    )
+    if not np.isfinite(result.cnn_sigma).all():
+        note += " The CNN is a single network: train it with ENSEMBLE of 2 or more for an uncertainty."
+    return report.paragraph(note) + report.table(["σ of", "% within ±1σ", "% within ±2σ"], rows) + report.image(curve, "calibration curve")
+
+
+def _maps(data, maps, units):
+    """The given rasters side by side, decimated, with the points on top."""
+    from osgeo import gdal
+
+    titles = {"SURFACE": f"predicted surface ({units})", "UNCERTAINTY": f"uncertainty, ensemble σ ({units})", "APPLICABILITY": "dissimilarity index"}
+    shown = report.figure(5.5 * len(maps), 4.8)
+    test = data["split"] == 2
+    for slot, (key, layer) in enumerate(maps):
+        raster = gdal.Open(layer.source())  # kept open while its band is read
+        if raster is None:
+            raise QgsProcessingException(f"GDAL cannot open {layer.source()}: {gdal.GetLastErrorMsg()}")
+        values, extent = _decimated(raster, 1)
+        axes = shown.add_subplot(1, len(maps), slot + 1)
+        finite = values[np.isfinite(values)]
+        if key == "SURFACE" and len(finite) and finite.min() < 0 < finite.max():
+            limit = float(np.percentile(np.abs(finite), 98))
+            image = axes.imshow(values, extent=extent, cmap="RdBu", vmin=-limit, vmax=limit)
+        else:
+            low, high = np.percentile(finite, [2, 98]) if len(finite) else (0, 1)
+            image = axes.imshow(values, extent=extent, cmap="magma_r", vmin=low, vmax=high)
+        if key == "APPLICABILITY" and raster.RasterCount >= 2:
+            inside, _ = _decimated(raster, 2)
+            axes.contour(np.nan_to_num(inside, nan=1.0), levels=[0.5], colors="black", linewidths=0.8, extent=extent, origin="upper")
+            titles[key] += " (line: edge of the area of applicability)"
+        axes.scatter(data["x"][~test], data["y"][~test], s=1, color="grey", label="training and validation")
+        axes.scatter(data["x"][test], data["y"][test], s=3, color="black", label="test")
+        axes.set(title=titles[key], aspect="equal")
+        shown.colorbar(image, ax=axes, shrink=0.7)
+    return report.image(shown, "maps of the surface, its uncertainty and its area of applicability")
+
+
+def _decimated(raster, number, side=MAP_SIDE):
+    """Band `number` read at most side x side (NaN for nodata) and its (left, right, bottom, top)."""
+    band = raster.GetRasterBand(number)
+    step = max(1, int(np.ceil(max(raster.RasterXSize, raster.RasterYSize) / side)))
+    width, height = max(1, raster.RasterXSize // step), max(1, raster.RasterYSize // step)
+    values = band.ReadAsArray(buf_xsize=width, buf_ysize=height).astype(float)
+    if band.GetNoDataValue() is not None:
+        values[values == band.GetNoDataValue()] = np.nan
+    left, pixel_width, _, top, _, pixel_height = raster.GetGeoTransform()
+    return values, (left, left + raster.RasterXSize * pixel_width, top + raster.RasterYSize * pixel_height, top)

@@ -12,16 +12,19 @@ from . import metrics
 from .errors import InputError
 from .kriging import OrdinaryKriging, check_points, experimental_variogram, fit_variogram, merge_coincident
 from .patches import TEST, drop_test_overlaps, spatial_blocks, square_blocks
+from .prediction import ensemble_summary
 
 
 @dataclass
 class Comparison:
     test: np.ndarray  # indices of the test points in the dataset
     observed: np.ndarray
-    cnn: np.ndarray
+    cnn: np.ndarray  # the mean of the ensemble's members
+    cnn_sigma: np.ndarray  # their standard deviation (NaN for a single network)
     kriging: np.ndarray
     kriging_variance: np.ndarray
     scores: dict  # {"cnn": metrics, "kriging": metrics}
+    calibration: dict  # {"cnn": metrics.coverage, "kriging": metrics.coverage}
     kriging_points: int  # how many points kriging was given (training + validation, merged)
 
     @property
@@ -31,7 +34,8 @@ class Comparison:
 
 
 def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
-    """data: open_dataset's dict; predict_patches(patches) -> values in the target's units."""
+    """data: open_dataset's dict; predict_patches(patches) -> (patches, members) values in the
+    target's units."""
     split = data["split"]
     test = np.flatnonzero(split == TEST)
     if not len(test):
@@ -41,10 +45,11 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
     check_points(x, y, z)
     fit = fit_variogram(experimental_variogram(x, y, z, rng=seed), variogram_model)
     kriged, variance = OrdinaryKriging(x, y, z, fit.variogram, n_neighbours).predict(data["x"][test], data["y"][test])
-    cnn = np.asarray(predict_patches(np.asarray(data["patches"][test], np.float32)), float)
+    cnn, cnn_sigma = ensemble_summary(np.asarray(predict_patches(np.asarray(data["patches"][test], np.float32)), float).T)
     observed = data["targets"][test].astype(float)
     scores = {"cnn": metrics.regression(observed, cnn), "kriging": metrics.regression(observed, kriged)}
-    return Comparison(test, observed, cnn, kriged, variance, scores, len(z))
+    calibration = {"cnn": metrics.coverage(observed, cnn, cnn_sigma), "kriging": metrics.coverage(observed, kriged, np.sqrt(variance))}
+    return Comparison(test, observed, cnn, cnn_sigma, kriged, variance, scores, calibration, len(z))
 
 
 
@@ -79,11 +84,13 @@ def fold_split(test, x, y, pixel_size, patch_size, block_size, val_fraction, rng
 class CrossValidation:
     predicted: dict  # {"cnn": …, "kriging": …}: every point's prediction by the fold that held it out
     scores: dict  # over all points: {"cnn": metrics, "kriging": metrics}
+    calibration: dict  # over all points: {"cnn": metrics.coverage, "kriging": metrics.coverage}
     fold_scores: list  # one scores dict per fold
 
 
-def pooled(data, predicted, fold_scores):
-    """The CrossValidation of out-of-fold predictions."""
+def pooled(data, predicted, sigma, fold_scores):
+    """The CrossValidation of out-of-fold predictions and their standard deviations (dicts by method)."""
     observed = data["targets"].astype(float)
     scores = {method: metrics.regression(observed, values) for method, values in predicted.items()}
-    return CrossValidation(predicted, scores, fold_scores)
+    calibration = {method: metrics.coverage(observed, predicted[method], sigma[method]) for method in predicted}
+    return CrossValidation(predicted, scores, calibration, fold_scores)

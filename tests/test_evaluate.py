@@ -44,6 +44,44 @@ def test_table_metrics_equal_numpy_on_its_rows(plugin, tmp_path, dense_model):
     assert "<img" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
 
 
+def test_calibration_is_the_share_of_errors_within_one_and_two_sigma(plugin, tmp_path, geotiff):
+    """With an ensemble: the table's and the outputs' shares equal numpy's on the point rows (σ the
+    members' standard deviation, the kriging variance's root); the report shows them and maps."""
+    import onnxruntime
+    from cnn_data import smooth_fields, trained_model
+
+    model = trained_model(tmp_path, "dense", 22, members=3)  # on known_function_dataset(n=600), seed 0
+    result = run(tmp_path, tmp_path / "data.npz", model)
+    layer = QgsVectorLayer(result["OUTPUT_TABLE"], "table", "ogr")
+    names = [field.name() for field in layer.fields()]
+    rows = [dict(zip(names, feature.attributes())) for feature in layer.getFeatures()]
+    points = [row for row in rows if row["row"] == "point"]
+    summary = {row["method"]: row for row in rows if row["row"] == "summary"}
+    data = open_dataset(tmp_path / "data.npz")
+    members = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"patches": np.array(data["patches"][data["split"] == 2])})[0]
+    observed = np.array([float(p["observed"]) for p in points])
+    sigmas = {"cnn": np.array([float(p["cnn_sigma"]) for p in points]), "kriging": np.sqrt([float(p["kriging_variance"]) for p in points])}
+    np.testing.assert_allclose(sigmas["cnn"], members.std(axis=1, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose([float(p["cnn"]) for p in points], members.mean(axis=1), rtol=1e-5)
+    for method in ("cnn", "kriging"):
+        error = np.abs(np.array([float(p[method]) for p in points]) - observed)
+        for k in (1, 2):
+            expected = 100 * np.mean(error <= k * sigmas[method])
+            assert float(summary[method][f"within_{k}_sigma"]) == pytest.approx(expected)
+            assert result[f"{method.upper()}_WITHIN_{k}_SIGMA"] == pytest.approx(expected)
+    assert 0 < result["KRIGING_WITHIN_2_SIGMA"] <= 100 and result["KRIGING_WITHIN_1_SIGMA"] <= result["KRIGING_WITHIN_2_SIGMA"]
+    grid = (400000.0, 10.0, 0, 4500000.0, 0, -10.0)
+    stack = geotiff(tmp_path / "stack.tif", smooth_fields(3, 60, 80), grid, 32630, names=["band0", "band1", "band2"])
+    surfaces = processing.run(
+        "subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, "OUTPUT": str(tmp_path / "s.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif")}
+    )
+    area = geotiff(tmp_path / "aoa.tif", np.stack([np.linspace(0, 2, 4800).reshape(60, 80), np.linspace(0, 2, 4800).reshape(60, 80) < 1]), grid, 32630)
+    mapped = run(tmp_path, tmp_path / "data.npz", model, SURFACE=surfaces["OUTPUT"], UNCERTAINTY=surfaces["OUTPUT_UNCERTAINTY"], APPLICABILITY=area)
+    page = open(mapped["OUTPUT_REPORT"], encoding="utf-8").read()
+    assert "Calibration of the uncertainties" in page and "calibration curve" in page
+    assert 'alt="maps of the surface, its uncertainty and its area of applicability"' in page
+
+
 def test_kriging_never_sees_a_test_point(tmp_path, monkeypatch):
     known_function_dataset(tmp_path / "data.npz", n=300)
     data = open_dataset(tmp_path / "data.npz")
@@ -55,7 +93,7 @@ def test_kriging_never_sees_a_test_point(tmp_path, monkeypatch):
             super().__init__(x, y, z, *args, **kwargs)
 
     monkeypatch.setattr(evaluation, "OrdinaryKriging", Spy)
-    result = evaluation.compare(data, lambda patches: np.zeros(len(patches)), "spherical", 16)
+    result = evaluation.compare(data, lambda patches: np.zeros((len(patches), 1)), "spherical", 16)
     test = {tuple(point) for point in np.column_stack([data["x"], data["y"]])[data["split"] == 2]}
     assert len(given) == 1 and not test & {tuple(point) for point in given[0]}
     assert len(given[0]) == (data["split"] != 2).sum() == result.kriging_points
