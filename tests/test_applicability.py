@@ -38,6 +38,8 @@ def test_training_dissimilarity_is_to_the_nearest_sample_of_another_fold():
     assert area.threshold == applicability.outlier_free_maximum(training)
     query = rng.normal(0, 2, (50, 6)).astype(np.float32)
     np.testing.assert_allclose(area.dissimilarity(query), cdist(query, features).min(axis=1) / mean_distance, rtol=1e-5)
+    few = applicability.Applicability(features[:3], 1.0, 1.0)  # fewer samples than features: the rotation stays whole
+    np.testing.assert_allclose(few.dissimilarity(query), cdist(query, features[:3]).min(axis=1), rtol=1e-5)
 
 
 def test_features_of_a_block_are_those_of_its_patches():

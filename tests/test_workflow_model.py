@@ -18,6 +18,7 @@ WELLS = REPO / "resources" / "sample_data" / "donana" / "Piezometros.shp"
 OUTPUTS = {
     "importps:ps_points": "ps.gpkg", "stackfactors:stack": "stack.tif", "exportpatches:dataset": "dataset.npz",
     "traincnn:model": "model.onnx", "traincnn:training_report": "training.html", "predictsurface:cnn_surface": "cnn.tif",
+    "predictsurface:cnn_uncertainty": "cnn_sd.tif", "predictsurface:cnn_applicability": "cnn_aoa.tif",
     "krige:kriged_surface": "kriged.tif", "krige:kriging_variance": "variance.tif", "krige:kriging_report": "kriging.html",
     "evaluate:comparison": "comparison.csv", "evaluate:evaluation_report": "evaluation.html",
 }  # fmt: skip
@@ -41,13 +42,13 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
     arguments = {
         "ps_export": DONANA_ASC, "start_date": "2016-01-01", "end_date": "2019-12-31", "units": 2, "los_to_vertical": "true",
         "dem": tmp_path / "dem.tif", "wells": WELLS, "patch_size": 22, "epochs": 2, "batch_size": 32, "learning_rate": 1e-3,
-        "variogram_model": 0, "n_neighbours": 16, **outputs,
+        "ensemble": 2, "variogram_model": 0, "n_neighbours": 16, **outputs,
     }  # fmt: skip
     done = qgis_process("--json", "run", str(MODEL), "--", *(f"{key}={value}" for key, value in arguments.items()))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout)["results"]
     assert {name: results[name] for name in OUTPUTS} == outputs
-    for name in ("predictsurface:cnn_surface", "krige:kriged_surface", "krige:kriging_variance"):
+    for name in ("predictsurface:cnn_surface", "predictsurface:cnn_uncertainty", "predictsurface:cnn_applicability", "krige:kriged_surface", "krige:kriging_variance"):
         raster = gdal.Open(outputs[name])
         assert (raster.RasterXSize, raster.RasterYSize) == (440, 400)
         assert raster.GetGeoTransform() == (175000, 50, 0, 4141000, 0, -50)
@@ -60,3 +61,5 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
     data = open_dataset(outputs["exportpatches:dataset"])
     assert sum(row["row"] == "point" for row in table) == (data["split"] == 2).sum() > 0
     assert {row["method"] for row in table if row["row"] == "summary"} == {"cnn", "kriging"}
+    assert all(0 <= float(row["within_2_sigma"]) <= 100 for row in table if row["row"] == "summary")
+    assert 'alt="maps of the surface, its uncertainty and its area of applicability"' in open(outputs["evaluate:evaluation_report"], encoding="utf-8").read()

@@ -34,26 +34,29 @@ grep -E '^N_POINTS|^LOO_RMSE' "$out/derived_dem.txt"
 
 echo
 echo "== The workflow model: import, terrain factors, distance to the piezometers, stack, patches,"
-echo "   CNN training, surface, kriging, evaluation (displacement 2016-01-01 … 2019-12-31, mm)"
+echo "   training an ensemble of 5 CNNs, surface, uncertainty, area of applicability, kriging, evaluation"
+echo "   (displacement 2016-01-01 … 2019-12-31, mm)"
 "$qgis_process" run "$model" -- \
     ps_export="$data/Sentinel_Asc.shp" start_date=2016-01-01 end_date=2019-12-31 units=2 los_to_vertical=true \
     dem="$out/derived_dem_from_ps_topo.tif" wells="$data/Piezometros.shp" \
-    patch_size=22 epochs=150 batch_size=32 learning_rate=0.001 variogram_model=0 n_neighbours=0 \
+    patch_size=22 epochs=150 batch_size=32 learning_rate=0.001 ensemble=5 variogram_model=0 n_neighbours=0 \
     importps:ps_points="$out/ps_points.gpkg" stackfactors:stack="$out/driver_stack.tif" \
     exportpatches:dataset="$out/dataset.npz" traincnn:model="$out/cnn_model.onnx" \
     traincnn:training_report="$out/training_report.html" predictsurface:cnn_surface="$out/cnn_surface.tif" \
+    predictsurface:cnn_uncertainty="$out/cnn_uncertainty.tif" predictsurface:cnn_applicability="$out/cnn_applicability.tif" \
     krige:kriged_surface="$out/kriged_surface.tif" krige:kriging_variance="$out/kriging_variance.tif" \
     krige:kriging_report="$out/kriging_report.html" evaluate:comparison="$out/comparison.csv" \
     evaluate:evaluation_report="$out/evaluation_report.html" > "$out/workflow.txt" 2>&1
 # The log's key lines (qgis_process prints progress dots and numbers before some of them).
-grep -oE '[0-9]+ rows read, [0-9]+ points written|Written: .*|Early stop.*|(train|val|test): RMSE.*|(cnn|kriging): RMSE.*|Executed.*' "$out/workflow.txt"
+grep -oE '[0-9]+ rows read, [0-9]+ points written|Written: .*|(train|val|test): RMSE.*|(val|test): [0-9]+ % of the errors.*|Area of applicability: dis.*|[0-9.]+ % of the predicted pixels.*|(cnn|kriging): (RMSE|[0-9]+ % of).*|Executed.*' "$out/workflow.txt"
 
 /usr/bin/python3 tools/demo_figure.py "$out"
 
 cat <<MSG
 
 Demo outputs ($((SECONDS - start)) s):
-  CNN surface       $out/cnn_surface.tif (mm)
+  CNN surface       $out/cnn_surface.tif (mm), its uncertainty cnn_uncertainty.tif (mm)
+                    and area of applicability cnn_applicability.tif (DI, 1/0 mask)
   kriged surface    $out/kriged_surface.tif (mm)
   kriging variance  $out/kriging_variance.tif (mm²)
   evaluation report $out/evaluation_report.html (and comparison.csv)

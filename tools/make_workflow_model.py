@@ -34,9 +34,11 @@ HELP = (
     "The whole chain of InSAR Subsidence Mapper in one run: PS points from an export (Import PS points), "
     "slope, TWI and SPI of the DEM (Terrain factors, MFD routing), the distance to the wells, all on the "
     "DEM's grid (Stack driver rasters), patches around the PS points with a spatial split (Export training "
-    "patches), the dense CNN (Train the CNN), its surface over the whole DEM (Predict the surface), "
-    "ordinary kriging of the same points onto the same grid, and both compared on the held-out points "
-    "(Evaluate). The PS displacement is in mm, between the epochs nearest the start and end dates."
+    "patches), an ensemble of dense CNNs (Train the CNN), its surface over the whole DEM with the members' "
+    "spread as uncertainty and the area of applicability (Predict the surface), ordinary kriging of the same "
+    "points onto the same grid, and both compared on the held-out points, with the calibration of their "
+    "uncertainties and maps (Evaluate). The PS displacement is in mm, between the epochs nearest the start "
+    "and end dates."
 )
 
 
@@ -96,6 +98,8 @@ def build():
     parameter(model, QgsProcessingParameterNumber("batch_size", "Training batch size", integer, 128, minValue=2), 120, 720)
     rate = QgsProcessingParameterNumber("learning_rate", "Learning rate (Adam)", QgsProcessingParameterNumber.Double, 1e-4, minValue=1e-9)
     parameter(model, rate, 120, 780)
+    ensemble = QgsProcessingParameterNumber("ensemble", "CNN ensemble members (their spread is the uncertainty)", integer, 5, minValue=2)
+    parameter(model, ensemble, 120, 960)
     parameter(model, QgsProcessingParameterEnum("variogram_model", "Variogram model (kriging)", list(MODELS), defaultValue=0), 120, 840)
     neighbours = QgsProcessingParameterNumber("n_neighbours", "Kriging neighbours (0: all points)", integer, 32, minValue=0)
     parameter(model, neighbours, 120, 900)
@@ -115,12 +119,13 @@ def build():
     }, [("dataset", "OUTPUT", "Training dataset")])  # fmt: skip
     child(model, "subsidence:traincnn", "traincnn", "Train the CNN", 1320, 250, {
         "DATASET": made("exportpatches", "OUTPUT"), "EPOCHS": given("epochs"), "BATCH_SIZE": given("batch_size"),
-        "LEARNING_RATE": given("learning_rate"),
+        "LEARNING_RATE": given("learning_rate"), "ENSEMBLE": given("ensemble"),
     },
           [("model", "OUTPUT_MODEL", "CNN model"), ("training_report", "OUTPUT_REPORT", "Training report")])  # fmt: skip
     child(model, "subsidence:predictsurface", "predictsurface", "Predict the surface", 1620, 250,
           {"MODEL": made("traincnn", "OUTPUT_MODEL"), "FACTORS": made("stackfactors", "OUTPUT")},
-          [("cnn_surface", "OUTPUT", "CNN subsidence surface")])  # fmt: skip
+          [("cnn_surface", "OUTPUT", "CNN subsidence surface"), ("cnn_uncertainty", "OUTPUT_UNCERTAINTY", "CNN uncertainty"),
+           ("cnn_applicability", "OUTPUT_APPLICABILITY", "CNN area of applicability")])  # fmt: skip
     child(model, "subsidence:krige", "krige", "Ordinary kriging", 1020, 600, {
         "POINTS": made("importps", "OUTPUT"), "FIELD": fixed("displacement"), "REFERENCE": made("stackfactors", "OUTPUT"),
         "VARIOGRAM_MODEL": given("variogram_model"), "N_NEIGHBOURS": given("n_neighbours"),
@@ -128,7 +133,8 @@ def build():
         ("kriging_report", "OUTPUT_REPORT", "Kriging report")])  # fmt: skip
     child(model, "subsidence:evaluate", "evaluate", "CNN versus kriging", 1620, 450, {
         "DATASET": made("exportpatches", "OUTPUT"), "MODEL": made("traincnn", "OUTPUT_MODEL"), "VARIOGRAM_MODEL": given("variogram_model"),
-        "N_NEIGHBOURS": given("n_neighbours"),
+        "N_NEIGHBOURS": given("n_neighbours"), "SURFACE": made("predictsurface", "OUTPUT"),
+        "UNCERTAINTY": made("predictsurface", "OUTPUT_UNCERTAINTY"), "APPLICABILITY": made("predictsurface", "OUTPUT_APPLICABILITY"),
     }, [("comparison", "OUTPUT_TABLE", "Comparison table"), ("evaluation_report", "OUTPUT_REPORT", "Evaluation report")])  # fmt: skip
     return model
 
