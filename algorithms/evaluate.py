@@ -390,6 +390,8 @@ def _maps(data, maps, units):
         axes.scatter(data["x"][~test], data["y"][~test], s=1, color="grey", label="training and validation")
         axes.scatter(data["x"][test], data["y"][test], s=3, color="black", label="test")
         axes.set(title=titles[key], aspect="equal")
+        axes.tick_params(labelsize=7)
+        axes.tick_params(axis="x", labelrotation=30)
         shown.colorbar(image, ax=axes, shrink=0.7)
     return report.image(shown, "maps of the surface, its uncertainty and its area of applicability")
 

@@ -21,7 +21,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core import applicability
+from ..core.applicability import Applicability
 from ..core.grid import Grid
 from ..core.prediction import Predictor, ensemble_summary, reflected, session
 from .base import SubsidenceAlgorithm
@@ -131,7 +131,7 @@ class PredictSurface(SubsidenceAlgorithm):
             raise QgsProcessingException(
                 self.tr("The model is a single network: an uncertainty needs an ensemble. Train it with ENSEMBLE of 2 or more (5 or more is usual).")
             )
-        area = _area(model_path, metadata, len(band_names)) if applicability_path or blank else None
+        area = _area(model_path, metadata) if applicability_path or blank else None
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
         stack = gdal.Open(layer.source())
         if stack is None:
@@ -144,9 +144,7 @@ class PredictSurface(SubsidenceAlgorithm):
             except NotDense as reason:
                 feedback.pushWarning(self.tr("The model cannot be evaluated densely ({}): predicting patch by patch.").format(reason))
                 dense = False
-        band_mean = json.loads(metadata["band_mean"])
-        predictor = Predictor(session(model_bytes), dense, size, band_mean, metadata.get("nodata_policy", "skip"), members)
-        band_std = json.loads(metadata.get("band_std", "null"))
+        predictor = Predictor(session(model_bytes), dense, size, json.loads(metadata["band_mean"]), metadata.get("nodata_policy", "skip"), members)
         stack_grid, crs = grid_of_raster(layer), layer.crs()
         grid, first_row, first_column = self._output_grid(parameters, context, stack_grid, crs)
         inside = self._mask(parameters, context, grid, crs)
@@ -173,26 +171,13 @@ class PredictSurface(SubsidenceAlgorithm):
                     if feedback.isCanceled():
                         raise QgsProcessingException(self.tr("Canceled: no output was written."))
                     columns = min(tile, grid.width - column)
-                    layers = [np.full((rows, columns), np.nan, np.float32) for _ in range(sum(len(names) for _, names in files))]
                     wanted = None if inside is None else inside[row : row + rows, column : column + columns]
+                    tile_layers = [np.full((rows, columns), np.nan, np.float32)] * 4  # mean, spread, DI, inside
                     if wanted is None or wanted.any():
                         block = _read_block(stack, bands, stack_grid, first_row + row, rows, first_column + column, columns, size)
-                        filled, predicted = predictor.prepare(block)
-                        if wanted is not None:
-                            predicted &= wanted
-                        if area is not None:
-                            dissimilarity = np.full((rows, columns), np.nan)
-                            dissimilarity[predicted] = area.dissimilarity(applicability.block_features(filled, size, band_mean, band_std)[predicted])
-                            applicable = dissimilarity <= area.threshold
-                            counts += predicted.sum(), applicable.sum()
-                            if applicability_path:
-                                layers[-2:] = dissimilarity, np.where(predicted, applicable, np.nan)
-                            if blank:
-                                predicted &= applicable
-                        mean, spread = ensemble_summary(predictor.predict(filled, predicted))
-                        layers[0] = mean
-                        if uncertainty_path:
-                            layers[1] = spread
+                        tile_layers = _predicted_tile(predictor, area, block, wanted, blank)
+                        counts += np.isfinite(tile_layers[3]).sum(), (tile_layers[3] == 1).sum()
+                    layers = [tile_layers[0]] + ([tile_layers[1]] if uncertainty_path else []) + (tile_layers[2:] if applicability_path else [])
                     for index, values in enumerate(layers):
                         raster.write(index, row, values, column)
                     done += 1
@@ -267,10 +252,26 @@ def _metadata(path, model_bytes):
     return metadata
 
 
-def _area(path, metadata, bands):
+def _predicted_tile(predictor, area, block, wanted, blank):
+    """The tile's (mean, spread, DI, inside 1/0) from its block, NaN where nothing is predicted
+    (and the last two NaN without an area of applicability); `wanted`: pixels in the mask or None."""
+    filled, predicted = predictor.prepare(block)
+    if wanted is not None:
+        predicted &= wanted
+    dissimilarity, applicable = np.full(predicted.shape, np.nan), np.full(predicted.shape, np.nan)
+    if area is not None:
+        dissimilarity = area.block_dissimilarity(filled, predictor.size, predicted)
+        applicable[predicted] = dissimilarity[predicted] <= area.threshold
+        if blank:
+            predicted &= applicable == 1
+    mean, spread = ensemble_summary(predictor.predict(filled, predicted))
+    return [mean, spread, dissimilarity, applicable]
+
+
+def _area(path, metadata):
     if "applicability" not in metadata or "band_std" not in metadata:
         raise QgsProcessingException(f"{path} does not record the drivers it was trained on: train it again with 'Train the CNN' (this version) for an area of applicability.")
-    return applicability.Applicability.from_metadata(json.loads(metadata["applicability"]), bands)
+    return Applicability.from_metadata(json.loads(metadata["applicability"]), json.loads(metadata["band_mean"]), json.loads(metadata["band_std"]))
 
 
 def _matched_bands(stack, names):

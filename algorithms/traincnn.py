@@ -202,10 +202,9 @@ class TrainCnn(SubsidenceAlgorithm):
 def _applicability(data, seed):
     """The area of applicability of the dataset's training patches (core.applicability.fit)."""
     train = np.flatnonzero(data["split"] == 0)
-    features = applicability.patch_features(data["patches"][train], data["band_mean"], data["band_std"])
     x, y = data["x"][train], data["y"][train]
     block = default_block_size(x, y, int(data["patch_size"]) * float(np.max(data["pixel_size"])))
-    return applicability.fit(features, x, y, block, np.random.default_rng(seed))
+    return applicability.fit(data["patches"][train], data["band_mean"], data["band_std"], x, y, block, np.random.default_rng(seed))
 
 
 def train_in_worker(dataset_path, folder, settings, feedback):

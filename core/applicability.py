@@ -80,6 +80,8 @@ class Applicability:
     features: np.ndarray  # (N, 2C) training samples, standardised
     mean_distance: float
     threshold: float  # DI above it: outside the area of applicability
+    band_mean: np.ndarray  # the training statistics the features are standardised with
+    band_std: np.ndarray
 
     def __post_init__(self):
         # The tree holds the samples on their principal axes, a rotation, so distances are
@@ -102,6 +104,12 @@ class Applicability:
             distance[start : start + 64 * CHUNK] = self.tree.query(self._rotated(flat[start : start + 64 * CHUNK]), k=1, workers=-1)[0]
         return (distance / self.mean_distance).reshape(features.shape[:-1])
 
+    def block_dissimilarity(self, filled, size, wanted):
+        """DI of the patches of a NaN-free block (see block_features) where `wanted`, NaN elsewhere."""
+        out = np.full(wanted.shape, np.nan)
+        out[wanted] = self.dissimilarity(block_features(filled, size, self.band_mean, self.band_std)[wanted])
+        return out
+
     def to_metadata(self):
         return {
             "features": "per band: the standardised value at the patch centre, then the standardised patch mean",
@@ -111,16 +119,16 @@ class Applicability:
         }
 
     @classmethod
-    def from_metadata(cls, values, bands):
-        samples = np.frombuffer(base64.b64decode(values["samples"]), "<f4").reshape(-1, 2 * bands)
-        return cls(samples, float(values["mean_distance"]), float(values["threshold"]))
+    def from_metadata(cls, values, band_mean, band_std):
+        samples = np.frombuffer(base64.b64decode(values["samples"]), "<f4").reshape(-1, 2 * len(band_mean))
+        return cls(samples, float(values["mean_distance"]), float(values["threshold"]), np.asarray(band_mean), np.asarray(band_std))
 
 
-def fit(features, x, y, block_size, rng):
-    """The Applicability of training samples (features, at x, y): training DI to the samples
+def fit(patches, band_mean, band_std, x, y, block_size, rng):
+    """The Applicability of training patches (N, C, P, P) at x, y: training DI to the patches
     outside their spatial fold (blocks of block_size grouped into up to FOLDS folds; to the
-    nearest other sample when all fall in one block). Returns it and the training DIs."""
-    features = np.asarray(features, np.float32)
+    nearest other patch when all fall in one block). Returns it and the training DIs."""
+    features = patch_features(patches, band_mean, band_std)
     distance_scale = max(mean_distance(features, rng), 1e-12)
     blocks = int(square_blocks(x, y, block_size).max()) + 1
     nearest = np.empty(len(features))
@@ -132,4 +140,5 @@ def fit(features, x, y, block_size, rng):
             inside = fold_of == fold
             nearest[inside] = cKDTree(features[~inside]).query(features[inside], k=1, workers=-1)[0]
     training = nearest / distance_scale
-    return Applicability(features, distance_scale, outlier_free_maximum(training)), training
+    area = Applicability(features, distance_scale, outlier_free_maximum(training), np.asarray(band_mean), np.asarray(band_std))
+    return area, training

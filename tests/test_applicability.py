@@ -27,8 +27,9 @@ def test_outlier_free_maximum_is_the_upper_whisker():
 def test_training_dissimilarity_is_to_the_nearest_sample_of_another_fold():
     rng = np.random.default_rng(3)
     x, y = rng.uniform(0, 1000, 300), rng.uniform(0, 1000, 300)
-    features = rng.normal(0, 1, (300, 6)).astype(np.float32)
-    area, training = applicability.fit(features, x, y, 250.0, np.random.default_rng(7))
+    patches = rng.normal(0, 1, (300, 3, 5, 5)).astype(np.float32)
+    area, training = applicability.fit(patches, np.zeros(3), np.ones(3), x, y, 250.0, np.random.default_rng(7))
+    features = np.concatenate([patches[:, :, 2, 2], patches.mean(axis=(2, 3))], axis=1)
     distances = cdist(features.astype(float), features.astype(float))
     mean_distance = pdist(features.astype(float)).mean()
     assert area.mean_distance == pytest.approx(mean_distance, rel=1e-9)
@@ -37,8 +38,15 @@ def test_training_dissimilarity_is_to_the_nearest_sample_of_another_fold():
     np.testing.assert_allclose(training, distances.min(axis=1) / mean_distance, rtol=1e-6)
     assert area.threshold == applicability.outlier_free_maximum(training)
     query = rng.normal(0, 2, (50, 6)).astype(np.float32)
+    block = rng.normal(0, 1, (3, 6, 6)).astype(np.float32)  # 2 x 2 patches of 5 x 5
+    wanted = np.array([[True, False], [True, True]])
+    by_block = area.block_dissimilarity(block, 5, wanted)
+    windows = np.lib.stride_tricks.sliding_window_view(block, (5, 5), axis=(1, 2))
+    own = np.concatenate([windows[:, :, :, 2, 2], windows.mean(axis=(3, 4))]).transpose(1, 2, 0)
+    np.testing.assert_allclose(by_block[wanted], cdist(own[wanted], features).min(axis=1) / mean_distance, rtol=1e-5)
+    assert np.isnan(by_block[0, 1])
     np.testing.assert_allclose(area.dissimilarity(query), cdist(query, features).min(axis=1) / mean_distance, rtol=1e-5)
-    few = applicability.Applicability(features[:3], 1.0, 1.0)  # fewer samples than features: the rotation stays whole
+    few = applicability.Applicability(features[:3], 1.0, 1.0, np.zeros(3), np.ones(3))  # fewer samples than features: the rotation stays whole
     np.testing.assert_allclose(few.dissimilarity(query), cdist(query, features[:3]).min(axis=1), rtol=1e-5)
 
 

@@ -1,5 +1,6 @@
-"""The demo's picture: the CNN surface, the kriged surface and the kriging variance, with the PS
-points, side by side (build/demo/surfaces.png). Usage: demo_figure.py OUTPUT_FOLDER"""
+"""The demo's picture (build/demo/surfaces.png), with the PS points: the CNN surface, its
+uncertainty and its area of applicability above; the kriged surface, kriging's standard deviation
+and the difference of the two surfaces below. Usage: demo_figure.py OUTPUT_FOLDER"""
 
 import sys
 from pathlib import Path
@@ -9,9 +10,9 @@ from matplotlib.figure import Figure
 from osgeo import gdal, ogr
 
 
-def read(path):
-    dataset = gdal.Open(str(path))
-    band = dataset.GetRasterBand(1)
+def read(path, number=1):
+    dataset = gdal.Open(str(path))  # kept open while its band is read
+    band = dataset.GetRasterBand(number)
     values = band.ReadAsArray().astype(float)
     values[values == band.GetNoDataValue()] = np.nan
     left, width, _, top, _, height = dataset.GetGeoTransform()
@@ -28,18 +29,28 @@ def main(folder):
     folder = Path(folder)
     cnn, extent = read(folder / "cnn_surface.tif")
     kriged, _ = read(folder / "kriged_surface.tif")
-    variance, _ = read(folder / "kriging_variance.tif")
+    kriging_sd = np.sqrt(read(folder / "kriging_variance.tif")[0])
+    cnn_sd, _ = read(folder / "cnn_uncertainty.tif")
+    dissimilarity, _ = read(folder / "cnn_applicability.tif")
+    inside, _ = read(folder / "cnn_applicability.tif", 2)
     ps = points(folder / "ps_points.gpkg")
     limit = np.nanpercentile(np.abs(np.concatenate([cnn.ravel(), kriged.ravel(), ps[:, 2]])), 98)
-    figure = Figure(figsize=(15, 4.8), dpi=90, layout="tight")
+    spread = np.nanpercentile(np.concatenate([cnn_sd.ravel(), kriging_sd.ravel()]), 98)
+    difference = cnn - kriged
+    figure = Figure(figsize=(15, 9.6), dpi=90, layout="tight")
     panels = (
-        ("CNN surface (mm)", cnn, "RdBu", -limit, limit),
+        ("CNN surface, ensemble mean (mm)", cnn, "RdBu", -limit, limit),
+        ("CNN uncertainty, ensemble σ (mm)", cnn_sd, "magma_r", 0, spread),
+        ("CNN dissimilarity index (line: area of applicability)", dissimilarity, "magma_r", *np.nanpercentile(dissimilarity, [2, 98])),
         ("Ordinary kriging (mm)", kriged, "RdBu", -limit, limit),
-        ("Kriging variance (mm²)", variance, "magma_r", *np.nanpercentile(variance, [2, 98])),
+        ("Kriging σ, √variance (mm)", kriging_sd, "magma_r", 0, spread),
+        ("CNN − kriging (mm)", difference, "PuOr", -np.nanpercentile(np.abs(difference), 98), np.nanpercentile(np.abs(difference), 98)),
     )
     for slot, (title, values, colours, low, high) in enumerate(panels):
-        axes = figure.add_subplot(1, 3, slot + 1)
+        axes = figure.add_subplot(2, 3, slot + 1)
         shown = axes.imshow(values, extent=extent, cmap=colours, vmin=low, vmax=high)
+        if slot == 2:
+            axes.contour(np.nan_to_num(inside, nan=1.0), levels=[0.5], colors="black", linewidths=0.8, extent=extent, origin="upper")
         axes.scatter(ps[:, 0], ps[:, 1], c=ps[:, 2], cmap="RdBu", vmin=-limit, vmax=limit, s=6, edgecolors="black", linewidths=0.3)
         axes.set(title=title, xticks=[], yticks=[])
         figure.colorbar(shown, ax=axes, shrink=0.8)

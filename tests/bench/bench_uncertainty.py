@@ -51,8 +51,7 @@ def area_of_applicability(stack, patches, rng):
     """The applicability metadata of `patches` training patches cut at random from the stack."""
     rows, columns = rng.integers(0, SIDE - SIZE, patches), rng.integers(0, SIDE - SIZE, patches)
     cut = np.stack([stack[:, row : row + SIZE, column : column + SIZE] for row, column in zip(rows, columns)])
-    features = applicability.patch_features(cut, np.zeros(BANDS), np.ones(BANDS))
-    area, _ = applicability.fit(features, columns * PIXEL, rows * PIXEL, 50 * SIZE * PIXEL, rng)
+    area, _ = applicability.fit(cut, np.zeros(BANDS), np.ones(BANDS), columns * PIXEL, rows * PIXEL, 50 * SIZE * PIXEL, rng)
     return area.to_metadata()
 
 
