@@ -32,7 +32,7 @@ from ..core.errors import InputError
 from ..core.evaluation import compare, fold_split, pooled, spatial_folds
 from ..core.kriging import MODELS
 from ..core.patches import DROPPED, TEST, TRAIN, VAL, band_statistics, default_block_size
-from ..core.prediction import session
+from ..core.prediction import members_output, session
 from .base import SubsidenceAlgorithm
 from .traincnn import train_in_worker
 
@@ -215,13 +215,13 @@ class Evaluate(SubsidenceAlgorithm):
 
 
 def _predictor(model_path):
-    """predict(patches) -> the model's values, in batches of PREDICT_BATCH patches."""
+    """predict(patches) -> every member's values (patches, members), in batches of PREDICT_BATCH patches."""
     run = session(model_path)
-    name = run.get_inputs()[0].name
+    name, output = run.get_inputs()[0].name, members_output(run)
 
     def predict(patches):
-        parts = [run.run(None, {name: patches[start : start + PREDICT_BATCH]})[0] for start in range(0, len(patches), PREDICT_BATCH)]
-        return np.concatenate(parts) if parts else np.empty((0, run.get_outputs()[0].shape[1]))
+        parts = [run.run([output], {name: patches[start : start + PREDICT_BATCH]})[0] for start in range(0, len(patches), PREDICT_BATCH)]
+        return np.concatenate(parts)
 
     return predict
 

@@ -19,7 +19,7 @@ from qgis.core import (
 from ..core import applicability, metrics, report
 from ..core.dataset import open_dataset
 from ..core.patches import default_block_size
-from ..core.prediction import ensemble_summary
+from ..core.prediction import MODEL_OUTPUTS, ensemble_summary
 from ..models import launch
 from ..models.architecture import ARCHITECTURES, check_patch_size
 from ..models.export import finish, plugin_version
@@ -153,7 +153,8 @@ class TrainCnn(SubsidenceAlgorithm):
         architecture = settings["architecture"]
         with np.load(os.path.join(folder, "result.npz")) as result:
             members, history = result["predictions"], json.loads(str(result["history"]))
-            check_inputs, check_outputs = result["check_inputs"], result["check_outputs"]
+            check_inputs = result["check_inputs"]
+            check_outputs = {name: result[f"check_{name}"] for name in MODEL_OUTPUTS}
         predictions, sigma = ensemble_summary(members.T)
         targets, split = data["targets"].astype(float), data["split"]
         scores = {name: metrics.regression(targets[split == code], predictions[split == code]) for code, name in enumerate(SPLITS)}

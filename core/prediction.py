@@ -19,6 +19,9 @@ import numpy as np
 from .patches import MIN_VALID_TO_FILL
 
 PATCH_BATCH = 256  # patches per run when evaluating patch by patch
+# The model's outputs: the ensemble's mean (N, 1), as DESIGN.md's contract has it, and each
+# member's prediction (N, members). Models with the first output alone are single networks.
+MODEL_OUTPUTS = ("prediction", "members")
 
 
 def reflected(start, stop, size):
@@ -58,6 +61,7 @@ class Predictor:
     def __init__(self, run, dense, patch_size, band_mean, policy, members=1):
         self.run = run  # an onnxruntime session (or anything with its run())
         self.input = run.get_inputs()[0].name
+        self.output = members_output(run)
         self.dense = dense
         self.size = patch_size
         self.mean = np.asarray(band_mean, np.float32)[:, None, None]
@@ -81,7 +85,7 @@ class Predictor:
         if not wanted.any():
             return out
         if self.dense:
-            values = self.run.run(None, {self.input: filled[None]})[0][0, :, :rows, :columns]
+            values = self.run.run([self.output], {self.input: filled[None]})[0][0, :, :rows, :columns]
             out[:, wanted] = values[:, wanted]
         else:
             windows = np.lib.stride_tricks.sliding_window_view(filled, (size, size), axis=(1, 2))  # (bands, rows, columns, P, P)
@@ -89,8 +93,14 @@ class Predictor:
             for start in range(0, len(cells), PATCH_BATCH):
                 chosen = cells[start : start + PATCH_BATCH]
                 patches = np.ascontiguousarray(windows[:, chosen // columns, chosen % columns].transpose(1, 0, 2, 3))
-                out.reshape(self.members, -1)[:, chosen] = self.run.run(None, {self.input: patches})[0].T
+                out.reshape(self.members, -1)[:, chosen] = self.run.run([self.output], {self.input: patches})[0].T
         return out
+
+
+def members_output(run):
+    """The name of a session's output with every member's prediction."""
+    names = [output.name for output in run.get_outputs()]
+    return MODEL_OUTPUTS[1] if MODEL_OUTPUTS[1] in names else names[0]
 
 
 def ensemble_summary(members):

@@ -1,5 +1,5 @@
 """The CNNs in torch (shapes and the reasons for them in architecture.py), and the deployed
-model: raw driver values in, each ensemble member's target in its units out."""
+model: raw driver values in, the target in its units out (the ensemble's mean and each member's)."""
 
 import torch
 from torch import nn
@@ -44,8 +44,9 @@ def build(architecture, bands, patch_size):
 class Deployed(nn.Module):
     """Normalises raw driver values with the training statistics, applies each network of the
     ensemble and turns their standardised outputs back into the target's units: what the .onnx
-    file contains. Output (N, members): each member's prediction; the mean is the prediction, the
-    spread its uncertainty."""
+    file contains. Outputs: the prediction (N, 1), the members' mean, as DESIGN.md's model
+    contract has it; and the members' own predictions (N, members), whose spread is the
+    uncertainty."""
 
     def __init__(self, networks, band_mean, band_std, target_mean, target_std):
         super().__init__()
@@ -61,4 +62,5 @@ class Deployed(nn.Module):
 
     def forward(self, patches):
         normalised = self.normalise(patches)
-        return torch.cat([network(normalised) for network in self.networks], dim=1) * self.target_std + self.target_mean
+        members = torch.cat([network(normalised) for network in self.networks], dim=1) * self.target_std + self.target_mean
+        return members.mean(dim=1, keepdim=True), members

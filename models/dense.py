@@ -33,7 +33,8 @@ class Reach(NamedTuple):
 def dense_model(model_bytes):
     """The dense form of an ONNX patch model (bytes in, bytes out) and its receptive extent: the
     input side whose windows the outputs stand for. An ensemble's members are branches from the
-    normalised input joined by a Concat of their outputs; each branch is rewritten alike."""
+    normalised input joined by a Concat of their outputs (and their mean); each branch is
+    rewritten alike."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -76,6 +77,11 @@ def dense_model(model_bytes):
                 raise NotDense(f"{node.name}: members of different receptive fields")
             reach = Reach(reach.dilation, sum(state[name].channels for name in node.input), reach.extent)
             nodes.append(node)
+        elif node.op_type == "ReduceMean":  # the ensemble's mean over its members
+            if attributes.get("axes") != [1] or attributes.get("keepdims", 1) != 1:
+                raise NotDense(f"{node.name}: only a mean over the members can be evaluated densely")
+            reach = Reach(reach.dilation, 1, reach.extent)
+            nodes.append(node)
         else:
             raise NotDense(f"{node.name}: {node.op_type} layers cannot be evaluated densely")
         if reach is not None:  # None: an Identity of weights
@@ -88,7 +94,8 @@ def dense_model(model_bytes):
     for value in list(graph.input) + list(graph.output):
         value.type.tensor_type.ClearField("shape")
     graph.input[0].type.tensor_type.shape.dim.extend(_dimensions("n", "channels", "height", "width"))
-    graph.output[0].type.tensor_type.shape.dim.extend(_dimensions("n", "members", "out_height", "out_width"))
+    for value in graph.output:
+        value.type.tensor_type.shape.dim.extend(_dimensions("n", state[value.name].channels, "out_height", "out_width"))
     del graph.value_info[:]
     return model.SerializeToString(), state[graph.output[0].name].extent
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..core.dataset import open_dataset
+from ..core.prediction import MODEL_OUTPUTS
 from .architecture import ARCHITECTURES, check_patch_size
 from .cnn import Deployed, build
 from .launch import DEVICES
@@ -86,7 +87,7 @@ def predict(model, patches, index, device, batch_size=1024):
     with torch.no_grad():
         for start in range(0, len(index), batch_size):
             chosen = index[start : start + batch_size]
-            out[start : start + len(chosen)] = model(torch.from_numpy(np.asarray(patches[chosen])).to(device)).cpu().numpy()
+            out[start : start + len(chosen)] = model(torch.from_numpy(np.asarray(patches[chosen])).to(device))[1].cpu().numpy()
     return out
 
 
@@ -167,7 +168,7 @@ def _standardised_loss(model, patches, targets, index, target_std, device):
 
 
 def export(model, patches, output_dir):
-    """model.onnx (dynamic batch size) and the check batch with torch's outputs."""
+    """model.onnx (dynamic batch size) and the check batch with torch's outputs, by name."""
     model = model.to("cpu").eval()
     check = torch.from_numpy(np.array(patches[:CHECK_BATCH], np.float32))  # a copy: the memory map is read-only
     with warnings.catch_warnings():
@@ -178,12 +179,12 @@ def export(model, patches, output_dir):
             os.path.join(output_dir, "model.onnx"),
             dynamo=False,
             input_names=["patches"],
-            output_names=["prediction"],
-            dynamic_axes={"patches": {0: "batch"}, "prediction": {0: "batch"}},
+            output_names=list(MODEL_OUTPUTS),
+            dynamic_axes={"patches": {0: "batch"}, **{name: {0: "batch"} for name in MODEL_OUTPUTS}},
             opset_version=17,
         )
     with torch.no_grad():
-        return check.numpy(), model(check).numpy()
+        return check.numpy(), {name: value.numpy() for name, value in zip(MODEL_OUTPUTS, model(check))}
 
 
 def main(argv=None):
@@ -201,7 +202,7 @@ def main(argv=None):
             predictions=predictions,
             history=json.dumps(history),
             check_inputs=check_inputs,
-            check_outputs=check_outputs,
+            **{f"check_{name}": value for name, value in check_outputs.items()},
             device=str(device),
         )
         emit("done")

@@ -44,10 +44,11 @@ def known_function_dataset(path, n=3000, bands=3, size=22, seed=0):
 
 def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1):
     """A model of `architecture` (an ensemble of `members`) trained briefly (in this process) on
-    known_function_dataset patches of `size`, written the way traincnn writes one (without the
-    area of applicability); returns its path."""
+    known_function_dataset patches of `size` (folder / "data.npz"), written the way traincnn
+    writes one; returns its path."""
     import torch
 
+    from insar_subsidence.core import applicability
     from insar_subsidence.core.dataset import open_dataset
     from insar_subsidence.models.export import finish
     from insar_subsidence.models.worker import export, train
@@ -56,11 +57,13 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
     data = open_dataset(folder / "data.npz")
     model, _ = train(data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), members, progress=lambda *args, **values: None)
     inputs, outputs = export(model, data["patches"], str(folder))
+    train = data["split"] == 0
+    area, _ = applicability.fit(data["patches"][train], data["band_mean"], data["band_std"], data["x"][train], data["y"][train], 250.0, np.random.default_rng(0))
     metadata = {
         "band_names": [str(name) for name in data["band_names"]], "band_mean": data["band_mean"].tolist(),
         "band_std": data["band_std"].tolist(), "patch_size": str(size), "target_field": "displacement", "target_units": "mm",
         "nodata_policy": policy, "architecture": architecture, "dense_exact": "true" if architecture == "dense" else "false",
-        "ensemble_members": str(members), "metrics": {}, "plugin_version": "test",
+        "ensemble_members": str(members), "applicability": area.to_metadata(), "metrics": {}, "plugin_version": "test",
     }  # fmt: skip
     finish(str(folder / "model.onnx"), str(folder / f"{architecture}{members}.onnx"), metadata, inputs, outputs, spread=float(np.ptp(data["targets"])))
     return str(folder / f"{architecture}{members}.onnx")

@@ -113,10 +113,10 @@ def qgis_process(tmp_path):
 
 @pytest.fixture(scope="session")
 def dense_model(tmp_path_factory):
-    """A dense model briefly trained on cnn_data's bands band0..band2 (22 x 22 patches)."""
+    """An ensemble of 2 dense networks briefly trained on cnn_data's bands band0..band2 (22 x 22 patches)."""
     from cnn_data import trained_model
 
-    return trained_model(tmp_path_factory.mktemp("dense_model"), "dense", 22, epochs=1)
+    return trained_model(tmp_path_factory.mktemp("dense_model"), "dense", 22, epochs=1, members=2)
 
 
 @pytest.fixture
@@ -166,6 +166,8 @@ def sample_parameters(tmp_path, dense_model):
             "MODEL": dense_model,
             "FACTORS": _driver_stack(tmp_path),
             "OUTPUT": str(tmp_path / "surface.tif"),
+            "OUTPUT_UNCERTAINTY": str(tmp_path / "uncertainty.tif"),
+            "OUTPUT_APPLICABILITY": str(tmp_path / "applicability.tif"),
         },
         "subsidence:evaluate": {
             "DATASET": _small_training_dataset(tmp_path),

@@ -2,6 +2,7 @@
 force, and the whole chain on drivers that leave the training range."""
 
 import numpy as np
+import onnxruntime
 import pytest
 from cnn_data import smooth_fields
 from osgeo import gdal
@@ -110,6 +111,11 @@ def test_drivers_outside_the_training_range_are_flagged_and_less_certain(plugin,
         {"DATASET": str(tmp_path / "data.npz"), "EPOCHS": 25, "BATCH_SIZE": 32, "LEARNING_RATE": 2e-3, "PATIENCE": 0, "ENSEMBLE": 5, "OUTPUT_MODEL": str(tmp_path / "m.onnx")},
     )["OUTPUT_MODEL"]
     assert read_metadata(model)["ensemble_members"] == "5"
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    prediction, members = session.run(["prediction", "members"], {"patches": patches[:10]})
+    assert [output.name for output in session.get_outputs()] == ["prediction", "members"]  # DESIGN.md: the first is (N, 1)
+    assert prediction.shape == (10, 1) and members.shape == (10, 5)
+    np.testing.assert_allclose(prediction[:, 0], members.mean(axis=1), rtol=1e-5)
     outputs = {"OUTPUT": str(tmp_path / "s.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "sd.tif"), "OUTPUT_APPLICABILITY": str(tmp_path / "aoa.tif")}
     result = processing.run("subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, **outputs})
     sd, di, mask = read(result["OUTPUT_UNCERTAINTY"], 1), read(result["OUTPUT_APPLICABILITY"], 1), read(result["OUTPUT_APPLICABILITY"], 2)

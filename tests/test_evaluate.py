@@ -58,7 +58,7 @@ def test_calibration_is_the_share_of_errors_within_one_and_two_sigma(plugin, tmp
     points = [row for row in rows if row["row"] == "point"]
     summary = {row["method"]: row for row in rows if row["row"] == "summary"}
     data = open_dataset(tmp_path / "data.npz")
-    members = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"patches": np.array(data["patches"][data["split"] == 2])})[0]
+    members = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(["members"], {"patches": np.array(data["patches"][data["split"] == 2])})[0]
     observed = np.array([float(p["observed"]) for p in points])
     sigmas = {"cnn": np.array([float(p["cnn_sigma"]) for p in points]), "kriging": np.sqrt([float(p["kriging_variance"]) for p in points])}
     np.testing.assert_allclose(sigmas["cnn"], members.std(axis=1, ddof=1), rtol=1e-5)

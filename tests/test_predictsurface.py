@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 from cnn_data import smooth_fields, trained_model
@@ -49,7 +50,7 @@ def by_hand(model, values, row, column, size, policy):
         return None
     patch = np.where(valid, patch, mean[:, None, None]).astype(np.float32)
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return session.run(None, {"patches": patch[None]})[0][0].astype(float)
+    return session.run(["members"], {"patches": patch[None]})[0][0].astype(float)
 
 
 def read(path, number=1):
@@ -107,8 +108,13 @@ def test_uncertainty_needs_an_ensemble_and_applicability_recorded_drivers(plugin
     stack, _ = write_stack(tmp_path / "stack.tif", geotiff)
     with pytest.raises(QgsProcessingException, match="single network.*ENSEMBLE"):
         predict(tmp_path, models[("dense", 22, "fill", 1)], stack, OUTPUT_UNCERTAINTY=str(tmp_path / "sd.tif"))
+    older = onnx.load(models[("dense", 22, "fill", 1)])  # as an earlier version wrote it
+    kept = [entry for entry in older.metadata_props if entry.key != "applicability"]
+    del older.metadata_props[:]
+    older.metadata_props.extend(kept)
+    onnx.save(older, str(tmp_path / "older.onnx"))
     with pytest.raises(QgsProcessingException, match="does not record the drivers"):
-        predict(tmp_path, models[("dense", 22, "fill", 1)], stack, BLANK_OUTSIDE=True)
+        predict(tmp_path, str(tmp_path / "older.onnx"), stack, BLANK_OUTSIDE=True)
     assert not (tmp_path / "out.tif").exists()
 
 

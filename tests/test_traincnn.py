@@ -29,7 +29,7 @@ def train(tmp_path, dataset, feedback=None, **parameters):
 
 def predict(model, patches):
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return session.run(None, {"patches": np.asarray(patches, np.float32)})[0].mean(axis=1)
+    return session.run(["prediction"], {"patches": np.asarray(patches, np.float32)})[0][:, 0]
 
 
 def test_learns_a_known_function_of_the_patches(plugin, tmp_path):
@@ -78,16 +78,16 @@ def test_model_takes_raw_drivers_and_returns_target_units(plugin, tmp_path, smal
 
 
 def test_a_model_onnx_runtime_does_not_reproduce_is_not_written(tmp_path, small_dataset):
-    """finish() compares ONNX Runtime with torch's outputs before writing anything."""
+    """finish() compares ONNX Runtime with torch's outputs (by output name) before writing anything."""
     from insar_subsidence.models.export import finish
 
     raw = tmp_path / "raw.onnx"
     _sum_model(raw)
     inputs = np.ones((2, 1, 2, 2), np.float32)
     with pytest.raises(ValueError, match="differs from torch"):
-        finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense"}, inputs, np.full((2, 1), 7.0), spread=1.0)
+        finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense"}, inputs, {"out": np.full((2, 1), 7.0)}, spread=1.0)
     assert not (tmp_path / "model.onnx").exists()
-    finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense", "metrics": {"a": 1}}, inputs, np.full((2, 1), 4.0), spread=1.0)
+    finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense", "metrics": {"a": 1}}, inputs, {"out": np.full((2, 1), 4.0)}, spread=1.0)
     assert read_metadata(str(tmp_path / "model.onnx")) == {"architecture": "dense", "metrics": '{"a": 1}'}
 
 

@@ -5,7 +5,6 @@ run; and the share of this machine's SGEMM rate the dense evaluation achieves (i
 pixel x pixels/s / numpy's float32 matmul FLOP/s). Targets: >= 20 x naive, >= 60 % of SGEMM,
 <= 2 GB peak."""
 
-import os
 import shutil
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from osgeo import gdal, osr
 
 import bench_machine
 import qgis_run
+from random_models import write_dense_model
 
 sys.path.insert(0, str(qgis_run.REPO / "build" / "pluginpath"))
 from insar_subsidence.core.prediction import session  # noqa: E402
@@ -25,28 +25,6 @@ from insar_subsidence.models.dense import dense_model  # noqa: E402
 BANDS, SIZE, SIDE, ROWS = 9, 30, 10_000, 500
 NAMES = [f"driver{band}" for band in range(BANDS)]
 MEMORY_LIMIT_MB = 2048
-
-
-def write_model(path):
-    """A dense-architecture model with random weights: speed does not depend on training."""
-    import torch
-
-    from insar_subsidence.models.cnn import Deployed, build
-    from insar_subsidence.models.export import finish
-    from insar_subsidence.models.worker import export
-
-    torch.manual_seed(0)
-    model = Deployed(build("dense", BANDS, SIZE), np.zeros(BANDS), np.ones(BANDS), 0.0, 1.0).eval()
-    patches = np.random.default_rng(0).normal(0, 1, (64, BANDS, SIZE, SIZE)).astype(np.float32)
-    folder = tempfile.mkdtemp()
-    inputs, outputs = export(model, patches, folder)
-    metadata = {
-        "band_names": NAMES, "band_mean": [0.0] * BANDS, "band_std": [1.0] * BANDS, "patch_size": str(SIZE),
-        "target_field": "displacement", "target_units": "mm", "nodata_policy": "fill", "architecture": "dense",
-        "dense_exact": "true", "metrics": {}, "plugin_version": "bench",
-    }  # fmt: skip
-    finish(os.path.join(folder, "model.onnx"), str(path), metadata, inputs, outputs, spread=1.0)
-    shutil.rmtree(folder)
 
 
 def write_stack(path):
@@ -90,7 +68,7 @@ def main():
     folder = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     try:
         model, stack = folder / "model.onnx", folder / "stack.tif"
-        write_model(model)
+        write_dense_model(model, NAMES, SIZE)
         start = time.perf_counter()
         write_stack(stack)
         print(f"stack: {SIDE} x {SIDE} x {BANDS} float32 ({stack.stat().st_size / 2**30:.1f} GiB, written in {time.perf_counter() - start:.0f} s)", flush=True)

@@ -7,7 +7,6 @@ patches), all measured in this run:
   training patches in the model (KD-tree queries of 18 features per pixel).
 Prints seconds, pixels/s, the ratio to plain and the peak memory of each run."""
 
-import os
 import shutil
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from osgeo import gdal, osr
 from scipy.ndimage import gaussian_filter
 
 import qgis_run
+from random_models import write_dense_model
 
 sys.path.insert(0, str(qgis_run.REPO / "build" / "pluginpath"))
 from insar_subsidence.core import applicability  # noqa: E402
@@ -55,30 +55,6 @@ def area_of_applicability(stack, patches, rng):
     return area.to_metadata()
 
 
-def write_model(path, members, area=None):
-    """A dense model of `members` networks with random weights: speed does not depend on training."""
-    import torch
-
-    from insar_subsidence.models.cnn import Deployed, build
-    from insar_subsidence.models.export import finish
-    from insar_subsidence.models.worker import export
-
-    torch.manual_seed(0)
-    model = Deployed([build("dense", BANDS, SIZE) for _ in range(members)], np.zeros(BANDS), np.ones(BANDS), 0.0, 1.0).eval()
-    patches = np.random.default_rng(0).normal(0, 1, (64, BANDS, SIZE, SIZE)).astype(np.float32)
-    folder = tempfile.mkdtemp()
-    inputs, outputs = export(model, patches, folder)
-    metadata = {
-        "band_names": NAMES, "band_mean": [0.0] * BANDS, "band_std": [1.0] * BANDS, "patch_size": str(SIZE),
-        "target_field": "displacement", "target_units": "mm", "nodata_policy": "fill", "architecture": "dense",
-        "dense_exact": "true", "ensemble_members": str(members), "metrics": {}, "plugin_version": "bench",
-    }  # fmt: skip
-    if area is not None:
-        metadata["applicability"] = area
-    finish(os.path.join(folder, "model.onnx"), str(path), metadata, inputs, outputs, spread=1.0)
-    shutil.rmtree(folder)
-
-
 def main():
     folder = Path(tempfile.mkdtemp(prefix="bench-uncertainty-"))
     try:
@@ -86,10 +62,10 @@ def main():
         stack = folder / "stack.tif"
         write_stack(stack, stack_values)
         rng = np.random.default_rng(1)
-        write_model(folder / "plain.onnx", 1)
-        write_model(folder / "ensemble.onnx", MEMBERS)
+        write_dense_model(folder / "plain.onnx", NAMES, SIZE)
+        write_dense_model(folder / "ensemble.onnx", NAMES, SIZE, MEMBERS)
         for patches in TRAINING_PATCHES:
-            write_model(folder / f"area{patches}.onnx", 1, area_of_applicability(stack_values, patches, rng))
+            write_dense_model(folder / f"area{patches}.onnx", NAMES, SIZE, applicability=area_of_applicability(stack_values, patches, rng))
         del stack_values
         env = qgis_run.environment()
         runs = [
