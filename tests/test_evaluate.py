@@ -157,7 +157,7 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
     spread_out(tmp_path / "data.npz")
     trained = processing.run(
         "subsidence:traincnn",
-        {"DATASET": str(tmp_path / "data.npz"), "EPOCHS": 2, "LEARNING_RATE": 1e-3, "OUTPUT_MODEL": str(tmp_path / "model.onnx")},
+        {"DATASET": str(tmp_path / "data.npz"), "EPOCHS": 2, "LEARNING_RATE": 1e-3, "ENSEMBLE": 2, "OUTPUT_MODEL": str(tmp_path / "model.onnx")},
     )
     given = []  # the points each kriging was given
 
@@ -190,3 +190,5 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
         pooled = np.sqrt(np.sum(n * rmse**2) / n.sum())  # the pooled RMSE from the folds' own
         assert result[f"CV_{method.upper()}_RMSE"] == pytest.approx(pooled, rel=1e-6)
     assert "Spatial cross-validation" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+    pooled_rows = [row for row in rows if row["row"] == "cross-validation"]  # each fold's ensemble and kriging σ
+    assert len(pooled_rows) == 2 and all(0 <= float(row["within_1_sigma"]) <= float(row["within_2_sigma"]) <= 100 for row in pooled_rows)
