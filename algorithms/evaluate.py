@@ -34,6 +34,7 @@ from ..core.kriging import MODELS
 from ..core.patches import DROPPED, TEST, TRAIN, VAL, band_statistics, default_block_size
 from ..core.prediction import members_output, session
 from .base import SubsidenceAlgorithm
+from .layers import read_decimated
 from .traincnn import train_in_worker
 
 PREDICT_BATCH = 256
@@ -397,13 +398,8 @@ def _maps(data, maps, units):
     return report.image(shown, "maps of the surface, its uncertainty and its area of applicability")
 
 
-def _decimated(raster, number, side=MAP_SIDE):
-    """Band `number` read at most side x side (NaN for nodata) and its (left, right, bottom, top)."""
-    band = raster.GetRasterBand(number)
-    step = max(1, int(np.ceil(max(raster.RasterXSize, raster.RasterYSize) / side)))
-    width, height = max(1, raster.RasterXSize // step), max(1, raster.RasterYSize // step)
-    values = band.ReadAsArray(buf_xsize=width, buf_ysize=height).astype(float)
-    if band.GetNoDataValue() is not None:
-        values[values == band.GetNoDataValue()] = np.nan
+def _decimated(raster, number):
+    """Band `number` read at most MAP_SIDE cells a side (NaN for nodata) and its (left, right, bottom, top)."""
     left, pixel_width, _, top, _, pixel_height = raster.GetGeoTransform()
-    return values, (left, left + raster.RasterXSize * pixel_width, top + raster.RasterYSize * pixel_height, top)
+    extent = (left, left + raster.RasterXSize * pixel_width, top + raster.RasterYSize * pixel_height, top)
+    return read_decimated(raster.GetRasterBand(number), MAP_SIDE), extent

@@ -96,7 +96,18 @@ def read_rows(dataset, first, count):
 
 def read_band(band, left=0, top=0, width=None, height=None):
     """A window of one GDAL band (the whole band by default) as float32, nodata and NaN as NaN."""
-    values = band.ReadAsArray(left, top, width, height).astype(np.float32)
+    return _nodata_as_nan(band.ReadAsArray(left, top, width, height).astype(np.float32), band)
+
+
+def read_decimated(band, side):
+    """The whole band read at most side x side cells (GDAL's nearest-neighbour decimation) as
+    float32, nodata and NaN as NaN: enough to draw a map or take percentiles."""
+    step = max(1, math.ceil(max(band.XSize, band.YSize) / side))
+    values = band.ReadAsArray(buf_xsize=max(1, band.XSize // step), buf_ysize=max(1, band.YSize // step)).astype(np.float32)
+    return _nodata_as_nan(values, band)
+
+
+def _nodata_as_nan(values, band):
     nodata = band.GetNoDataValue()
     if nodata is not None:
         values[values == np.float32(nodata)] = np.nan

@@ -6,6 +6,8 @@ from osgeo import gdal
 from qgis.core import QgsColorRampShader, QgsRasterLayer, QgsRasterShader, QgsSingleBandPseudoColorRenderer
 from qgis.PyQt.QtGui import QColor
 
+from .layers import read_decimated
+
 SAMPLE_SIDE = 1000  # the range is taken from at most this many cells a side (decimated read)
 # ColorBrewer RdBu, red for negative values (subsidence: away from the satellite, down).
 DIVERGING = ("#b2182b", "#ef8a62", "#fddbc7", "#f7f7f7", "#d1e5f0", "#67a9cf", "#2166ac")
@@ -45,10 +47,6 @@ def style_raster(path, units="", sequential=False):
 
 def _sample(path):
     """Band 1's valid values, read decimated to at most SAMPLE_SIDE cells a side."""
-    dataset = gdal.Open(path)
-    band = dataset.GetRasterBand(1)
-    step = max(1, int(np.ceil(max(band.XSize, band.YSize) / SAMPLE_SIDE)))
-    values = band.ReadAsArray(buf_xsize=max(1, band.XSize // step), buf_ysize=max(1, band.YSize // step)).astype(np.float64)
-    nodata = band.GetNoDataValue()
-    valid = np.isfinite(values) if nodata is None else np.isfinite(values) & (values != np.float32(nodata))
-    return values[valid]
+    dataset = gdal.Open(path)  # kept open while its band is read
+    values = read_decimated(dataset.GetRasterBand(1), SAMPLE_SIDE).astype(np.float64)
+    return values[np.isfinite(values)]

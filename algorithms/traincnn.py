@@ -280,7 +280,7 @@ def _report(history, scores, calibration, targets, predictions, sigma, split, tr
     sections = [
         ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
         ("Loss", report.image(curves, "loss curves")),
-        ("Observed and predicted", report.image(scatter, "observed versus predicted (bars: ±1σ of the ensemble)")),
+        ("Observed and predicted", report.image(scatter, "observed versus predicted" + (" (bars: ±1σ of the ensemble)" if len(members) > 1 else ""))),
     ]
     if len(members) > 1:
         rows = [[name, *(calibration[name][key] for key in metrics.COVERAGE_NAMES)] for name in SPLITS]

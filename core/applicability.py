@@ -55,7 +55,7 @@ def block_features(filled, size, band_mean, band_std):
 
 def _standardised(features, band_mean, band_std):
     mean, std = np.asarray(band_mean, np.float64), np.asarray(band_std, np.float64)
-    scale = np.where(std > 0, 1 / np.where(std > 0, std, 1), 1.0)
+    scale = 1 / np.where(std > 0, std, 1.0)  # a constant band is not scaled
     return ((features - np.tile(mean, 2)) * np.tile(scale, 2)).astype(np.float32)
 
 

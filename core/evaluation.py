@@ -57,12 +57,12 @@ def spatial_folds(x, y, block_size, folds, rng):
     """Fold 0 … folds-1 of every point: whole square blocks, the largest first, each to the fold
     that has the fewest points so far."""
     block_of = square_blocks(x, y, block_size)
-    blocks = np.arange(block_of.max() + 1)
-    if len(blocks) < folds:
-        raise InputError(f"The points fall in {len(blocks)} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: choose fewer folds.")
     counts = np.bincount(block_of)
-    fold_of_block, filled = np.empty(len(blocks), np.int64), np.zeros(folds)
-    for block in sorted(rng.permutation(len(blocks)), key=lambda block: -counts[block]):
+    blocks = len(counts)
+    if blocks < folds:
+        raise InputError(f"The points fall in {blocks} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: choose fewer folds.")
+    fold_of_block, filled = np.empty(blocks, np.int64), np.zeros(folds)
+    for block in sorted(rng.permutation(blocks), key=lambda block: -counts[block]):
         fold_of_block[block] = int(np.argmin(filled))
         filled[fold_of_block[block]] += counts[block]
     return fold_of_block[block_of]

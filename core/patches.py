@@ -77,18 +77,18 @@ def spatial_blocks(x, y, block_size, val_fraction, test_fraction, rng):
     until each share is reached."""
     block_of = square_blocks(x, y, block_size)
     counts = np.bincount(block_of)
-    blocks = np.arange(len(counts))
-    labels_of_block = np.full(len(blocks), TRAIN)
+    blocks = len(counts)
+    labels_of_block = np.full(blocks, TRAIN)
     targets = ((TEST, test_fraction * len(x)), (VAL, val_fraction * len(x)))
     filled = {TEST: 0, VAL: 0}
-    for block in rng.permutation(len(blocks)):
+    for block in rng.permutation(blocks):
         for label, target in targets:
             if filled[label] < target:
                 labels_of_block[block] = label
                 filled[label] += counts[block]
                 break
-    if len(blocks) < 3:
-        raise InputError(f"The points fall in {len(blocks)} blocks of {block_size:g} map units: choose a smaller BLOCK_SIZE.")
+    if blocks < 3:
+        raise InputError(f"The points fall in {blocks} blocks of {block_size:g} map units: choose a smaller BLOCK_SIZE.")
     return labels_of_block[block_of]
 
 
