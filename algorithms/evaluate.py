@@ -239,7 +239,7 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
     fold_of = spatial_folds(x, y, block, folds, rng)
     feedback.pushWarning(
         f"Cross-validation trains the CNN{' ensemble (%d members)' % settings['members'] if settings.get('members', 1) > 1 else ''} {folds} more times "
-        f"({settings['epochs']} epochs at most each): about {folds} times as long as its training took."
+        f"(with the same settings): about {folds} times as long as its training took."
     )
     predicted = {method: np.full(len(x), np.nan) for method in METHODS}
     sigma = {method: np.full(len(x), np.nan) for method in METHODS}

@@ -167,7 +167,8 @@ class ExportPatches(SubsidenceAlgorithm):
             chosen = np.flatnonzero(labels != DROPPED)
             training = chosen[labels[chosen] == TRAIN]
             if not len(training):
-                raise QgsProcessingException(self.tr("No training point is left: see the counts above."))
+                feedback.pushInfo(", ".join(f"{count} {reason}" for reason, count in counts.items()) + ".")
+                raise QgsProcessingException(self.tr("No training point is left: see the counts above (a smaller BLOCK_SIZE or PATCH_SIZE leaves more)."))
             mean, std = patches.band_statistics(cut, training)
             index = keep[chosen]
             arrays = {

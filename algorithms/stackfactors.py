@@ -12,15 +12,20 @@ from qgis.core import (
 )
 
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster
+from .layers import Float32Rasters, grid_of_raster, read_band
+from .terrainfactors import BAND_NAMES
 
 MAX_CLASSES = 50  # a categorical layer with more classes is almost surely continuous
+# Directions are recognised by the band description terrainfactors gives its aspect.
+DIRECTION_DESCRIPTIONS = {BAND_NAMES["ASPECT"]}
+COMPONENTS = ("east", "north")  # sin and cos of a direction clockwise from north
 
 
 class StackFactors(SubsidenceAlgorithm):
     INPUTS = "INPUTS"
     REFERENCE = "REFERENCE"
     CATEGORICAL = "CATEGORICAL"
+    CIRCULAR = "CIRCULAR"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -48,7 +53,13 @@ class StackFactors(SubsidenceAlgorithm):
             "another CRS are reprojected. A band is named after its layer (and '_b<n>' for the bands of a "
             "multi-band layer). Bands are sorted by name, so the stack does not depend on the order of the "
             "inputs; names must be unique.\n"
-            "Units: each band keeps its layer's units (one-hot bands are 0/1); the grid is the reference's."
+            "Directions (aspect) are not numbers on a line: 359° and 1° face the same way. Layers listed in "
+            "CIRCULAR, and every aspect raster written by 'Terrain factors', become two bands, '<layer>_east' = "
+            "sin(aspect) (eastness) and '<layer>_north' = cos(aspect) (northness), computed before resampling, so "
+            "that 350° and 10° average to north and not to south. Their values are degrees clockwise from north; "
+            "negative values (flat cells, -1 in 'Terrain factors') face no direction and get 0 in both bands.\n"
+            "Units: each band keeps its layer's units (one-hot bands are 0/1, direction components -1 to 1); the "
+            "grid is the reference's."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -59,6 +70,11 @@ class StackFactors(SubsidenceAlgorithm):
                 self.CATEGORICAL, self.tr("Categorical drivers (among the drivers)"), QgsProcessing.TypeRaster, optional=True
             )
         )
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                self.CIRCULAR, self.tr("Directions in degrees, e.g. aspect (among the drivers)"), QgsProcessing.TypeRaster, optional=True
+            )
+        )
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Driver stack")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -67,9 +83,14 @@ class StackFactors(SubsidenceAlgorithm):
             raise QgsProcessingException(self.tr("Give at least one driver raster."))
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context) or layers[0]
         categorical = {layer.source() for layer in self.parameterAsLayerList(parameters, self.CATEGORICAL, context)}
-        unknown = categorical - {layer.source() for layer in layers}
-        if unknown:
-            raise QgsProcessingException(self.tr(f"Categorical layers must also be drivers: {', '.join(sorted(unknown))}."))
+        circular = {layer.source() for layer in self.parameterAsLayerList(parameters, self.CIRCULAR, context)}
+        for kind, chosen in (("Categorical", categorical), ("Direction", circular)):
+            unknown = chosen - {layer.source() for layer in layers}
+            if unknown:
+                raise QgsProcessingException(self.tr(f"{kind} layers must also be drivers: {', '.join(sorted(unknown))}."))
+        if categorical & circular:
+            raise QgsProcessingException(self.tr(f"A layer cannot be both categorical and a direction: {', '.join(sorted(categorical & circular))}."))
+        circular |= {layer.source() for layer in layers if _is_direction(layer.source())}
         grid, crs = grid_of_raster(reference), reference.crs()
         steps = QgsProcessingMultiStepFeedback(len(layers) + 1, feedback)
 
@@ -81,7 +102,7 @@ class StackFactors(SubsidenceAlgorithm):
             steps.setCurrentStep(number)
             if feedback.isCanceled():
                 raise QgsProcessingException(self.tr("Canceled."))
-            names = self._band_names(layer, layer.source() in categorical, grid, wkt)
+            names = self._band_names(layer, layer.source() in categorical, layer.source() in circular, grid, wkt)
             clash = set(names) & set(sources)
             if clash:
                 raise QgsProcessingException(self.tr(f"Two drivers are named {', '.join(sorted(clash))}: rename a layer."))
@@ -98,8 +119,11 @@ class StackFactors(SubsidenceAlgorithm):
                     raise QgsProcessingException(self.tr("Canceled: no output was written."))
                 number, band, value = sources[name]
                 if number not in warped:
-                    layer = layers[number]
-                    warped = {number: _warp(layer.source(), grid, wkt, "near" if value is not None else "bilinear")}
+                    source = layers[number].source()
+                    if source in circular:
+                        warped = {number: _warp(_components(source), grid, wkt, "bilinear")}
+                    else:
+                        warped = {number: _warp(source, grid, wkt, "near" if value is not None else "bilinear")}
                 values = warped[number][band]
                 if value is not None:
                     values = np.where(np.isfinite(values), (values == value).astype(np.float32), np.nan)
@@ -108,10 +132,12 @@ class StackFactors(SubsidenceAlgorithm):
         feedback.pushInfo(f"{len(ordered)} bands: {', '.join(ordered)}")
         return {self.OUTPUT: output}
 
-    def _band_names(self, layer, is_categorical, grid, wkt):
-        """{band name: (band index, class value or None)} of one layer."""
+    def _band_names(self, layer, is_categorical, is_direction, grid, wkt):
+        """{band name: (band index in what _warp returns, class value or None)} of one layer."""
         count = layer.bandCount()
         names = [layer.name()] if count == 1 else [f"{layer.name()}_b{i + 1}" for i in range(count)]
+        if is_direction:
+            return {f"{name}_{component}": (len(COMPONENTS) * index + offset, None) for index, name in enumerate(names) for offset, component in enumerate(COMPONENTS)}
         if not is_categorical:
             return {name: (index, None) for index, name in enumerate(names)}
         found = {}
@@ -123,8 +149,33 @@ class StackFactors(SubsidenceAlgorithm):
         return found
 
 
-def _warp(path, grid, wkt, resampling):
-    """Every band of `path` on the grid, float32 with NaN where there is no data."""
+def _is_direction(path):
+    dataset = gdal.Open(path)
+    return dataset is not None and dataset.RasterCount == 1 and dataset.GetRasterBand(1).GetDescription() in DIRECTION_DESCRIPTIONS
+
+
+def _components(path):
+    """An in-memory dataset on the grid of `path` with, for each of its bands (degrees clockwise
+    from north), its east and north components; NaN for nodata, 0 and 0 for negative values."""
+    source = gdal.Open(path)
+    if source is None:
+        raise QgsProcessingException(f"GDAL cannot open {path}: {gdal.GetLastErrorMsg()}")
+    target = gdal.GetDriverByName("MEM").Create("", source.RasterXSize, source.RasterYSize, len(COMPONENTS) * source.RasterCount, gdal.GDT_Float32)
+    target.SetGeoTransform(source.GetGeoTransform())
+    target.SetProjection(source.GetProjection())
+    for index in range(source.RasterCount):
+        degrees = read_band(source.GetRasterBand(index + 1))
+        radians, facing = np.radians(degrees), np.where(degrees >= 0, 1.0, 0.0)
+        for offset, values in enumerate((np.sin(radians) * facing, np.cos(radians) * facing)):
+            band = target.GetRasterBand(len(COMPONENTS) * index + offset + 1)
+            band.SetNoDataValue(float("nan"))
+            band.WriteArray(values.astype(np.float32))  # NaN stays NaN: nodata
+    return target
+
+
+def _warp(source, grid, wkt, resampling):
+    """Every band of `source` (a path or a GDAL dataset) on the grid, float32 with NaN where there
+    is no data."""
     options = gdal.WarpOptions(
         format="MEM",
         dstSRS=wkt,
@@ -135,9 +186,9 @@ def _warp(path, grid, wkt, resampling):
         outputType=gdal.GDT_Float32,
         dstNodata=float("nan"),
     )
-    dataset = gdal.Warp("", path, options=options)
+    dataset = gdal.Warp("", source, options=options)
     if dataset is None:
-        raise QgsProcessingException(f"GDAL cannot warp {path}: {gdal.GetLastErrorMsg()}")
+        raise QgsProcessingException(f"GDAL cannot warp {source}: {gdal.GetLastErrorMsg()}")
     return [dataset.GetRasterBand(i + 1).ReadAsArray() for i in range(dataset.RasterCount)]
 
 

@@ -16,7 +16,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from ..core import applicability, metrics, report
+from ..core import applicability, metrics, report, transforms
 from ..core.dataset import open_dataset
 from ..core.patches import default_block_size
 from ..core.prediction import MODEL_OUTPUTS, ensemble_summary
@@ -25,18 +25,26 @@ from ..models.architecture import ARCHITECTURES, check_patch_size
 from ..models.export import finish, plugin_version
 from ..models.interpreter import find_torch_python
 from ..models.launch import DEVICES
+from ..models.recipe import PATIENCE, RECIPES, STEPS, Plan
 from .base import SubsidenceAlgorithm
 from .settings import torch_python_setting
 
 SPLITS = ("train", "val", "test")  # the dataset's split codes 0, 1, 2
 MAX_MEMBERS = 50
+# A model is reported as having learnt nothing below this training R², or when its RMSE on the
+# validation or test points is not this much below the training mean's (the best epoch is chosen
+# on the validation points, so by chance alone it beats the mean there a little).
+MIN_TRAINING_R2 = 0.1
+MIN_GAIN_ON_MEAN = 0.05
 
 
 class TrainCnn(SubsidenceAlgorithm):
     REQUIRES = ("onnxruntime", "onnx")
     DATASET = "DATASET"
     ARCHITECTURE = "ARCHITECTURE"
+    RECIPE = "RECIPE"
     EPOCHS = "EPOCHS"
+    STEPS = "STEPS"
     BATCH_SIZE = "BATCH_SIZE"
     LEARNING_RATE = "LEARNING_RATE"
     PATIENCE = "PATIENCE"
@@ -72,36 +80,54 @@ class TrainCnn(SubsidenceAlgorithm):
             "ARCHITECTURE: dense (default) — the paper's layer types with 'valid' convolutions and "
             "CPU-sized widths (0.12 M weights for 9 bands at 30 x 30), which a whole raster can be "
             "predicted from exactly and fast; paper — the published Keras model (21 M weights), for "
-            "reproduction, slow on a CPU. Inputs are normalised with the dataset's training mean and "
-            "standard deviation, the target standardised with the training points' statistics; Adam, "
-            "MSE loss. With PATIENCE > 0, training stops after that many epochs without a better "
-            "validation loss; the weights with the best validation loss are the ones written.\n"
+            "reproduction, slow on a CPU.\n"
+            "RECIPE: adaptive (default) works without tuning from a few hundred to tens of thousands of "
+            "points: AdamW (weight decay 1e-4) at a peak learning rate of 1e-3, batches of 32, and a length "
+            "measured in optimiser steps (STEPS, 4000: about 150 epochs for 800 training patches, at least 10 "
+            "and at most 1000 epochs); the rate rises over the first 10 % of the epochs (the warm-up) and then "
+            "falls along a cosine to 1 % of its peak. paper is the published recipe, for reproduction: Adam at "
+            "a constant 1e-4, batches of 128, 150 epochs (set there for 48 790 training patches; with a few "
+            "hundred it is too short to learn). EPOCHS, BATCH_SIZE and LEARNING_RATE at 0 take the recipe's "
+            "values; any other value replaces it.\n"
+            "Early stopping: after the warm-up, training stops once PATIENCE epochs bring no better "
+            "validation loss; the weights with the best validation loss are the ones written. The batch "
+            "normalisation statistics are recomputed from the training patches before every validation, "
+            "so that the network scored is the one just trained.\n"
+            "Inputs: bands that are never negative and strongly right-skewed (skewness above 2 over the "
+            "training patches, e.g. specific catchment area and SPI) are log-scaled inside the model as "
+            "asinh(x / m), m the median of their positive values; then every band is standardised with its "
+            "training mean and standard deviation. The log and the report list the log-scaled bands, and "
+            "the model records them (band_transforms). Directions such as aspect are best given as "
+            "east/north components ('Stack driver rasters' does it). The target is standardised with the "
+            "training points' statistics; the loss is the MSE.\n"
+            "A model whose training R² is below 0.1, or whose RMSE on the validation or the test points is "
+            "not 5 % below that of the training mean, has learnt nothing useful: the log and the report say "
+            "so, with the likely causes.\n"
             "ENSEMBLE: how many networks to train, from the seeds SEED, SEED + 1, … (each costs one training). "
             "They are stored in the one model, which returns each member's prediction: 'Predict the surface' "
             "writes their mean and, as the uncertainty, their standard deviation; the report shows how well "
             "it covers the validation and test errors (calibration).\n"
             "The model takes raw driver values and returns the target in its units; its metadata "
-            "records the bands, their statistics, the patch size, the target, the scores and the drivers "
-            "of the training patches with their dissimilarity threshold, for the area of applicability "
-            "(see 'Predict the surface'). "
-            "OUTPUT_REPORT: loss curves, RMSE/MAE/R²/bias for the training, validation and test points "
-            "and observed-versus-predicted plots.\n"
+            "records the bands, their statistics, the patch size, the target, the scores, the training "
+            "plan and the drivers of the training patches with their dissimilarity threshold, for the area "
+            "of applicability (see 'Predict the surface'). "
+            "OUTPUT_REPORT: the plan, each member's learning curves, RMSE/MAE/R²/bias for the training, "
+            "validation and test points and observed-versus-predicted plots.\n"
             "Units: RMSE in the dataset's target units (mm for displacement)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz"))
         self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Architecture"), options=list(ARCHITECTURES), defaultValue=0))
-        integer = QgsProcessingParameterNumber.Integer
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), integer, defaultValue=150, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), integer, defaultValue=128, minValue=2))
+        self.addParameter(QgsProcessingParameterEnum(self.RECIPE, self.tr("Training recipe"), options=list(RECIPES), defaultValue=0))
+        integer, double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0: the recipe's)"), integer, defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (0: the recipe's)"), integer, defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.LEARNING_RATE, self.tr("Peak learning rate (0: the recipe's)"), double, defaultValue=0.0, minValue=0.0))
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.LEARNING_RATE, self.tr("Learning rate (Adam)"), QgsProcessingParameterNumber.Double, defaultValue=1e-4, minValue=1e-9
+                self.PATIENCE, self.tr("Early-stopping patience (epochs after the warm-up; 0 = off)"), integer, defaultValue=PATIENCE, minValue=0
             )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(self.PATIENCE, self.tr("Early-stopping patience (epochs; 0 = off)"), integer, defaultValue=20, minValue=0)
         )
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, defaultValue=0, minValue=0))
         self.addParameter(
@@ -109,9 +135,11 @@ class TrainCnn(SubsidenceAlgorithm):
                 self.ENSEMBLE, self.tr("Ensemble members (1: a single network; 5 or more for an uncertainty)"), integer, defaultValue=1, minValue=1, maxValue=MAX_MEMBERS
             )
         )
+        steps = QgsProcessingParameterNumber(self.STEPS, self.tr("Optimiser steps (adaptive recipe, when the epochs are the recipe's)"), integer, defaultValue=STEPS, minValue=1)
         device = QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=0)
-        device.setFlags(device.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(device)
+        for advanced in (steps, device):
+            advanced.setFlags(advanced.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(advanced)
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model"), self.tr("ONNX models (*.onnx)")))
         self.addParameter(
             QgsProcessingParameterFileDestination(
@@ -120,6 +148,11 @@ class TrainCnn(SubsidenceAlgorithm):
         )
         for key, label in (("TRAIN_RMSE", "Training RMSE"), ("VAL_RMSE", "Validation RMSE"), ("TEST_RMSE", "Test RMSE")):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        if self.parameterAsInt(parameters, self.BATCH_SIZE, context) == 1:
+            return False, self.tr("A batch size of 1 cannot be trained (batch normalisation needs two patches): choose 0 for the recipe's, or 2 or more.")
+        return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         dataset_path = self.parameterAsFile(parameters, self.DATASET, context)
@@ -134,7 +167,9 @@ class TrainCnn(SubsidenceAlgorithm):
             feedback.pushWarning(self.tr("The dataset has no validation patches: no early stopping, the last epoch's weights are kept."))
         settings = {
             "architecture": architecture,
+            "recipe": RECIPES[self.parameterAsEnum(parameters, self.RECIPE, context)],
             "epochs": self.parameterAsInt(parameters, self.EPOCHS, context),
+            "steps": self.parameterAsInt(parameters, self.STEPS, context),
             "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             "learning_rate": self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             "patience": self.parameterAsInt(parameters, self.PATIENCE, context),
@@ -153,6 +188,7 @@ class TrainCnn(SubsidenceAlgorithm):
         architecture = settings["architecture"]
         with np.load(os.path.join(folder, "result.npz")) as result:
             members, history = result["predictions"], json.loads(str(result["history"]))
+            schedule, scales = json.loads(str(result["plan"])), result["log_scales"]
             check_inputs = result["check_inputs"]
             check_outputs = {name: result[f"check_{name}"] for name in MODEL_OUTPUTS}
         predictions, sigma = ensemble_summary(members.T)
@@ -166,6 +202,7 @@ class TrainCnn(SubsidenceAlgorithm):
             "band_names": [str(name) for name in data["band_names"]],
             "band_mean": [float(value) for value in data["band_mean"]],
             "band_std": [float(value) for value in data["band_std"]],
+            "band_transforms": transforms.to_metadata(data["band_names"], scales),
             "patch_size": str(int(data["patch_size"])),
             "target_field": str(data["target_field"]),
             "target_units": str(data["target_units"]),
@@ -177,7 +214,7 @@ class TrainCnn(SubsidenceAlgorithm):
             "calibration": calibration,
             "applicability": area.to_metadata(),
             "plugin_version": plugin_version(),
-            "training": {"epochs_run": len(history), "history": history, "settings": settings},
+            "training": {"epochs_run": len(history), "history": history, "settings": settings, "plan": schedule},
         }
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         try:
@@ -191,11 +228,14 @@ class TrainCnn(SubsidenceAlgorithm):
             for name in ("val", "test"):
                 feedback.pushInfo(self.tr("{}: {:.0f} % of the errors within ±1σ of the ensemble, {:.0f} % within ±2σ").format(name, *calibration[name].values()))
         feedback.pushInfo(self.tr("Area of applicability: dissimilarity threshold {:.3g}.").format(area.threshold))
+        problem = nothing_learnt(scores, targets, split)
+        if problem:
+            feedback.pushWarning(problem)
         results = {self.OUTPUT_MODEL: model_path, **{f"{name.upper()}_RMSE": scores[name]["rmse"] for name in SPLITS}}
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
-                file.write(_report(history, scores, calibration, targets, predictions, sigma, split, training_di, area.threshold, metadata))
+                file.write(_report(history, schedule, problem, scores, calibration, targets, predictions, sigma, split, training_di, area.threshold, metadata))
             results[self.OUTPUT_REPORT] = report_path
         return results
 
@@ -218,7 +258,7 @@ def train_in_worker(dataset_path, folder, settings, feedback):
     feedback.pushInfo(f"Training in {torch_python.path} (torch {torch_python.torch_version}).")
     command = launch.worker_command(torch_python.path, dataset_path, folder, **settings)
     try:
-        launch.run(command, launch.worker_env(os.environ), lambda event: _follow(event, settings["epochs"], feedback), feedback.isCanceled)
+        launch.run(command, launch.worker_env(os.environ), _Follower(feedback), feedback.isCanceled)
     except InterruptedError:
         raise QgsProcessingException("Canceled: training stopped, no model was written.") from None
     except launch.WorkerFailed as error:
@@ -232,39 +272,82 @@ def _open(path):
         raise QgsProcessingException(f"{path} is not a dataset written by 'Export training patches': {error}") from None
 
 
-def _follow(event, epochs, feedback):
-    kind = event.get("event")
-    member, members = event.get("member", 1), event.get("members", 1)
-    of_member = f"Member {member}/{members}: " if members > 1 else ""
-    done = lambda epoch: 100 * ((member - 1) * epochs + epoch) / (members * epochs)  # noqa: E731
-    if kind == "start":
-        feedback.pushInfo(f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches.")
-    elif kind == "batch":
-        feedback.setProgress(done(event["epoch"] - 1 + event["fraction"]))
-    elif kind == "epoch":
-        feedback.setProgress(done(event["epoch"]))
-        validation = "" if event["val_loss"] is None else f", validation {event['val_loss']:.4f}"
-        feedback.pushInfo(f"{of_member}Epoch {event['epoch']}/{epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s")
-    elif kind == "stopped":
-        feedback.pushInfo(f"{of_member}Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}.")
-    elif kind == "output":
-        feedback.pushDebugInfo(event["text"])
+class _Follower:
+    """Turns the worker's events into the log and the progress bar."""
+
+    def __init__(self, feedback):
+        self.feedback = feedback
+        self.epochs = 1
+
+    def __call__(self, event):
+        kind, feedback = event.get("event"), self.feedback
+        member, members = event.get("member", 1), event.get("members", 1)
+        of_member = f"Member {member}/{members}: " if members > 1 else ""
+        done = lambda epoch: 100 * ((member - 1) * self.epochs + epoch) / (members * self.epochs)  # noqa: E731
+        if kind == "start":
+            feedback.pushInfo(f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches.")
+        elif kind == "plan":
+            self.epochs = event["epochs"]
+            feedback.pushInfo(f"Training plan: {Plan(**{key: event[key] for key in Plan._fields}).describe()}.")
+        elif kind == "batch":
+            feedback.setProgress(done(event["epoch"] - 1 + event["fraction"]))
+        elif kind == "epoch":
+            feedback.setProgress(done(event["epoch"]))
+            validation = "" if event["val_loss"] is None else f", validation {event['val_loss']:.4f}"
+            feedback.pushInfo(f"{of_member}Epoch {event['epoch']}/{self.epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s")
+        elif kind == "stopped":
+            feedback.pushInfo(f"{of_member}Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}.")
+        elif kind == "transforms":
+            if event["bands"]:
+                feedback.pushInfo("Log-scaled inside the model, as asinh(x / m): " + ", ".join(event["bands"]) + ".")
+        elif kind == "output":
+            feedback.pushDebugInfo(event["text"])
 
 
-def _report(history, scores, calibration, targets, predictions, sigma, split, training_di, threshold, metadata):
+def nothing_learnt(scores, targets, split):
+    """A warning when the model learnt nothing useful, else None: a training R² below
+    MIN_TRAINING_R2, or an RMSE on the validation or the test points not MIN_GAIN_ON_MEAN below
+    the training mean's."""
+    problems = []
+    if not scores["train"]["r2"] >= MIN_TRAINING_R2:
+        problems.append(f"its training R² is {scores['train']['r2']:.2f} (below {MIN_TRAINING_R2})")
+    for code, name in ((1, "validation"), (2, "test")):
+        held_out = split == code
+        if held_out.any():
+            mean_rmse = metrics.regression(targets[held_out], np.full(held_out.sum(), targets[split == 0].mean()))["rmse"]
+            rmse = scores[SPLITS[code]]["rmse"]
+            if not rmse < (1 - MIN_GAIN_ON_MEAN) * mean_rmse:
+                problems.append(f"its {name} RMSE ({rmse:.4g}) is not {MIN_GAIN_ON_MEAN:.0%} below the training mean's ({mean_rmse:.4g})")
+    if not problems:
+        return None
+    return (
+        "The model learnt nothing useful: " + " and ".join(problems) + ". Its map would be no better than a constant. Likely causes: "
+        "targets the drivers do not explain (look for a driver that matters and is missing, or noise larger than the signal), "
+        "too few training points, or training too short to converge (see the learning curves in the report; the adaptive "
+        "recipe with its defaults is the first thing to try)."
+    )
+
+
+def _report(history, schedule, problem, scores, calibration, targets, predictions, sigma, split, training_di, threshold, metadata):
     units = metadata["target_units"]
-    curves = report.figure()
-    axes = curves.add_subplot()
     members = sorted({entry.get("member", 1) for entry in history})
-    for member in members:
+    columns = min(len(members), 3)
+    rows = -(-len(members) // columns)
+    curves = report.figure(4 * columns, 3 * rows)
+    for number, member in enumerate(members):
+        axes = curves.add_subplot(rows, columns, number + 1)
         entries = [entry for entry in history if entry.get("member", 1) == member]
-        label = f" {member}" if len(members) > 1 else ""
         epochs = [entry["epoch"] for entry in entries]
-        axes.plot(epochs, [entry["train_loss"] for entry in entries], color="C0", alpha=0.7, label=f"training{label}")
+        axes.plot(epochs, [entry["train_loss"] for entry in entries], label="training")
         if any(entry["val_loss"] is not None for entry in entries):
-            axes.plot(epochs, [entry["val_loss"] for entry in entries], color="C1", alpha=0.7, label=f"validation{label}")
-    axes.set(xlabel="epoch", ylabel="MSE of the standardised target", yscale="log")
-    axes.legend(fontsize="small", ncol=2 if len(members) > 1 else 1)
+            axes.plot(epochs, [entry["val_loss"] for entry in entries], label="validation")
+            best = min(entries, key=lambda entry: entry["val_loss"])
+            axes.axvline(best["epoch"], color="black", linewidth=0.8, linestyle=":", label=f"best, epoch {best['epoch']}")
+        if schedule["warmup_epochs"]:
+            axes.axvspan(0.5, schedule["warmup_epochs"] + 0.5, color="0.9", label="warm-up")
+        axes.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")  # the training mean's loss, about
+        axes.set(title=f"member {member}" if len(members) > 1 else "", xlabel="epoch", ylabel="MSE, standardised target", yscale="log")
+        axes.legend(fontsize="x-small")
     scatter = report.figure(12, 4)
     for index, name in enumerate(SPLITS):
         axes = scatter.add_subplot(1, 3, index + 1)
@@ -277,9 +360,14 @@ def _report(history, scores, calibration, targets, predictions, sigma, split, tr
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
         axes.set(title=f"{name} ({int(chosen.sum())})", xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
     rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for name in SPLITS]
-    sections = [
+    transformed = [f"{entry['band']} (m = {entry['scale']:.4g})" for entry in metadata["band_transforms"] if entry["transform"] != "none"]
+    sections = [("Warning: the model learnt nothing useful", report.paragraph(problem, warning=True))] if problem else []
+    sections += [
         ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
-        ("Loss", report.image(curves, "loss curves")),
+        ("Training", report.paragraph(
+            Plan(**{key: schedule[key] for key in Plan._fields}).describe() + ". Bands log-scaled inside the model as asinh(x / m): "
+            + (", ".join(transformed) if transformed else "none") + ".")),
+        ("Learning curves", report.image(curves, "training and validation loss of each member by epoch; dashed: about the loss of predicting the training mean")),
         ("Observed and predicted", report.image(scatter, "observed versus predicted" + (" (bars: ±1σ of the ensemble)" if len(members) > 1 else ""))),
     ]
     if len(members) > 1:

@@ -130,12 +130,15 @@ def drop_test_overlaps(rows, columns, labels, size):
     return labels, len(overlapping)
 
 
-def band_statistics(patches, index, chunk=512):
-    """Per-band mean and standard deviation of the patches at `index`, ignoring NaN."""
+def band_statistics(patches, index, chunk=512, transform=None):
+    """Per-band mean and standard deviation of the patches at `index` (after `transform`, a
+    function of a block of patches, when given), ignoring NaN."""
     n_bands = patches.shape[1]
     total, squares, count = np.zeros(n_bands), np.zeros(n_bands), np.zeros(n_bands)
     for start in range(0, len(index), chunk):
         block = np.asarray(patches[np.sort(index[start : start + chunk])], dtype=np.float64)
+        if transform is not None:
+            block = transform(block)
         finite = np.isfinite(block)
         values = np.where(finite, block, 0.0)
         total += values.sum(axis=(0, 2, 3))

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-POINTWISE = {"Relu", "BatchNormalization", "Sub", "Mul", "Add", "Identity", "Dropout"}
+POINTWISE = {"Relu", "BatchNormalization", "Sub", "Mul", "Add", "Abs", "Sign", "Sqrt", "Log", "Identity", "Dropout"}
 
 
 class NotDense(Exception):

@@ -10,6 +10,7 @@ import subprocess
 import threading
 
 from .interpreter import PLUGIN_DIR, worker_environment
+from .recipe import STEPS
 
 DEVICES = ("auto", "cpu", "cuda")  # the DEVICE enum's order
 PACKAGE = __name__.split(".")[0]  # the plugin's package name, whatever its folder is called
@@ -17,13 +18,16 @@ ERROR_LINES = 12  # of the worker's stderr, quoted when it fails
 POLL_S = 0.2  # how often a waiting run looks at the cancel flag
 
 
-def worker_command(python, dataset, output_dir, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1):
+def worker_command(python, dataset, output_dir, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, recipe="adaptive", steps=STEPS):
+    """The worker's command line; 0 for epochs, batch_size or learning_rate: the recipe's."""
     return [
         python, "-u", "-m", f"{PACKAGE}.models.worker",
         "--dataset", dataset,
         "--output-dir", output_dir,
         "--architecture", architecture,
+        "--recipe", recipe,
         "--epochs", str(epochs),
+        "--steps", str(steps),
         "--batch-size", str(batch_size),
         "--learning-rate", repr(float(learning_rate)),
         "--patience", str(patience),

@@ -19,15 +19,20 @@ import warnings
 import numpy as np
 import torch
 
+from ..core import transforms
 from ..core.dataset import open_dataset
+from ..core.patches import band_statistics
 from ..core.prediction import MODEL_OUTPUTS
 from .architecture import ARCHITECTURES, check_patch_size
 from .cnn import Deployed, build
 from .launch import DEVICES
+from .recipe import PATIENCE, RECIPES, STEPS, plan
 
 CHECK_BATCH = 64  # patches on which QGIS compares ONNX Runtime with torch
 REPORT_EVERY_S = 1.0  # progress within an epoch at most this often
 PREFETCHED_BATCHES = 2
+RECOMPUTE_PATCHES = 4096  # training patches the batch statistics are recomputed from, at most
+RECOMPUTE_BATCH = 256
 
 
 class UserError(Exception):
@@ -39,10 +44,12 @@ def parse(argv):
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="dense")
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--patience", type=int, default=0, help="epochs without a better validation loss before stopping; 0: off")
+    parser.add_argument("--recipe", choices=RECIPES, default=RECIPES[0])
+    parser.add_argument("--epochs", type=int, default=0, help="0: the recipe's")
+    parser.add_argument("--steps", type=int, default=STEPS, help="the adaptive recipe's budget in optimiser steps, when --epochs is 0")
+    parser.add_argument("--batch-size", type=int, default=0, help="0: the recipe's")
+    parser.add_argument("--learning-rate", type=float, default=0.0, help="peak rate; 0: the recipe's")
+    parser.add_argument("--patience", type=int, default=PATIENCE, help="epochs after the warm-up without a better validation loss before stopping; 0: off")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--members", type=int, default=1, help="ensemble members, trained from seeds seed, seed + 1, ...")
     parser.add_argument("--device", choices=DEVICES, default="auto")
@@ -91,10 +98,11 @@ def predict(model, patches, index, device, batch_size=1024):
     return out
 
 
-def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, progress=emit):
+def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, progress=emit, recipe=RECIPES[0], steps=STEPS):
     """Train `members` networks on data (open_dataset's dict), member k from seed + k (its weights
-    and the order of its batches); returns (the deployed ensemble with each member's best weights,
-    the history: one dict per member and epoch)."""
+    and the order of its batches), along recipe.plan(recipe, …); returns (the deployed ensemble
+    with each member's best weights, the history: one dict per member and epoch, the plan, the
+    bands' log scales)."""
     patches, split = data["patches"], data["split"]
     bands, patch_size = patches.shape[1], patches.shape[2]
     problem = check_patch_size(architecture, patch_size)
@@ -103,10 +111,15 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
     train_index, val_index = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
     if len(train_index) < 2:
         raise UserError(f"The dataset has {len(train_index)} training patches; at least 2 are needed.")
+    schedule = plan(recipe, len(train_index), epochs, batch_size, learning_rate, steps)
+    progress("plan", **schedule._asdict())
     targets = data["targets"].astype(np.float32)
     target_mean, target_std = float(targets[train_index].mean()), float(targets[train_index].std()) or 1.0
     standardised = ((targets - target_mean) / target_std).astype(np.float32)
-    deploy = lambda networks: Deployed(networks, data["band_mean"], data["band_std"], target_mean, target_std).to(device)  # noqa: E731
+    scales = transforms.log_scales(patches, train_index, np.random.default_rng(seed))
+    progress("transforms", bands=transforms.describe(data["band_names"], scales))
+    band_mean, band_std = band_statistics(patches, train_index, transform=lambda block: transforms.apply(block, scales))
+    deploy = lambda networks: Deployed(networks, scales, band_mean, band_std, target_mean, target_std).to(device)  # noqa: E731
     torch.use_deterministic_algorithms(True)
     networks, history = [], []
     for member in range(members):
@@ -114,52 +127,88 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
         rng = np.random.default_rng(seed + member)
         model = deploy([build(architecture, bands, patch_size)])
         step = lambda event, **values: progress(event, member=member + 1, members=members, **values)  # noqa: B023, E731
-        entries = _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, epochs, batch_size, learning_rate, patience, device, step)
+        entries = _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, step)
         history += [{"member": member + 1, **entry} for entry in entries]
         networks.append(model.networks[0])
-    return deploy(networks).eval(), history
+    return deploy(networks).eval(), history, schedule, scales
 
 
-def _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, epochs, batch_size, learning_rate, patience, device, progress):
-    """Trains the one network of `model` in place, leaving it with the weights of the best
-    validation loss; returns one history dict per epoch."""
+def _optimiser(network, schedule):
+    kind = torch.optim.AdamW if schedule.optimiser == "adamw" else torch.optim.Adam
+    return kind(network.parameters(), lr=schedule.learning_rate, weight_decay=schedule.weight_decay)
+
+
+def _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, progress):
+    """Trains the one network of `model` in place, leaving it with the weights (and batch
+    statistics) of the best validation loss; returns one history dict per epoch."""
     network = model.networks[0]
-    optimiser = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    history, best, best_loss, stale = [], None, np.inf, 0
+    optimiser = _optimiser(network, schedule)
+    epochs = schedule.epochs
+    # The batch statistics are recomputed from the same training patches after every epoch.
+    statistics_index = np.sort(rng.choice(train_index, min(len(train_index), RECOMPUTE_PATCHES), replace=False))
+    history, best, best_loss, stale, taken = [], None, np.inf, 0, 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         network.train()
         seen, total, reported = 0, 0.0, time.perf_counter()
-        for inputs, wanted in batches(patches, standardised, rng.permutation(train_index), batch_size):
+        for inputs, wanted in batches(patches, standardised, rng.permutation(train_index), schedule.batch_size):
             if len(wanted) < 2:
                 continue  # batch normalisation needs two samples
+            for group in optimiser.param_groups:
+                group["lr"] = schedule.learning_rate * schedule.rate_factor(taken)
             inputs, wanted = inputs.to(device), wanted.to(device)
             optimiser.zero_grad(set_to_none=True)
             # The network learns the standardised target from normalised inputs.
             loss = torch.nn.functional.mse_loss(network(model.normalise(inputs))[:, 0], wanted)
             loss.backward()
+            if schedule.clip_norm:
+                torch.nn.utils.clip_grad_norm_(network.parameters(), schedule.clip_norm)
             optimiser.step()
+            taken += 1
             seen += len(wanted)
             total += loss.item() * len(wanted)
             if time.perf_counter() - reported > REPORT_EVERY_S:
                 progress("batch", epoch=epoch, epochs=epochs, fraction=seen / len(train_index))
                 reported = time.perf_counter()
         train_loss, train_seconds = total / max(seen, 1), time.perf_counter() - start
+        recompute_batch_norm(network, model.normalise, patches, statistics_index, device)
         val_loss = _standardised_loss(model, patches, targets, val_index, target_std, device) if len(val_index) else None
-        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "learning_rate": optimiser.param_groups[0]["lr"], "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
         history.append(entry)
         progress("epoch", epochs=epochs, **entry)
         score = val_loss if val_loss is not None else train_loss
         if score < best_loss:
             best_loss, stale = score, 0
             best = {key: value.detach().clone() for key, value in model.state_dict().items()}
-        else:
+        elif epoch > schedule.warmup_epochs:  # patience counts only after the warm-up
             stale += 1
             if patience and len(val_index) and stale >= patience:
                 progress("stopped", epoch=epoch, best_epoch=epoch - stale)
                 break
     model.load_state_dict(best)
     return history
+
+
+def recompute_batch_norm(network, normalise, patches, index, device):
+    """Sets the running statistics of every batch normalisation of `network` to those of
+    patches[index] under its current weights (an equal-weight average over batches of nearly
+    equal size, dropout off), so that the eval-mode network is the one just trained. Leaves the
+    network in eval mode."""
+    norms = [module for module in network.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    network.eval()
+    if not norms:
+        return
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+        norm.train()
+    with torch.no_grad():
+        for chosen in np.array_split(index, max(1, len(index) // RECOMPUTE_BATCH)):
+            network(normalise(torch.from_numpy(np.asarray(patches[chosen])).to(device)))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+        norm.eval()
 
 
 def _standardised_loss(model, patches, targets, index, target_std, device):
@@ -193,7 +242,10 @@ def main(argv=None):
         device = choose_device(args.device)
         data = open_dataset(args.dataset)
         emit("start", device=str(device), threads=torch.get_num_threads(), samples=int(len(data["targets"])))
-        model, history = train(data, args.architecture, args.epochs, args.batch_size, args.learning_rate, args.patience, args.seed, device, args.members)
+        model, history, schedule, scales = train(
+            data, args.architecture, args.epochs, args.batch_size, args.learning_rate, args.patience, args.seed, device, args.members,
+            recipe=args.recipe, steps=args.steps,
+        )
         everything = np.arange(len(data["targets"]))
         predictions = predict(model, data["patches"], everything, device)
         check_inputs, check_outputs = export(model, data["patches"], args.output_dir)
@@ -201,6 +253,8 @@ def main(argv=None):
             os.path.join(args.output_dir, "result.npz"),
             predictions=predictions,
             history=json.dumps(history),
+            plan=json.dumps(schedule._asdict()),
+            log_scales=scales,
             check_inputs=check_inputs,
             **{f"check_{name}": value for name, value in check_outputs.items()},
             device=str(device),

@@ -4,19 +4,30 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from insar_subsidence.core import dataset
+from insar_subsidence.core.patches import spatial_blocks
 
 
-def known_function_dataset(path, n=3000, bands=3, size=22, seed=0):
+def known_function_dataset(path, n=3000, bands=3, size=22, seed=0, blocks=False, shuffled=False):
     """Bands are smooth random fields (like driver rasters); the target is band 0 at the patch's
-    centre pixel + 3 x the mean of band 1 over the 5 x 5 centre; band 2 plays no part. Split
-    70 / 15 / 15 at random. Returns the targets' std."""
+    centre pixel + 3 x the mean of band 1 over the 5 x 5 centre; band 2, positive and heavy-tailed
+    like a catchment area (so that the model log-scales it), plays no part. Split 70 / 15 / 15 at
+    random, or with `blocks` by whole 250 x 250 m blocks of the points (as exportpatches does);
+    `shuffled`: the targets shuffled, so that nothing can be learnt. Returns the targets' std."""
     rng = np.random.default_rng(seed)
     patches = gaussian_filter(rng.normal(0, 1, (n, bands, size, size)), sigma=(0, 0, 5, 5), mode="wrap")
     patches = (patches / patches.std()).astype(np.float32)
     patches[:, 0] = 10 + 2 * patches[:, 0]  # raw values off zero and off unit scale: normalisation matters
+    if bands > 2:
+        patches[:, 2] = np.exp(1.5 * patches[:, 2])
     centre = size // 2
     targets = (patches[:, 0, centre, centre] + 3 * patches[:, 1, centre - 2 : centre + 3, centre - 2 : centre + 3].mean(axis=(1, 2))).astype(np.float32)
-    split = rng.choice(3, n, p=[0.7, 0.15, 0.15]).astype(np.int8)
+    if shuffled:
+        targets = rng.permutation(targets)
+    x, y = rng.uniform(0, 1000, n), rng.uniform(0, 1000, n)
+    if blocks:
+        split = spatial_blocks(x, y, 250.0, 0.15, 0.15, rng).astype(np.int8)
+    else:
+        split = rng.choice(3, n, p=[0.7, 0.15, 0.15]).astype(np.int8)
     training = patches[split == 0]
     dataset.write(
         path,
@@ -24,8 +35,8 @@ def known_function_dataset(path, n=3000, bands=3, size=22, seed=0):
         np.arange(n),
         {
             "targets": targets,
-            "x": rng.uniform(0, 1000, n),
-            "y": rng.uniform(0, 1000, n),
+            "x": x,
+            "y": y,
             "pid": np.array([f"p{i}" for i in range(n)]),
             "split": split,
             "band_names": np.array([f"band{b}" for b in range(bands)]),
@@ -55,7 +66,7 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
 
     known_function_dataset(folder / "data.npz", n=600, size=size)
     data = open_dataset(folder / "data.npz")
-    model, _ = train(data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), members, progress=lambda *args, **values: None)
+    model, _, _, scales = train(data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), members, progress=lambda *args, **values: None)
     inputs, outputs = export(model, data["patches"], str(folder))
     train = data["split"] == 0
     area, _ = applicability.fit(data["patches"][train], data["band_mean"], data["band_std"], data["x"][train], data["y"][train], 250.0, np.random.default_rng(0))
@@ -75,4 +86,6 @@ def smooth_fields(bands, rows, columns, seed=0):
     fields = gaussian_filter(rng.normal(0, 1, (bands, rows, columns)), sigma=(0, 5, 5), mode="wrap")
     fields /= fields.std()
     fields[0] = 10 + 2 * fields[0]
+    if bands > 2:
+        fields[2] = np.exp(1.5 * fields[2])
     return fields

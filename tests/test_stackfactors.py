@@ -119,3 +119,51 @@ def test_one_hot_bands_and_names_survive_into_the_dataset(plugin, tmp_path, driv
     for patch, x, y in zip(np.asarray(data["patches"]), data["x"], data["y"]):
         row, column = int((4130000 - y) // 10), int((x - 180000) // 10)
         assert [1, 2, 5][int(np.argmax(patch[1:4, 1, 1]))] == classes[row, column]
+
+
+def test_directions_become_east_and_north_before_resampling(plugin, tmp_path, raster):
+    """Columns alternating 350° and 10° on 10 m cells, stacked onto 20 m cells (bilinear, each
+    output cell between two input columns): averaged as degrees they would face south (180°); as
+    components they face north. Flat cells (-1) face no direction, nodata stays nodata."""
+    degrees = np.where(np.arange(40) % 2 == 0, 350.0, 10.0)[None].repeat(30, axis=0).astype(np.float32)
+    degrees[:, 20:] = np.where(np.arange(20) % 2 == 0, 80.0, 100.0)  # the right half faces east
+    degrees[10:18, :] = -1  # flat
+    degrees[0:6, 0:8] = -9999  # nodata
+    aspect = raster(tmp_path / "aspect.tif", degrees, nodata=-9999)
+    # 20 m cells whose centres lie halfway between the 10 m cells'.
+    coarse = raster(tmp_path / "coarse.tif", np.zeros((15, 20), np.float32), (GRID[0], 20.0, 0, GRID[3], 0, -20.0))
+    results = processing.run(
+        "subsidence:stackfactors", {"INPUTS": [coarse, aspect], "CIRCULAR": [aspect], "OUTPUT": str(tmp_path / "stack.tif")}
+    )
+    names, values, _ = read_stack(results["OUTPUT"])
+    assert names == ["aspect_east", "aspect_north", "coarse"]
+    east, north = values[0], values[1]
+    by_gdal = warp_with_gdal(aspect, coarse, "bilinear")
+    below = np.arange(15)[:, None] >= 10  # far from the flat and nodata rows
+    mixed = below & (np.arange(20) >= 1) & (np.arange(20) < 9)  # cells whose inputs are all 350° or 10°, in pairs
+    assert mixed.sum() == 40 and np.allclose(by_gdal[mixed], 180.0)  # what averaging degrees does
+    np.testing.assert_allclose(north[mixed], np.cos(np.radians(10.0)), atol=1e-6)
+    np.testing.assert_allclose(east[mixed], 0.0, atol=1e-6)
+    facing_east = below & (np.arange(20) >= 11)
+    np.testing.assert_allclose(east[facing_east], np.cos(np.radians(10.0)), atol=1e-6)
+    flat = np.isclose(by_gdal, -1.0)
+    assert flat.any() and np.all(east[flat] == 0) and np.all(north[flat] == 0)
+    assert np.isnan(east[0, 0]) and np.isnan(north[0, 0])
+
+
+def test_the_aspect_of_terrain_factors_is_recognised_as_a_direction(plugin, tmp_path, raster):
+    rows, columns = np.mgrid[0:30, 0:40]
+    dem = raster(tmp_path / "dem.tif", (100 + 2 * rows).astype(np.float32))  # rising southwards: faces north
+    aspect = processing.run("subsidence:terrainfactors", {"INPUT": dem, "ASPECT": str(tmp_path / "aspect.tif")})["ASPECT"]
+    names, values, _ = stack(tmp_path, [dem, aspect])
+    assert names == ["aspect_east", "aspect_north", "dem"]
+    np.testing.assert_allclose(values[1], 1.0, atol=1e-6)
+    np.testing.assert_allclose(values[0], 0.0, atol=1e-6)
+
+
+def test_a_layer_cannot_be_both_categorical_and_a_direction(plugin, tmp_path, drivers):
+    with pytest.raises(QgsProcessingException, match="both categorical and a direction"):
+        processing.run(
+            "subsidence:stackfactors",
+            {"INPUTS": [drivers["landuse"]], "CATEGORICAL": [drivers["landuse"]], "CIRCULAR": [drivers["landuse"]], "OUTPUT": str(tmp_path / "s.tif")},
+        )

@@ -147,11 +147,11 @@ def test_a_python_without_torch_says_what_to_install(plugin, tmp_path, small_dat
 
 
 def test_worker_command_is_the_documented_command_line():
-    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto", members=5)
+    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto", members=5, recipe="paper", steps=900)
     assert command == [
         "/opt/py/bin/python", "-u", "-m", "insar_subsidence.models.worker",
-        "--dataset", "/d/data.npz", "--output-dir", "/tmp/out", "--architecture", "paper",
-        "--epochs", "150", "--batch-size", "128", "--learning-rate", "0.0001", "--patience", "20",
+        "--dataset", "/d/data.npz", "--output-dir", "/tmp/out", "--architecture", "paper", "--recipe", "paper",
+        "--epochs", "150", "--steps", "900", "--batch-size", "128", "--learning-rate", "0.0001", "--patience", "20",
         "--seed", "3", "--device", "auto", "--members", "5",
     ]  # fmt: skip
 
@@ -174,3 +174,74 @@ def test_runner_kills_the_worker_on_cancel():
     with pytest.raises(InterruptedError):
         launch.run([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), lambda event: None, lambda: time.perf_counter() - start > 0.5)
     assert time.perf_counter() - start < 5
+
+
+def test_default_settings_learn_300_patches_and_say_nothing_is_wrong(plugin, tmp_path, log_feedback):
+    """About 300 patches of a learnable function, split by spatial blocks, every setting left at
+    its default: R² >= 0.8 on the held-out test blocks, the plan and the transforms in the log and
+    the model, no nothing-learnt warning."""
+    known_function_dataset(tmp_path / "data.npz", n=300, blocks=True)
+    feedback = log_feedback()
+    result = processing.run(
+        "subsidence:traincnn",
+        {"DATASET": str(tmp_path / "data.npz"), "OUTPUT_MODEL": str(tmp_path / "model.onnx"), "OUTPUT_REPORT": str(tmp_path / "r.html")},
+        feedback=feedback,
+    )
+    metadata = read_metadata(result["OUTPUT_MODEL"])
+    scores = json.loads(metadata["metrics"])
+    assert scores["test"]["n"] >= 30 and scores["test"]["r2"] >= 0.8
+    training = json.loads(metadata["training"])
+    assert training["plan"]["recipe"] == "adaptive" and training["plan"]["batch_size"] == 32
+    assert training["settings"]["epochs"] == 0 and training["plan"]["epochs"] > 100  # planned from the steps
+    assert [entry["transform"] for entry in json.loads(metadata["band_transforms"])] == ["none", "none", "asinh"]
+    assert "Training plan: adaptive recipe" in feedback.text and "Log-scaled inside the model, as asinh(x / m): band2" in feedback.text
+    assert "learnt nothing" not in feedback.text and "learnt nothing" not in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+
+
+def test_a_model_that_learnt_nothing_is_reported(plugin, tmp_path, log_feedback):
+    known_function_dataset(tmp_path / "data.npz", n=300, blocks=True, shuffled=True)
+    feedback = log_feedback()
+    result = train(tmp_path, tmp_path / "data.npz", feedback, EPOCHS=40, OUTPUT_REPORT=str(tmp_path / "r.html"))
+    warnings = [line for line in feedback.lines if line.startswith("WARNING ") and "learnt nothing" in line]
+    assert len(warnings) == 1 and "below the training mean's" in warnings[0]
+    assert "Warning: the model learnt nothing useful" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+
+
+@pytest.mark.parametrize("epochs", [1, 6])
+def test_validation_is_scored_with_the_batch_statistics_of_the_training_patches(plugin, tmp_path, epochs):
+    """The validation loss recorded for the weights kept equals that of the same weights with
+    every batch normalisation's statistics computed anew from all training patches in one batch
+    (dropout off): a second computation of what eval mode should use."""
+    import copy
+
+    import torch
+
+    from insar_subsidence.core.dataset import open_dataset
+    from insar_subsidence.models import worker
+
+    known_function_dataset(tmp_path / "data.npz", n=300, blocks=True)
+    data = open_dataset(tmp_path / "data.npz")
+    model, history, _, _ = worker.train(data, "dense", epochs, 0, 0.0, 0, 0, torch.device("cpu"), progress=lambda *args, **values: None)
+    reference = copy.deepcopy(model)
+    network = reference.networks[0]
+    for module in network.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 1.0  # the running statistics become those of the next batch
+    train_index, val = np.flatnonzero(data["split"] == 0), data["split"] == 1
+    with torch.no_grad():
+        network.train()
+        network(reference.normalise(torch.from_numpy(np.asarray(data["patches"][train_index]))))
+    target_std = data["targets"][train_index].std()
+    loss = np.mean(((predict_with(reference, data["patches"][val]) - data["targets"][val]) / target_std) ** 2)
+    recorded = min(entry["val_loss"] for entry in history)
+    assert loss == pytest.approx(recorded, rel=0.01)
+
+
+def predict_with(model, patches):
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(np.asarray(patches)))[0][:, 0].numpy()

@@ -39,7 +39,7 @@ echo "   (displacement 2016-01-01 … 2019-12-31, mm)"
 "$qgis_process" run "$model" -- \
     ps_export="$data/Sentinel_Asc.shp" start_date=2016-01-01 end_date=2019-12-31 units=2 los_to_vertical=true \
     dem="$out/derived_dem_from_ps_topo.tif" wells="$data/Piezometros.shp" \
-    patch_size=22 epochs=150 batch_size=32 learning_rate=0.001 ensemble=5 variogram_model=0 n_neighbours=0 \
+    patch_size=22 epochs=0 batch_size=0 learning_rate=0 ensemble=5 variogram_model=0 n_neighbours=0 \
     importps:ps_points="$out/ps_points.gpkg" stackfactors:stack="$out/driver_stack.tif" \
     exportpatches:dataset="$out/dataset.npz" traincnn:model="$out/cnn_model.onnx" \
     traincnn:training_report="$out/training_report.html" predictsurface:cnn_surface="$out/cnn_surface.tif" \

@@ -94,9 +94,9 @@ def build():
     parameter(model, QgsProcessingParameterFeatureSource("wells", "Wells (or other features to measure the distance to)"), 120, 500)
     integer = QgsProcessingParameterNumber.Integer
     parameter(model, QgsProcessingParameterNumber("patch_size", "Patch size (pixels)", integer, 30, minValue=22), 120, 600)
-    parameter(model, QgsProcessingParameterNumber("epochs", "Training epochs", integer, 150, minValue=1), 120, 660)
-    parameter(model, QgsProcessingParameterNumber("batch_size", "Training batch size", integer, 128, minValue=2), 120, 720)
-    rate = QgsProcessingParameterNumber("learning_rate", "Learning rate (Adam)", QgsProcessingParameterNumber.Double, 1e-4, minValue=1e-9)
+    parameter(model, QgsProcessingParameterNumber("epochs", "Training epochs (0: the adaptive recipe's)", integer, 0, minValue=0), 120, 660)
+    parameter(model, QgsProcessingParameterNumber("batch_size", "Training batch size (0: the recipe's)", integer, 0, minValue=0), 120, 720)
+    rate = QgsProcessingParameterNumber("learning_rate", "Peak learning rate (0: the recipe's)", QgsProcessingParameterNumber.Double, 0.0, minValue=0.0)
     parameter(model, rate, 120, 780)
     ensemble = QgsProcessingParameterNumber("ensemble", "CNN ensemble members (their spread is the uncertainty)", integer, 5, minValue=2)
     parameter(model, ensemble, 120, 960)

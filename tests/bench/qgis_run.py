@@ -35,8 +35,10 @@ def environment(**extra):
 
 
 def run(algorithm, parameters, env):
-    """(seconds, peak MB, output text) of `qgis_process.bin run algorithm -- KEY=value …`."""
-    command = ["qgis_process.bin", "run", algorithm, "--", *(f"{key}={value}" for key, value in parameters.items())]
+    """(seconds, peak MB, output text) of `qgis_process.bin run algorithm -- KEY=value …`; a
+    list value is passed as KEY=item once per item."""
+    pairs = [(key, item) for key, value in parameters.items() for item in (value if isinstance(value, list) else [value])]
+    command = ["qgis_process.bin", "run", algorithm, "--", *(f"{key}={value}" for key, value in pairs)]
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - start

@@ -19,7 +19,7 @@ def write_dense_model(path, names, size, members=1, applicability=None):
 
     bands = len(names)
     torch.manual_seed(0)
-    model = Deployed([build("dense", bands, size) for _ in range(members)], np.zeros(bands), np.ones(bands), 0.0, 1.0).eval()
+    model = Deployed([build("dense", bands, size) for _ in range(members)], np.zeros(bands), np.zeros(bands), np.ones(bands), 0.0, 1.0).eval()
     patches = np.random.default_rng(0).normal(0, 1, (64, bands, size, size)).astype(np.float32)
     folder = tempfile.mkdtemp()
     inputs, outputs = export(model, patches, folder)
