@@ -48,7 +48,10 @@ def dense_model(model_bytes):
     for node in graph.node:
         attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
         reach = next((state[name] for name in node.input if name in state), None)
-        if node.op_type in POINTWISE:
+        if node.op_type == "Constant":  # a scalar such as asinh's + 1: a weight like the others
+            weights[node.output[0]] = numpy_helper.to_array(attributes["value"])
+            nodes.append(node)
+        elif node.op_type in POINTWISE:
             nodes.append(node)
         elif reach is None:
             raise NotDense(f"{node.name}: a {node.op_type} layer on weights alone")

@@ -146,7 +146,7 @@ def _train_member(model, patches, standardised, targets, train_index, val_index,
     epochs = schedule.epochs
     # The batch statistics are recomputed from the same training patches after every epoch.
     statistics_index = np.sort(rng.choice(train_index, min(len(train_index), RECOMPUTE_PATCHES), replace=False))
-    history, best, best_loss, stale, taken = [], None, np.inf, 0, 0
+    history, best, best_loss, best_epoch, stale, taken = [], None, np.inf, 0, 0, 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         network.train()
@@ -178,12 +178,12 @@ def _train_member(model, patches, standardised, targets, train_index, val_index,
         progress("epoch", epochs=epochs, **entry)
         score = val_loss if val_loss is not None else train_loss
         if score < best_loss:
-            best_loss, stale = score, 0
+            best_loss, best_epoch, stale = score, epoch, 0
             best = {key: value.detach().clone() for key, value in model.state_dict().items()}
         elif epoch > schedule.warmup_epochs:  # patience counts only after the warm-up
             stale += 1
             if patience and len(val_index) and stale >= patience:
-                progress("stopped", epoch=epoch, best_epoch=epoch - stale)
+                progress("stopped", epoch=epoch, best_epoch=best_epoch)
                 break
     model.load_state_dict(best)
     return history
