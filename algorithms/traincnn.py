@@ -188,7 +188,7 @@ class TrainCnn(SubsidenceAlgorithm):
         architecture = settings["architecture"]
         with np.load(os.path.join(folder, "result.npz")) as result:
             members, history = result["predictions"], json.loads(str(result["history"]))
-            schedule, scales = json.loads(str(result["plan"])), result["log_scales"]
+            schedule, scales = Plan.from_dict(json.loads(str(result["plan"]))), result["log_scales"]
             check_inputs = result["check_inputs"]
             check_outputs = {name: result[f"check_{name}"] for name in MODEL_OUTPUTS}
         predictions, sigma = ensemble_summary(members.T)
@@ -214,7 +214,7 @@ class TrainCnn(SubsidenceAlgorithm):
             "calibration": calibration,
             "applicability": area.to_metadata(),
             "plugin_version": plugin_version(),
-            "training": {"epochs_run": len(history), "history": history, "settings": settings, "plan": schedule},
+            "training": {"epochs_run": len(history), "history": history, "settings": settings, "plan": schedule._asdict()},
         }
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         try:
@@ -235,7 +235,8 @@ class TrainCnn(SubsidenceAlgorithm):
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
-                file.write(_report(history, schedule, problem, scores, calibration, targets, predictions, sigma, split, training_di, area.threshold, metadata))
+                log_scaled = transforms.describe(data["band_names"], scales)
+                file.write(_report(history, schedule, log_scaled, problem, scores, calibration, targets, predictions, sigma, split, training_di, area.threshold, metadata))
             results[self.OUTPUT_REPORT] = report_path
         return results
 
@@ -288,7 +289,7 @@ class _Follower:
             feedback.pushInfo(f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches.")
         elif kind == "plan":
             self.epochs = event["epochs"]
-            feedback.pushInfo(f"Training plan: {Plan(**{key: event[key] for key in Plan._fields}).describe()}.")
+            feedback.pushInfo(f"Training plan: {Plan.from_dict(event).describe()}.")
         elif kind == "batch":
             feedback.setProgress(done(event["epoch"] - 1 + event["fraction"]))
         elif kind == "epoch":
@@ -328,7 +329,7 @@ def nothing_learnt(scores, targets, split):
     )
 
 
-def _report(history, schedule, problem, scores, calibration, targets, predictions, sigma, split, training_di, threshold, metadata):
+def _report(history, schedule, log_scaled, problem, scores, calibration, targets, predictions, sigma, split, training_di, threshold, metadata):
     units = metadata["target_units"]
     members = sorted({entry.get("member", 1) for entry in history})
     columns = min(len(members), 3)
@@ -343,8 +344,8 @@ def _report(history, schedule, problem, scores, calibration, targets, prediction
             axes.plot(epochs, [entry["val_loss"] for entry in entries], label="validation")
             best = min(entries, key=lambda entry: entry["val_loss"])
             axes.axvline(best["epoch"], color="black", linewidth=0.8, linestyle=":", label=f"best, epoch {best['epoch']}")
-        if schedule["warmup_epochs"]:
-            axes.axvspan(0.5, schedule["warmup_epochs"] + 0.5, color="0.9", label="warm-up")
+        if schedule.warmup_epochs:
+            axes.axvspan(0.5, schedule.warmup_epochs + 0.5, color="0.9", label="warm-up")
         axes.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")  # the training mean's loss, about
         axes.set(title=f"member {member}" if len(members) > 1 else "", xlabel="epoch", ylabel="MSE, standardised target", yscale="log")
         axes.legend(fontsize="x-small")
@@ -360,13 +361,12 @@ def _report(history, schedule, problem, scores, calibration, targets, prediction
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
         axes.set(title=f"{name} ({int(chosen.sum())})", xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
     rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for name in SPLITS]
-    transformed = [f"{entry['band']} (m = {entry['scale']:.4g})" for entry in metadata["band_transforms"] if entry["transform"] != "none"]
     sections = [("Warning: the model learnt nothing useful", report.paragraph(problem, warning=True))] if problem else []
     sections += [
         ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
         ("Training", report.paragraph(
-            Plan(**{key: schedule[key] for key in Plan._fields}).describe() + ". Bands log-scaled inside the model as asinh(x / m): "
-            + (", ".join(transformed) if transformed else "none") + ".")),
+            schedule.describe() + ". Bands log-scaled inside the model as asinh(x / m): "
+            + (", ".join(log_scaled) if log_scaled else "none") + ".")),
         ("Learning curves", report.image(curves, "training and validation loss of each member by epoch; dashed: about the loss of predicting the training mean")),
         ("Observed and predicted", report.image(scatter, "observed versus predicted" + (" (bars: ±1σ of the ensemble)" if len(members) > 1 else ""))),
     ]

@@ -49,6 +49,11 @@ class Plan(NamedTuple):
     schedule: str  # "warm-up and cosine" or "constant"
     clip_norm: float  # gradients are clipped to this norm; 0: not clipped
 
+    @classmethod
+    def from_dict(cls, values):
+        """The plan the worker sent (its _asdict(), through JSON)."""
+        return cls(**{key: values[key] for key in cls._fields})
+
     def rate_factor(self, step):
         """The learning rate at optimiser step `step` (from 0) as a fraction of the peak."""
         if self.schedule == "constant":
