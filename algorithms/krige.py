@@ -130,6 +130,13 @@ class Krige(SubsidenceAlgorithm):
         self.addParameter(
             QgsProcessingParameterCrs(self.CRS, self.tr("Grid CRS (without reference grid; default: the points')"), optional=True)
         )
+        self.add_variogram_parameters()
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Kriged surface")))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_VARIANCE, self.tr("Kriging variance")))
+        self.add_report_and_outputs()
+
+    def add_variogram_parameters(self):
+        """The variogram, its fixed parameters, the neighbourhood and the fit's subsample."""
         self.addParameter(
             QgsProcessingParameterEnum(self.VARIOGRAM_MODEL, self.tr("Variogram model"), options=list(MODELS), defaultValue=0)
         )
@@ -154,8 +161,9 @@ class Krige(SubsidenceAlgorithm):
         ):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Kriged surface")))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_VARIANCE, self.tr("Kriging variance")))
+
+    def add_report_and_outputs(self):
+        """The report and the numbers every kriging run returns."""
         self.addParameter(
             QgsProcessingParameterFileDestination(
                 self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
@@ -205,6 +213,24 @@ class Krige(SubsidenceAlgorithm):
         check_points(x, y, z)
 
         steps.setCurrentStep(1)
+        kriging, fit, statistics, cautions = self.fit_kriging(parameters, context, feedback, x, y, z)
+
+        steps.setCurrentStep(3)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
+        self._write_surfaces(kriging, grid, crs, field, output, variance_output, steps)
+        style_raster(output)
+        style_raster(variance_output, sequential=True)
+        points = [("kriged", len(z)), ("merged into coincident points", merged), *[(f"skipped: {k}", v) for k, v in skipped.items()]]
+        return {
+            self.OUTPUT: output,
+            self.OUTPUT_VARIANCE: variance_output,
+            **self.finish(parameters, context, fit, statistics, cautions, f"Ordinary kriging of {field}", points),
+        }
+
+    def fit_kriging(self, parameters, context, feedback, x, y, z):
+        """The variogram fitted (or given) and the kriging of the points, with its leave-one-out
+        statistics and the cautions, all logged: (kriging, fit, statistics, cautions)."""
         model = MODELS[self.parameterAsEnum(parameters, self.VARIOGRAM_MODEL, context)]
         experimental = experimental_variogram(
             x,
@@ -215,8 +241,6 @@ class Krige(SubsidenceAlgorithm):
         )
         fit = fit_variogram(experimental, model, self._fixed(parameters, context))
         self._log_fit(fit, feedback)
-
-        steps.setCurrentStep(2)
         kriging = OrdinaryKriging(x, y, z, fit.variogram, self.parameterAsInt(parameters, self.N_NEIGHBOURS, context))
         statistics = cross_validation_statistics(*kriging.leave_one_out())
         feedback.pushInfo(
@@ -227,21 +251,15 @@ class Krige(SubsidenceAlgorithm):
         cautions = warnings(fit, statistics)
         for caution in cautions:
             feedback.pushWarning(caution)
+        return kriging, fit, statistics, cautions
 
-        steps.setCurrentStep(3)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
-        self._write_surfaces(kriging, grid, crs, field, output, variance_output, steps)
-        style_raster(output)
-        style_raster(variance_output, sequential=True)
-
+    def finish(self, parameters, context, fit, statistics, cautions, title, points):
+        """The numeric outputs, and the report when asked for; points: (what, count) rows."""
         results = {
-            self.OUTPUT: output,
-            self.OUTPUT_VARIANCE: variance_output,
-            self.VARIOGRAM_PARAMETERS: json.dumps({"model": model, **fit.variogram.as_pykrige_dict()}),
+            self.VARIOGRAM_PARAMETERS: json.dumps({"model": fit.variogram.model, **fit.variogram.as_pykrige_dict()}),
             self.NUGGET: fit.variogram.nugget,
             self.FIT_R2: fit.r_squared,
-            self.N_POINTS: len(z),
+            self.N_POINTS: points[0][1],
             **{f"LOO_{name}": value for name, value in statistics.items()},
         }
         bounded = fit.variogram.as_pykrige_dict()
@@ -249,7 +267,7 @@ class Krige(SubsidenceAlgorithm):
             results.update({self.SILL: bounded["sill"], self.RANGE: bounded["range"]})
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
-            self._write_report(report_path, fit, statistics, cautions, field, len(z), merged, skipped)
+            self._write_report(report_path, fit, statistics, cautions, title, points)
             results[self.OUTPUT_REPORT] = report_path
         return results
 
@@ -305,7 +323,7 @@ class Krige(SubsidenceAlgorithm):
                 rasters.write(1, row, variances)
                 feedback.setProgress(100 * stop / grid.height)
 
-    def _write_report(self, path, fit, statistics, cautions, field, n_points, merged, skipped):
+    def _write_report(self, path, fit, statistics, cautions, title, points):
         fig = report.figure()
         plot_variogram(fit, fig.add_subplot())
         sections = [
@@ -323,13 +341,7 @@ class Krige(SubsidenceAlgorithm):
                 report.table(["statistic", "value"], list(statistics.items()))
                 + report.paragraph("MSE should be close to 0 and MSSE close to 1 when the kriging variance is honest."),
             ),
-            (
-                "Points",
-                report.table(
-                    ["", "count"],
-                    [("kriged", n_points), ("merged into coincident points", merged), *[(f"skipped: {k}", v) for k, v in skipped.items()]],
-                ),
-            ),
+            ("Points", report.table(["", "count"], points)),
         ]
         with open(path, "w", encoding="utf-8") as file:
-            file.write(report.page(f"Ordinary kriging of {field}", sections))
+            file.write(report.page(title, sections))

@@ -10,6 +10,7 @@ from .evaluate import Evaluate
 from .exportpatches import ExportPatches
 from .importps import ImportPs
 from .krige import Krige
+from .krigeresiduals import KrigeResiduals
 from .predictsurface import PredictSurface
 from .selectps import SelectPs
 from .stackfactors import StackFactors
@@ -18,7 +19,7 @@ from .terrainfactors import TerrainFactors
 from .traincnn import TrainCnn
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, PredictSurface, Krige, Evaluate)
+ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, PredictSurface, Krige, KrigeResiduals, Evaluate)
 
 
 class SubsidenceProvider(QgsProcessingProvider):

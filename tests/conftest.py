@@ -185,7 +185,21 @@ def sample_parameters(tmp_path, dense_model):
             "OUTPUT_VARIANCE": str(tmp_path / "variance.tif"),
             "OUTPUT_REPORT": str(tmp_path / "report.html"),
         },
+        "subsidence:krigeresiduals": {
+            "SURFACE": _donana_surface(tmp_path, "surface.tif", 0.0),
+            "SURFACE_UNCERTAINTY": _donana_surface(tmp_path, "sigma.tif", 1.0),
+            "POINTS": str(DONANA_ASC),
+            "FIELD": "Vel",
+            "OUTPUT": str(tmp_path / "hybrid.tif"),
+            "OUTPUT_VARIANCE": str(tmp_path / "hybrid_variance.tif"),
+            "OUTPUT_REPORT": str(tmp_path / "hybrid.html"),
+        },
     }
+
+
+def _donana_surface(tmp_path, name, value):
+    """A constant 1 km raster over the Doñana points (DONANA_EXTENT)."""
+    return write_geotiff(tmp_path / name, np.full((18, 20), value), (176000, 1000, 0, 4140000, 0, -1000), 25830)
 
 
 def _small_training_dataset(tmp_path):

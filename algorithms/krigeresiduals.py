@@ -1,0 +1,229 @@
+"""subsidence:krigeresiduals — a surface plus the ordinary kriging of its residuals at the points (the hybrid)."""
+
+import numpy as np
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsPointXY,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..core.dataset import open_dataset
+from ..core.errors import InputError
+from ..core.kriging import check_points, merge_coincident
+from ..core.patches import TRAIN, pixel_indices
+from .krige import BLOCK_CELLS, Krige
+from .layers import Float32Rasters, grid_of_raster, point_values, read_band
+from .styles import style_raster
+
+NAMED = 10  # points named in the log when some lie outside the surface
+
+
+class KrigeResiduals(Krige):
+    SURFACE = "SURFACE"
+    SURFACE_UNCERTAINTY = "SURFACE_UNCERTAINTY"
+    DATASET = "DATASET"
+    N_LEFT_OUT = "N_LEFT_OUT"
+
+    def name(self):
+        return "krigeresiduals"
+
+    def displayName(self):  # noqa: N802
+        return self.tr("Krige the residuals of a surface (hybrid)")
+
+    def tags(self):
+        return self.tr("hybrid,residual kriging,regression kriging,kriging,cnn,correction,variance,ps,insar").split(",")
+
+    def shortHelpString(self):  # noqa: N802
+        return self.tr(
+            "Corrects a predicted surface (e.g. the CNN's, from 'Predict the surface') with what the points "
+            "say it misses: at every point the residual, the point's value minus the surface's value in the "
+            "point's cell, is kriged onto the surface's grid (ordinary kriging, the variogram fitted to the "
+            "residuals as in 'Ordinary kriging'), and added to the surface. Where the points agree with the "
+            "surface the correction is zero; near points that the surface misses it pulls the map to them.\n"
+            "Which points: a network reproduces its own training points almost exactly, so its residuals "
+            "there are near zero and would say the map is right where it is merely remembered. Give the "
+            "model's training dataset (DATASET): the points in the cells of its training points are then "
+            "left out, and only points the model did not learn from (its validation and test points, and "
+            "any other) are kriged. Without DATASET every point is kriged: right for a surface not fitted to "
+            "these points, and the log warns.\n"
+            "OUTPUT_VARIANCE: the kriging variance of the residuals, plus the square of SURFACE_UNCERTAINTY "
+            "where that is given. The kriging variance alone is the variance of the corrected map's error "
+            "when the residuals' variogram describes them; adding the surface's σ² (taken as independent) "
+            "is the cautious choice where the surface's error varies in ways a single variogram cannot "
+            "see, such as outside the model's area of applicability.\n"
+            "For the final map from every point: krige the residuals of the CNN trained on the split, with its "
+            "DATASET, at all the points (its validation and test points are then all kriged). A model trained "
+            "again on every point (REFIT in 'Train the CNN') has no out-of-sample residual left: use its "
+            "surface as it is, or this hybrid.\n"
+            "Points outside the surface or on its nodata are skipped and counted (the first few named in "
+            "the log). Points are reprojected to the surface's CRS, which must be projected. The variogram "
+            "parameters, neighbours, report and leave-one-out statistics are those of 'Ordinary kriging'.\n"
+            "Units: the surface's and the field's (they must agree), the variance in those units squared."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SURFACE, self.tr("Surface to correct")))
+        self.addParameter(QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField(self.FIELD, self.tr("Value field"), None, self.POINTS, QgsProcessingParameterField.Numeric))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(self.SURFACE_UNCERTAINTY, self.tr("Surface's uncertainty (σ; optional, added to the variance)"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.DATASET, self.tr("Training dataset of the surface's model (its training points are left out)"), extension="npz", optional=True
+            )
+        )
+        self.add_variogram_parameters()
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Corrected surface")))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_VARIANCE, self.tr("Variance of the corrected surface")))
+        self.add_report_and_outputs()
+        self.addOutput(QgsProcessingOutputNumber(self.N_LEFT_OUT, self.tr("Points left out as training points")))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        return super(Krige, self).checkParameterValues(parameters, context)
+
+    def _krige(self, parameters, context, feedback):
+        steps = QgsProcessingMultiStepFeedback(4, feedback)
+        surface = self.parameterAsRasterLayer(parameters, self.SURFACE, context)
+        grid, crs = grid_of_raster(surface), QgsCoordinateReferenceSystem(surface.crs())
+        if not crs.isValid() or crs.isGeographic():
+            raise QgsProcessingException(
+                self.tr(f"The surface's CRS ({crs.authid() or 'none'}) is not a projected one: krige in metres, e.g. the surface of a stack in the UTM zone.")
+            )
+        uncertainty = self.parameterAsRasterLayer(parameters, self.SURFACE_UNCERTAINTY, context)
+        if uncertainty is not None and (grid_of_raster(uncertainty) != grid or uncertainty.crs() != surface.crs()):
+            raise QgsProcessingException(self.tr("SURFACE_UNCERTAINTY is not on the surface's grid: give the uncertainty written with the surface."))
+        source = self.parameterAsSource(parameters, self.POINTS, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.POINTS))
+        field = self.parameterAsString(parameters, self.FIELD, context)
+        if not source.fields().field(field).isNumeric():
+            raise QgsProcessingException(self.tr(f"The field '{field}' is not numeric: choose the field of the points' values (e.g. velocity or displacement)."))
+
+        x, y, z, ids, _, skipped = point_values(source, field, crs, context, steps)
+        surface_file = _open(surface.source())
+        row, column = pixel_indices(grid, x, y)
+        at_points = _values_at(surface_file.GetRasterBand(1), row, column, grid)
+        outside = ~np.isfinite(at_points)
+        if outside.any():
+            named = ", ".join(f"feature {ids[index]}" for index in np.flatnonzero(outside)[:NAMED])
+            feedback.pushWarning(
+                self.tr(f"{int(outside.sum())} of {len(z)} points lie outside the surface or on its nodata and are skipped: {named}{' …' if outside.sum() > NAMED else ''}.")
+            )
+            skipped["outside the surface or on its nodata"] = int(outside.sum())
+        learnt = self._training_cells(parameters, context, grid, crs, row, column)
+        if learnt is None:
+            feedback.pushWarning(
+                self.tr(
+                    "No DATASET: every point's residual is kriged. If the surface comes from a model trained on these points, "
+                    "its residuals at its training points are near zero, and the correction and its variance come out too small: "
+                    "give the model's training dataset."
+                )
+            )
+            learnt = np.zeros(len(z), bool)
+        left_out = int((learnt & ~outside).sum())
+        kept = ~outside & ~learnt
+        x, y, residuals, merged = merge_coincident(x[kept], y[kept], z[kept] - at_points[kept])
+        feedback.pushInfo(
+            self.tr(f"{len(z)} points with a value in '{field}': {int(outside.sum())} outside the surface, {left_out} left out as training points, "
+                    f"{int(kept.sum())} residuals kriged ({merged} merged into coincident ones); mean residual {np.mean(residuals) if len(residuals) else float('nan'):.4g}.")
+        )  # fmt: skip
+        try:
+            check_points(x, y, residuals)
+        except InputError as error:
+            raise QgsProcessingException(f"{error} ({left_out} points were left out as training points, {int(outside.sum())} lie outside the surface.)") from None
+
+        steps.setCurrentStep(1)
+        kriging, fit, statistics, cautions = self.fit_kriging(parameters, context, feedback, x, y, residuals)
+
+        steps.setCurrentStep(3)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
+        uncertainty_file = None if uncertainty is None else _open(uncertainty.source())
+        self._write_corrected(kriging, grid, crs, field, surface_file, uncertainty_file, output, variance_output, steps)
+        style_raster(output)
+        style_raster(variance_output, sequential=True)
+        points = [
+            ("residuals kriged", len(residuals)), ("left out as training points", left_out), ("merged into coincident points", merged),
+            *[(f"skipped: {k}", v) for k, v in skipped.items()],
+        ]  # fmt: skip
+        return {
+            self.OUTPUT: output,
+            self.OUTPUT_VARIANCE: variance_output,
+            self.N_LEFT_OUT: left_out,
+            **self.finish(parameters, context, fit, statistics, cautions, f"Kriged residuals of {field} about {surface.name()}", points),
+        }
+
+    def _training_cells(self, parameters, context, grid, crs, row, column):
+        """True for the points in a cell of one of DATASET's training points; None without DATASET."""
+        path = self.parameterAsFile(parameters, self.DATASET, context)
+        if not path:
+            return None
+        try:
+            data = open_dataset(path)
+        except (OSError, ValueError, KeyError) as error:
+            raise QgsProcessingException(f"{path} is not a dataset written by 'Export training patches': {error}") from None
+        train = data["split"] == TRAIN
+        x, y = data["x"][train], data["y"][train]
+        dataset_crs = QgsCoordinateReferenceSystem.fromWkt(str(data["crs"]))
+        if not dataset_crs.isValid():  # an authority id such as EPSG:32630
+            dataset_crs = QgsCoordinateReferenceSystem(str(data["crs"]))
+        if dataset_crs.isValid() and dataset_crs != crs:
+            transform = QgsCoordinateTransform(dataset_crs, crs, context.transformContext())
+            try:
+                moved = [transform.transform(QgsPointXY(a, b)) for a, b in zip(x, y)]
+            except QgsCsException as error:
+                raise QgsProcessingException(f"The dataset's points cannot be transformed to the surface's CRS: {error}") from None
+            x, y = np.array([point.x() for point in moved]), np.array([point.y() for point in moved])
+        train_row, train_column = pixel_indices(grid, x, y)
+        cells = set(zip(train_row.tolist(), train_column.tolist()))
+        return np.array([cell in cells for cell in zip(row.tolist(), column.tolist())], bool)
+
+    def _write_corrected(self, kriging, grid, crs, field, surface, uncertainty, output, variance_output, feedback):
+        rows_per_block = max(1, BLOCK_CELLS // grid.width)
+        outputs = [(output, [f"surface + kriged residuals of {field}"]), (variance_output, [f"variance of the corrected {field}"])]
+        with Float32Rasters(outputs, grid, crs) as rasters:
+            for row in range(0, grid.height, rows_per_block):
+                if feedback.isCanceled():
+                    raise QgsProcessingException(self.tr("Canceled: no output was written."))
+                stop = min(row + rows_per_block, grid.height)
+                values = read_band(surface.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float)
+                corrections, variances = kriging.predict(*grid.centres(row, stop))
+                if uncertainty is not None:
+                    variances = variances + read_band(uncertainty.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float) ** 2
+                variances[~np.isfinite(values)] = np.nan
+                rasters.write(0, row, values + corrections)
+                rasters.write(1, row, variances)
+                feedback.setProgress(100 * stop / grid.height)
+
+
+def _open(path):
+    raster = gdal.Open(path)
+    if raster is None:
+        raise QgsProcessingException(f"GDAL cannot open {path}: {gdal.GetLastErrorMsg()}")
+    return raster
+
+
+def _values_at(band, row, column, grid):
+    """The band's values in the given cells (NaN outside the grid and on nodata), read by row
+    blocks so that memory stays bounded."""
+    inside = (row >= 0) & (row < grid.height) & (column >= 0) & (column < grid.width)
+    values = np.full(len(row), np.nan)
+    rows_per_block = max(1, BLOCK_CELLS // grid.width)
+    for first in range(0, grid.height, rows_per_block):
+        chosen = np.flatnonzero(inside & (row >= first) & (row < first + rows_per_block))
+        if len(chosen):
+            block = read_band(band, 0, first, grid.width, min(rows_per_block, grid.height - first))
+            values[chosen] = block[row[chosen] - first, column[chosen]]
+    return values
