@@ -218,7 +218,7 @@ class Krige(SubsidenceAlgorithm):
         steps.setCurrentStep(3)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
-        self._write_surfaces(kriging, grid, crs, field, output, variance_output, steps)
+        self._write_surfaces(kriging, grid, crs, [f"kriged {field}", f"kriging variance of {field}"], output, variance_output, steps)
         style_raster(output)
         style_raster(variance_output, sequential=True)
         points = [("kriged", len(z)), ("merged into coincident points", merged), *[(f"skipped: {k}", v) for k, v in skipped.items()]]
@@ -310,15 +310,18 @@ class Krige(SubsidenceAlgorithm):
         for lag, gamma, count in zip(fit.experimental.lags, fit.experimental.semivariance, fit.experimental.counts):
             feedback.pushDebugInfo(f"lag {lag:.6g}: experimental {gamma:.6g}, fitted {fit.variogram(lag):.6g}, {count} pairs")
 
-    def _write_surfaces(self, kriging, grid, crs, field, output, variance_output, feedback):
+    def _write_surfaces(self, kriging, grid, crs, names, output, variance_output, feedback, adjust=None):
+        """Kriges the grid by blocks of rows into the two files (band names `names`);
+        adjust(first row, stop row, values, variances), when given, returns what is written."""
         rows_per_block = max(1, BLOCK_CELLS // grid.width)
-        outputs = [(output, [f"kriged {field}"]), (variance_output, [f"kriging variance of {field}"])]
-        with Float32Rasters(outputs, grid, crs) as rasters:
+        with Float32Rasters([(output, [names[0]]), (variance_output, [names[1]])], grid, crs) as rasters:
             for row in range(0, grid.height, rows_per_block):
                 if feedback.isCanceled():
                     raise QgsProcessingException(self.tr("Canceled: no output was written."))
                 stop = min(row + rows_per_block, grid.height)
                 values, variances = kriging.predict(*grid.centres(row, stop))
+                if adjust is not None:
+                    values, variances = adjust(row, stop, values, variances)
                 rasters.write(0, row, values)
                 rasters.write(1, row, variances)
                 feedback.setProgress(100 * stop / grid.height)

@@ -23,7 +23,7 @@ from ..core.errors import InputError
 from ..core.kriging import check_points, merge_coincident
 from ..core.patches import TRAIN, pixel_indices
 from .krige import BLOCK_CELLS, Krige
-from .layers import Float32Rasters, grid_of_raster, point_values, read_band
+from .layers import grid_of_raster, point_values, read_band
 from .styles import style_raster
 
 NAMED = 10  # points named in the log when some lie outside the surface
@@ -191,22 +191,14 @@ class KrigeResiduals(Krige):
         return np.array([cell in cells for cell in zip(row.tolist(), column.tolist())], bool)
 
     def _write_corrected(self, kriging, grid, crs, field, surface, uncertainty, output, variance_output, feedback):
-        rows_per_block = max(1, BLOCK_CELLS // grid.width)
-        outputs = [(output, [f"surface + kriged residuals of {field}"]), (variance_output, [f"variance of the corrected {field}"])]
-        with Float32Rasters(outputs, grid, crs) as rasters:
-            for row in range(0, grid.height, rows_per_block):
-                if feedback.isCanceled():
-                    raise QgsProcessingException(self.tr("Canceled: no output was written."))
-                stop = min(row + rows_per_block, grid.height)
-                values = read_band(surface.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float)
-                corrections, variances = kriging.predict(*grid.centres(row, stop))
-                if uncertainty is not None:
-                    variances = variances + read_band(uncertainty.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float) ** 2
-                variances[~np.isfinite(values)] = np.nan
-                rasters.write(0, row, values + corrections)
-                rasters.write(1, row, variances)
-                feedback.setProgress(100 * stop / grid.height)
+        def corrected(row, stop, corrections, variances):
+            values = read_band(surface.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float)
+            if uncertainty is not None:
+                variances = variances + read_band(uncertainty.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float) ** 2
+            return values + corrections, np.where(np.isfinite(values), variances, np.nan)
 
+        names = [f"surface + kriged residuals of {field}", f"variance of the corrected {field}"]
+        self._write_surfaces(kriging, grid, crs, names, output, variance_output, feedback, corrected)
 
 def _open(path):
     raster = gdal.Open(path)
