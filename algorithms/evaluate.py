@@ -1,4 +1,4 @@
-"""subsidence:evaluate — the CNN and ordinary kriging on the same held-out points."""
+"""subsidence:evaluate — every method (the null model, kriging, regression kriging, the CNN, the hybrid) on the same held-out points."""
 
 import json
 import os
@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
@@ -29,9 +30,9 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import dataset, metrics, report
 from ..core.dataset import open_dataset
 from ..core.errors import InputError
-from ..core.evaluation import compare, fold_split, pooled, spatial_folds
+from ..core.evaluation import METHODS, NAMES, compare, fold_split, pooled, spatial_folds, verdict
 from ..core.kriging import MODELS
-from ..core.patches import DROPPED, TEST, TRAIN, VAL, band_statistics, default_block_size
+from ..core.patches import DROPPED, TEST, TRAIN, VAL, default_block_size
 from ..core.prediction import members_output, session
 from .base import SubsidenceAlgorithm
 from .layers import read_decimated
@@ -39,13 +40,14 @@ from .traincnn import train_in_worker
 
 PREDICT_BATCH = 256
 MAP_SIDE = 800  # cells a side at most in the report's maps
-PER_POINT = ("targets", "x", "y", "pid", "split")  # the dataset's members with a value per point
 VALIDATION_FRACTION = 0.15  # of a fold's training points, in whole blocks, for early stopping
 
-METHODS = ("cnn", "kriging")
+SIGMA_METHODS = ("kriging", "regression_kriging", "cnn", "hybrid")  # the methods with a σ
+MAPPED = ("kriging", "regression_kriging", "cnn", "hybrid")  # shown in the plots (the mean is a constant)
+PROBABILISTIC = (*metrics.COVERAGE_NAMES, "crps")
 SPLIT_NOTE = (
     "The test points are those the dataset's split set aside: with the default spatial split whole blocks of "
-    "points, with training and validation patches overlapping them dropped, so both methods predict away from "
+    "points, with training and validation patches overlapping them dropped, so every method predicts away from "
     "the data they learnt from. A random split would put test points next to training points, where kriging is "
     "nearly exact and the CNN sees its own training patches: it measures interpolation between neighbours, not "
     "prediction where radar gives no points."
@@ -69,7 +71,7 @@ class Evaluate(SubsidenceAlgorithm):
         return "evaluate"
 
     def displayName(self):  # noqa: N802
-        return self.tr("Evaluate: CNN versus kriging")
+        return self.tr("Evaluate: every method on the held-out points")
 
     def group(self):
         return self.tr("Modelling")
@@ -78,28 +80,39 @@ class Evaluate(SubsidenceAlgorithm):
         return "modelling"
 
     def tags(self):
-        return self.tr("evaluate,validation,test,rmse,cnn,kriging,comparison,accuracy").split(",")
+        return self.tr("evaluate,validation,test,rmse,cnn,kriging,regression kriging,hybrid,null model,comparison,accuracy,calibration,crps").split(",")
 
     def shortHelpString(self):  # noqa: N802
         return self.tr(
-            "Compares the trained CNN with ordinary kriging on the dataset's test points, which neither "
-            "has seen: kriging is fitted (VARIOGRAM_MODEL, N_NEIGHBOURS as in 'Ordinary kriging') and run "
-            "on the training and validation points only and predicts the test points at their "
-            "coordinates; the CNN predicts them from their stored patches.\n"
-            "OUTPUT_TABLE holds one row per test point (observed, both predictions, their errors, the "
-            "kriging variance, the ensemble's standard deviation, coordinates) and one per method (n, RMSE, MAE, "
-            "R², bias, calibration); IMPROVEMENT_PERCENT is how much lower the CNN's RMSE is than kriging's. "
-            "OUTPUT_REPORT adds observed-versus-predicted plots, residual histograms and a map of the errors.\n"
-            "Calibration: the share of test points whose error lies within ±1σ and ±2σ, σ being the standard "
-            "deviation of the CNN ensemble's members (models trained with ENSEMBLE of 2 or more) and the square "
-            "root of the kriging variance; a calibrated σ with Gaussian errors covers 68 % and 95 %. In the table "
-            "(within_1_sigma, within_2_sigma) and the outputs CNN_WITHIN_1_SIGMA … KRIGING_WITHIN_2_SIGMA.\n"
+            "Tells which map to trust: five methods predict the dataset's test points, which none of them has "
+            "seen, and are scored on exactly those points.\n"
+            "• training mean: the null model, a constant; a map that does not beat it is no map.\n"
+            "• ordinary kriging of the training and validation points (VARIOGRAM_MODEL, N_NEIGHBOURS as in "
+            "'Ordinary kriging').\n"
+            "• regression kriging, what a geostatistician would use: a linear trend on each driver's value at "
+            "the point and its mean over the patch, fitted by least squares on the training and validation "
+            "points, plus ordinary kriging of the trend's residuals.\n"
+            "• the CNN, from the test points' stored patches.\n"
+            "• the hybrid: the CNN plus the kriging of its residuals at the validation points (at its training "
+            "points a network's residuals are close to zero, so only the validation points' residuals are "
+            "honest); this is what 'Krige the residuals of a surface' maps.\n"
+            "The report opens with the verdict: the method with the lowest RMSE, by how much it beats the "
+            "next best, and which map to use (also in the outputs BEST_METHOD and VERDICT).\n"
+            "OUTPUT_TABLE: one row per test point (observed, every method's prediction, error and σ) and one "
+            "per method (n, RMSE, MAE, R², bias, and for the methods with a σ the % of errors within ±1σ and "
+            "±2σ and the CRPS). Calibrated Gaussian errors put 68 % and 95 % within ±1σ and ±2σ; the CRPS "
+            "(continuous ranked probability score, in the target's units) rewards a σ that is both honest "
+            "and small. σ is the kriging standard deviation for kriging, regression kriging and the hybrid, "
+            "and for the CNN the ensemble's spread plus the noise variance calibrated on the validation points "
+            "apart from the training patches (as 'Train the CNN' records it), so that the test points take no "
+            "part in the calibration.\n"
             "SURFACE, UNCERTAINTY and APPLICABILITY (optional; the outputs of 'Predict the surface' with this "
             "model) are mapped in the report, with the points.\n"
-            "FOLDS (advanced; 0 = off) adds a spatial K-fold cross-validation over all the dataset's points: whole blocks "
-            "of points form the folds, and for each fold the CNN is trained again (with the settings the model records) "
-            "and kriging fitted on the other folds, without the points whose patch overlaps the fold's. It costs FOLDS "
-            "trainings. Its scores (pooled and per fold) go to the table, the report, CV_CNN_RMSE and CV_KRIGING_RMSE.\n"
+            "FOLDS (advanced; 0 = off): a spatial K-fold cross-validation over all the dataset's points. Whole "
+            "blocks of points form the folds; for each fold the CNN is trained again (with the settings the "
+            "model records) and every method fitted on the other folds, without the points whose patch "
+            "overlaps the fold's. It costs FOLDS trainings. Its scores (pooled and per fold) go to the "
+            "table, the report and the CV_… outputs.\n"
             "Units: the dataset's target units (mm for displacement)."
         )
 
@@ -123,12 +136,16 @@ class Evaluate(SubsidenceAlgorithm):
                 self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
             )
         )
-        for key, label in (
-            ("CNN_RMSE", "CNN RMSE"), ("KRIGING_RMSE", "Kriging RMSE"), ("IMPROVEMENT_PERCENT", "CNN improvement over kriging (%)"),
-            ("CV_CNN_RMSE", "CNN RMSE, spatial cross-validation"), ("CV_KRIGING_RMSE", "Kriging RMSE, spatial cross-validation"),
-            *((f"{method.upper()}_{name.upper()}", f"{method}: % of test errors {name.replace('_', ' ').replace(' sigma', 'σ')}") for method in METHODS for name in metrics.COVERAGE_NAMES),
-        ):  # fmt: skip
-            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+        for method in METHODS:
+            self.addOutput(QgsProcessingOutputNumber(f"{method.upper()}_RMSE", self.tr(f"RMSE: {NAMES[method]}")))
+            self.addOutput(QgsProcessingOutputNumber(f"CV_{method.upper()}_RMSE", self.tr(f"RMSE, spatial cross-validation: {NAMES[method]}")))
+        self.addOutput(QgsProcessingOutputNumber("IMPROVEMENT_PERCENT", self.tr("CNN improvement over kriging (%)")))
+        for method in SIGMA_METHODS:
+            for name in PROBABILISTIC:
+                label = "CRPS" if name == "crps" else "% of test errors " + name.replace("_", " ").replace(" sigma", "σ")
+                self.addOutput(QgsProcessingOutputNumber(f"{method.upper()}_{name.upper()}", self.tr(f"{NAMES[method]}: {label}")))
+        self.addOutput(QgsProcessingOutputString("BEST_METHOD", self.tr("The method with the lowest test RMSE")))
+        self.addOutput(QgsProcessingOutputString("VERDICT", self.tr("Which map to use, in words")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..models.export import read_metadata
@@ -141,6 +158,11 @@ class Evaluate(SubsidenceAlgorithm):
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         metadata = read_metadata(model_path)
         _check_model_fits(metadata, data)
+        if "refit" in metadata:
+            raise QgsProcessingException(
+                "The model was trained again on every point of the dataset (REFIT), its test points included, so no point is held out "
+                "from it: evaluate the model trained on the split (Train the CNN without REFIT)."
+            )
         variogram = MODELS[self.parameterAsEnum(parameters, self.VARIOGRAM_MODEL, context)]
         neighbours = self.parameterAsInt(parameters, self.N_NEIGHBOURS, context)
         folds = self.parameterAsInt(parameters, self.FOLDS, context)
@@ -153,59 +175,68 @@ class Evaluate(SubsidenceAlgorithm):
         except InputError as error:
             raise QgsProcessingException(str(error)) from None
         units = str(data["target_units"])
-        for method in METHODS:
-            score = result.scores[method]
-            feedback.pushInfo(f"{method}: RMSE {score['rmse']:.4g} {units}, MAE {score['mae']:.4g}, R² {score['r2']:.3f}, bias {score['bias']:.4g} ({score['n']} test points)")
-        feedback.pushInfo(f"Kriging used {result.kriging_points} training and validation points; none of the {len(result.test)} test points.")
-        for method in METHODS:
-            within = result.calibration[method]
-            feedback.pushInfo(f"{method}: {within['within_1_sigma']:.0f} % of the test errors within ±1σ, {within['within_2_sigma']:.0f} % within ±2σ (calibrated: 68 %, 95 %)")
-        if int(metadata.get("ensemble_members", "1")) < 2:
-            feedback.pushWarning(self.tr("The model is a single network: no CNN uncertainty to calibrate (train it with ENSEMBLE of 2 or more)."))
-        nan = float("nan")
-        if cross:
-            for method in METHODS:
-                feedback.pushInfo(f"Spatial {folds}-fold cross-validation, {method}: RMSE {cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)")
+        self._log(result, cross, folds, units, metadata, feedback)
         table = self._write_table(parameters, context, data, result, cross)
+        ranking = result.ranking()
         outputs = {
             self.OUTPUT_TABLE: table,
-            "CNN_RMSE": result.scores["cnn"]["rmse"],
-            "KRIGING_RMSE": result.scores["kriging"]["rmse"],
-            "IMPROVEMENT_PERCENT": result.improvement_percent,
-            "CV_CNN_RMSE": cross.scores["cnn"]["rmse"] if cross else nan,
-            "CV_KRIGING_RMSE": cross.scores["kriging"]["rmse"] if cross else nan,
-            **{f"{method.upper()}_{name.upper()}": result.calibration[method][name] for method in METHODS for name in metrics.COVERAGE_NAMES},
+            **{f"{method.upper()}_RMSE": result.scores[method]["rmse"] for method in METHODS},
+            **{f"CV_{method.upper()}_RMSE": cross.scores[method]["rmse"] if cross else float("nan") for method in METHODS},
+            "IMPROVEMENT_PERCENT": 100.0 * (1.0 - result.scores["cnn"]["rmse"] / result.scores["kriging"]["rmse"]),
+            **{f"{method.upper()}_{name.upper()}": result.calibration[method][name] for method in SIGMA_METHODS for name in PROBABILISTIC},
+            "BEST_METHOD": ranking[0] if ranking else "",
+            "VERDICT": verdict(ranking, result.scores),
         }
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
                 maps = [(key, self.parameterAsRasterLayer(parameters, key, context)) for key in (self.SURFACE, self.UNCERTAINTY, self.APPLICABILITY)]
-                file.write(_report(data, result, cross, units, [(key, layer) for key, layer in maps if layer is not None]))
+                file.write(_report(data, result, cross, units, outputs["VERDICT"], [(key, layer) for key, layer in maps if layer is not None]))
             outputs[self.OUTPUT_REPORT] = report_path
         return outputs
+
+    def _log(self, result, cross, folds, units, metadata, feedback):
+        for method in METHODS:
+            score, within = result.scores[method], result.calibration[method]
+            line = f"{NAMES[method]}: RMSE {score['rmse']:.4g} {units}, MAE {score['mae']:.4g}, R² {score['r2']:.3f}, bias {score['bias']:.4g} ({score['n']} test points"
+            line += f", from {result.points[method]} points)"
+            if np.isfinite(within["crps"]):
+                line += f"; {within['within_1_sigma']:.0f} % of the errors within ±1σ, {within['within_2_sigma']:.0f} % within ±2σ (calibrated: 68 %, 95 %), CRPS {within['crps']:.4g}"
+            feedback.pushInfo(line)
+        for note in result.notes:
+            feedback.pushWarning(note)
+        if np.isfinite(result.noise_variance):
+            feedback.pushInfo(f"The CNN's σ: its ensemble's spread plus a noise variance of {result.noise_variance:.4g} {units}² calibrated on {result.points['calibration']} validation points.")
+        else:
+            feedback.pushWarning(self.tr("The dataset has no validation points: the CNN's σ is its ensemble's spread alone, uncalibrated."))
+        if int(metadata.get("ensemble_members", "1")) < 2:
+            feedback.pushInfo(self.tr("The model is a single network: its σ is the calibrated noise alone, the same everywhere (an ensemble, ENSEMBLE of 5 or more, adds where the networks disagree)."))
+        if cross:
+            for method in METHODS:
+                feedback.pushInfo(f"Spatial {folds}-fold cross-validation, {NAMES[method]}: RMSE {cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)")
+        feedback.pushInfo(verdict(result.ranking(), result.scores))
 
     def _write_table(self, parameters, context, data, result, cross):
         fields = QgsFields()
         for name, kind in (("row", QVariant.String), ("pid", QVariant.String), ("method", QVariant.String)):
             fields.append(QgsField(name, kind))
-        numbers = ("x", "y", "observed", "cnn", "kriging", "cnn_error", "kriging_error", "kriging_variance", "cnn_sigma", *metrics.NAMES, *metrics.COVERAGE_NAMES)
-        for name in numbers:
+        columns = point_columns(data, result)
+        for name in (*columns, *metrics.NAMES, *PROBABILISTIC):
             fields.append(QgsField(name, QVariant.Double))
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT_TABLE, context, fields, QgsWkbTypes.NoGeometry)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_TABLE))
         for slot, index in enumerate(result.test):
-            values = [data["x"][index], data["y"][index], result.observed[slot], result.cnn[slot], result.kriging[slot]]
-            values += [result.cnn[slot] - result.observed[slot], result.kriging[slot] - result.observed[slot], result.kriging_variance[slot], result.cnn_sigma[slot]]
-            values = [None if np.isnan(value) else float(value) for value in values]
-            self._add(sink, fields, ["point", str(data["pid"][index]), None] + values + [None] * (len(metrics.NAMES) + len(metrics.COVERAGE_NAMES)))
+            values = [None if np.isnan(column[slot]) else float(column[slot]) for column in columns.values()]
+            self._add(sink, fields, ["point", str(data["pid"][index]), None] + values + [None] * (len(metrics.NAMES) + len(PROBABILISTIC)))
         summaries = [("summary", result.scores, result.calibration)]
         if cross:
             summaries += [("cross-validation", cross.scores, cross.calibration)] + [(f"fold {fold + 1}", scores, None) for fold, scores in enumerate(cross.fold_scores)]
         for row, scores, calibration in summaries:
             for method in METHODS:
-                within = [None if calibration is None or np.isnan(calibration[method][key]) else calibration[method][key] for key in metrics.COVERAGE_NAMES]
-                self._add(sink, fields, [row, None, method] + [None] * 9 + [float(scores[method][key]) for key in metrics.NAMES] + within)
+                within = [None if calibration is None or np.isnan(calibration[method][key]) else calibration[method][key] for key in PROBABILISTIC]
+                numbers = [None if np.isnan(scores[method][key]) else float(scores[method][key]) for key in metrics.NAMES]
+                self._add(sink, fields, [row, None, method] + [None] * len(columns) + numbers + within)
         return destination
 
     def _add(self, sink, fields, attributes):
@@ -213,6 +244,18 @@ class Evaluate(SubsidenceAlgorithm):
         feature.setAttributes(attributes)
         if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
             raise QgsProcessingException(self.writeFeatureError(sink, {}))
+
+
+def point_columns(data, result):
+    """The table's numbers for each test point, by column name: coordinates, observed, every
+    method's prediction and error, the kriging variance, each σ, and the CNN ensemble's spread."""
+    columns = {"x": data["x"][result.test], "y": data["y"][result.test], "observed": result.observed}
+    columns.update({method: result.predicted[method] for method in METHODS})
+    columns.update({f"{method}_error": result.predicted[method] - result.observed for method in METHODS})
+    columns["kriging_variance"] = result.sigma["kriging"] ** 2
+    columns.update({f"{method}_sigma": result.sigma[method] for method in SIGMA_METHODS if method != "kriging"})
+    columns["cnn_spread"] = result.cnn_spread
+    return columns
 
 
 def _predictor(model_path):
@@ -229,7 +272,7 @@ def _predictor(model_path):
 
 def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
     """Spatial K-fold cross-validation: per fold, the CNN retrained (with the model's own training
-    settings) and kriging fitted on the other folds' points, both predicting the fold's."""
+    settings) and every other method fitted on the other folds' points, all predicting the fold's."""
     settings = json.loads(metadata.get("training", "{}")).get("settings")
     if not settings:
         raise QgsProcessingException("The model does not record how it was trained, so FOLDS cannot retrain it: train it again with 'Train the CNN' (this version).")
@@ -254,23 +297,16 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
                 f"validation, {(split == DROPPED).sum()} left out (their patch overlaps a test patch)."
             )
             path = os.path.join(folder, "fold.npz")
-            _write_fold(path, data, keep, split[keep])
+            dataset.write_subset(path, data, keep, split[keep])
             train_in_worker(path, folder, settings, feedback)
             comparison = compare(open_dataset(path), _predictor(os.path.join(folder, "model.onnx")), variogram, neighbours)
             for method in METHODS:
-                predicted[method][keep[comparison.test]] = getattr(comparison, method)
-            sigma["cnn"][keep[comparison.test]] = comparison.cnn_sigma
-            sigma["kriging"][keep[comparison.test]] = np.sqrt(comparison.kriging_variance)
+                predicted[method][keep[comparison.test]] = comparison.predicted[method]
+                sigma[method][keep[comparison.test]] = comparison.sigma[method]
+            for note in comparison.notes:
+                feedback.pushWarning(f"Fold {fold + 1}: {note}")
             fold_scores.append(comparison.scores)
     return pooled(data, predicted, sigma, fold_scores)
-
-
-def _write_fold(path, data, keep, split):
-    """The dataset of one fold: its points, its split, the band statistics of its training patches."""
-    mean, std = band_statistics(data["patches"], keep[split == TRAIN])
-    arrays = {key: value[keep] if key in PER_POINT else value for key, value in data.items() if key != "patches"}
-    arrays.update(split=split.astype(np.int8), band_mean=mean, band_std=std)
-    dataset.write(path, data["patches"], keep, arrays)
 
 
 def _check_model_fits(metadata, data):
@@ -284,43 +320,49 @@ def _check_model_fits(metadata, data):
         )  # fmt: skip
 
 
-def _report(data, result, cross, units, maps):
-    scatter = report.figure(10, 4)
+def _report(data, result, cross, units, advice, maps):
+    shown = [method for method in MAPPED if np.isfinite(result.predicted[method]).all()]
+    scatter = report.figure(3.2 * len(shown), 3.4)
     low, high = float(result.observed.min()), float(result.observed.max())
-    for slot, method in enumerate(METHODS):
-        axes = scatter.add_subplot(1, 2, slot + 1)
-        axes.scatter(result.observed, getattr(result, method), s=6)
+    for slot, method in enumerate(shown):
+        axes = scatter.add_subplot(1, len(shown), slot + 1)
+        axes.scatter(result.observed, result.predicted[method], s=6)
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
-        axes.set(title=method, xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
-    histograms = report.figure(10, 3.5)
-    for slot, method in enumerate(METHODS):
-        axes = histograms.add_subplot(1, 2, slot + 1)
-        axes.hist(getattr(result, method) - result.observed, bins=30)
-        axes.set(title=f"{method} residuals", xlabel=f"predicted - observed ({units})", ylabel="points")
-    errors = report.figure(10, 4.5)
-    limit = float(np.max(np.abs(np.concatenate([result.cnn, result.kriging]) - np.tile(result.observed, 2)))) or 1.0
+        axes.set(title=NAMES[method], xlabel=f"observed ({units})", ylabel=f"predicted ({units})" if slot == 0 else "")
+    histograms = report.figure(3.2 * len(shown), 3)
+    for slot, method in enumerate(shown):
+        axes = histograms.add_subplot(1, len(shown), slot + 1)
+        axes.hist(result.predicted[method] - result.observed, bins=30)
+        axes.set(title=NAMES[method], xlabel=f"predicted - observed ({units})", ylabel="points" if slot == 0 else "")
+    errors = report.figure(3.6 * len(shown), 3.8)
+    limit = float(np.max(np.abs([result.predicted[method] - result.observed for method in shown]))) or 1.0
     x, y = data["x"][result.test], data["y"][result.test]
-    others = np.flatnonzero(data["split"] != 2)
-    for slot, method in enumerate(METHODS):
-        axes = errors.add_subplot(1, 2, slot + 1)
+    others = np.flatnonzero(data["split"] != TEST)
+    for slot, method in enumerate(shown):
+        axes = errors.add_subplot(1, len(shown), slot + 1)
         axes.scatter(data["x"][others], data["y"][others], s=2, color="lightgrey", label="training and validation")
-        shown = axes.scatter(x, y, c=getattr(result, method) - result.observed, s=10, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        axes.set(title=f"{method} error at the test points", aspect="equal")
-        errors.colorbar(shown, ax=axes, label=units)
-    header = ["method", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"]
-    rows = [[method, *(result.scores[method][key] for key in metrics.NAMES)] for method in METHODS]
+        image = axes.scatter(x, y, c=result.predicted[method] - result.observed, s=10, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes.set(title=NAMES[method], aspect="equal")
+        axes.tick_params(labelsize=6)
+        errors.colorbar(image, ax=axes, label=units, shrink=0.7)
+    header = ["method", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})", "% within ±1σ", "% within ±2σ", f"CRPS ({units})"]
+    rows = [[NAMES[method], *(result.scores[method][key] for key in metrics.NAMES), *(result.calibration[method][key] for key in PROBABILISTIC)] for method in METHODS]
     sections = [("Calibration of the uncertainties", _calibration_section(result, cross))]
     if maps:
         sections.append(("Maps", _maps(data, maps, units)))
     if cross:
         sections.append(("Spatial cross-validation", _cross_section(cross, header)))
+    learnt_from = ", ".join(f"{NAMES[method]} {result.points[method]}" for method in METHODS)
     return report.page(
-        "CNN versus ordinary kriging on the held-out points",
+        "Which map to trust: every method on the held-out points",
         [
-            ("Scores", report.table(["method", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)
-             + report.paragraph(f"The CNN's RMSE is {result.improvement_percent:.1f} % lower than kriging's (negative: higher).")),
+            ("Verdict", report.paragraph(advice)),
+            ("Scores", report.table(header, rows) + report.paragraph(
+                "Ranked by RMSE on the test points; σ-based columns are empty for a method without a σ. "
+                + "".join(note + " " for note in result.notes))),
             ("Which points", report.paragraph(SPLIT_NOTE) + report.paragraph(
-                f"{len(result.test)} test points; kriging used the {result.kriging_points} training and validation points.")),
+                f"{len(result.test)} test points. Points each method learnt from: {learnt_from} (the hybrid kriges the CNN's "
+                "residuals at the validation points only; kriging and regression kriging use the training and validation points).")),
             ("Observed and predicted", report.image(scatter, "observed versus predicted")),
             ("Residuals", report.image(histograms, "residual histograms")),
             ("Map of the errors", report.image(errors, "errors at the test points")),
@@ -331,47 +373,50 @@ def _report(data, result, cross, units, maps):
 
 def _cross_section(cross, header):
     folds = len(cross.fold_scores)
-    rows = [[f"{method}, all points", *(cross.scores[method][key] for key in metrics.NAMES)] for method in METHODS]
+    rows = [[f"{NAMES[method]}, all points", *(cross.scores[method][key] for key in metrics.NAMES), *(cross.calibration[method][key] for key in PROBABILISTIC)] for method in METHODS]
     for fold, scores in enumerate(cross.fold_scores):
-        rows += [[f"{method}, fold {fold + 1}", *(scores[method][key] for key in metrics.NAMES)] for method in METHODS]
+        rows += [[f"{NAMES[method]}, fold {fold + 1}", *(scores[method][key] for key in metrics.NAMES), *[""] * len(PROBABILISTIC)] for method in METHODS]
     return report.paragraph(
         f"Every point of the dataset was held out once: the points fall into {folds} folds of whole spatial blocks; for each fold "
-        "the CNN was trained again, with the model's own settings, and kriging fitted, on the other folds' points, leaving out "
-        "those whose patch overlaps a held-out patch."
+        "the CNN was trained again, with the model's own settings, and every other method fitted, on the other folds' points, "
+        "leaving out those whose patch overlaps a held-out patch."
     ) + report.table(header, rows)
 
 
 def _calibration_section(result, cross):
-    rows = [[f"{method}, test points", *(result.calibration[method][key] for key in metrics.COVERAGE_NAMES)] for method in METHODS]
+    rows = [[f"{NAMES[method]}, test points", *(result.calibration[method][key] for key in PROBABILISTIC)] for method in SIGMA_METHODS]
     if cross:
-        rows += [[f"{method}, cross-validation", *(cross.calibration[method][key] for key in metrics.COVERAGE_NAMES)] for method in METHODS]
-    rows.append(["calibrated (normal errors)", *metrics.GAUSSIAN_COVERAGE])
+        rows += [[f"{NAMES[method]}, cross-validation", *(cross.calibration[method][key] for key in PROBABILISTIC)] for method in SIGMA_METHODS]
+    rows.append(["calibrated (normal errors)", *metrics.GAUSSIAN_COVERAGE, ""])
     curve = report.figure(6, 4)
     axes = curve.add_subplot()
     k = np.linspace(0, 3, 61)
     axes.plot(k, 100 * erf(k / np.sqrt(2)), color="black", linewidth=0.8, label="calibrated")
-    for method, sigma in (("cnn", result.cnn_sigma), ("kriging", np.sqrt(result.kriging_variance))):
+    for method in SIGMA_METHODS:
+        sigma = result.sigma[method]
         if np.isfinite(sigma).all():
-            ratio = np.abs(getattr(result, method) - result.observed) / np.maximum(sigma, np.finfo(float).tiny)
-            axes.plot(k, [100 * np.mean(ratio <= value) for value in k], label=method)
+            ratio = np.abs(result.predicted[method] - result.observed) / np.maximum(sigma, np.finfo(float).tiny)
+            axes.plot(k, [100 * np.mean(ratio <= value) for value in k], label=NAMES[method])
     axes.set(xlabel="k (error within ±kσ)", ylabel="% of the test points", ylim=(0, 100))
-    axes.legend()
+    axes.legend(fontsize="small")
     note = (
-        "σ: for the CNN the standard deviation of the ensemble members' predictions, for kriging the square root of its "
-        "variance. Below the calibrated line σ understates the errors (too confident); above, it overstates them."
+        "σ: for kriging, regression kriging and the hybrid the kriging standard deviation; for the CNN the ensemble "
+        f"members' spread plus a noise variance calibrated on {result.points['calibration']} validation points (those whose patch "
+        "overlaps no training patch, or all of them when fewer than 10 do)"
+        + (f": {result.noise_variance:.4g}, in the target's units squared" if np.isfinite(result.noise_variance) else " (none here: no validation points)")
+        + ". Below the calibrated line σ understates the errors (too confident); above, it overstates them. CRPS: the "
+        "continuous ranked probability score, lower is better."
     )
-    if not np.isfinite(result.cnn_sigma).all():
-        note += " The CNN is a single network: train it with ENSEMBLE of 2 or more for an uncertainty."
-    return report.paragraph(note) + report.table(["σ of", "% within ±1σ", "% within ±2σ"], rows) + report.image(curve, "calibration curve")
+    return report.paragraph(note) + report.table(["σ of", "% within ±1σ", "% within ±2σ", "CRPS"], rows) + report.image(curve, "calibration curve")
 
 
 def _maps(data, maps, units):
     """The given rasters side by side, decimated, with the points on top."""
     from osgeo import gdal
 
-    titles = {"SURFACE": f"predicted surface ({units})", "UNCERTAINTY": f"uncertainty, ensemble σ ({units})", "APPLICABILITY": "dissimilarity index"}
+    titles = {"SURFACE": f"predicted surface ({units})", "UNCERTAINTY": f"uncertainty, σ ({units})", "APPLICABILITY": "dissimilarity index"}
     shown = report.figure(5.5 * len(maps), 4.8)
-    test = data["split"] == 2
+    test = data["split"] == TEST
     for slot, (key, layer) in enumerate(maps):
         raster = gdal.Open(layer.source())  # kept open while its band is read
         if raster is None:

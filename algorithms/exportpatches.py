@@ -66,8 +66,9 @@ class ExportPatches(SubsidenceAlgorithm):
             "deviation over the training patches only, patch and pixel size, CRS, target field and units. "
             "The patch of pixel (r, c) spans rows r - P//2 … r - P//2 + P - 1, and likewise columns.\n"
             "SPLIT: spatial blocks (default: whole BLOCK_SIZE squares go to test, validation or training, and "
-            "training or validation points whose patch overlaps a test patch are dropped, so the test score "
-            "measures prediction away from the training data), random (the paper's; neighbouring patches then "
+            "training or validation points whose patch overlaps a test patch are dropped, and training points "
+            "whose patch overlaps a validation patch, so the test score, early stopping and the calibration of σ "
+            "measure prediction away from the training data), random (the paper's; neighbouring patches then "
             "leak into the test set), or from SPLIT_FIELD (train/val/test or 0/1/2).\n"
             "NODATA_POLICY: skip points whose patch has any nodata, or fill nodata with the band's training "
             f"mean (patches with less than {patches.MIN_VALID_TO_FILL:.0%} valid data are still skipped). Points "
@@ -163,7 +164,7 @@ class ExportPatches(SubsidenceAlgorithm):
                                          None if split_values is None else split_values[keep][enough], size * grid.pixel_width)
             if self.parameterAsEnum(parameters, self.SPLIT, context) == 0:
                 labels, overlapping = patches.drop_test_overlaps(rows[keep], columns[keep], labels, size)
-                counts["dropped from training/validation: patch overlaps a test patch"] = overlapping
+                counts["dropped from training/validation: patch overlaps a test patch, or a training patch overlaps a validation patch"] = overlapping
             chosen = np.flatnonzero(labels != DROPPED)
             training = chosen[labels[chosen] == TRAIN]
             if not len(training):

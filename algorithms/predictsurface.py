@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core import calibration
 from ..core.applicability import Applicability
 from ..core.grid import Grid
 from ..core.prediction import Predictor, ensemble_summary, reflected, session
@@ -73,9 +74,10 @@ class PredictSurface(SubsidenceAlgorithm):
             "band's training mean, and the pixel gets nodata if its patch has less valid data than the "
             "model was trained with (none missing for 'skip' datasets, half for 'fill' ones). EXTENT "
             "limits the output to a part of the stack's grid; MASK to the inside of polygons.\n"
-            "OUTPUT_UNCERTAINTY (models trained with ENSEMBLE of 2 or more): the standard deviation of the "
-            "members' predictions at each pixel; the surface is their mean. 'Evaluate' reports how well it "
-            "covers the errors at the test points.\n"
+            "OUTPUT_UNCERTAINTY: the standard deviation σ of the prediction at each pixel, from the square of "
+            "the ensemble members' spread (the surface is their mean) plus the noise variance the model "
+            "calibrated on its validation points; for a single network σ is that noise alone, the same "
+            "everywhere. 'Evaluate' reports how well it covers the errors at the test points.\n"
             "OUTPUT_APPLICABILITY: band 1 the dissimilarity index (DI) of each pixel's drivers to those of the "
             "training patches, after Meyer & Pebesma (2021): the distance, in drivers standardised with the "
             "training statistics (per band the patch centre's value and the patch mean), to the nearest training "
@@ -105,7 +107,7 @@ class PredictSurface(SubsidenceAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted surface")))
         self.addParameter(
             QgsProcessingParameterRasterDestination(
-                self.OUTPUT_UNCERTAINTY, self.tr("Uncertainty (ensemble standard deviation)"), optional=True, createByDefault=False
+                self.OUTPUT_UNCERTAINTY, self.tr("Uncertainty (standard deviation σ)"), optional=True, createByDefault=False
             )
         )
         self.addParameter(
@@ -127,9 +129,10 @@ class PredictSurface(SubsidenceAlgorithm):
         uncertainty_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_UNCERTAINTY, context)
         applicability_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_APPLICABILITY, context)
         blank = self.parameterAsBoolean(parameters, self.BLANK_OUTSIDE, context)
-        if uncertainty_path and members < 2:
+        noise = float(metadata.get("noise_variance", "nan"))
+        if uncertainty_path and members < 2 and not np.isfinite(noise):
             raise QgsProcessingException(
-                self.tr("The model is a single network: an uncertainty needs an ensemble. Train it with ENSEMBLE of 2 or more (5 or more is usual).")
+                self.tr("The model is a single network without a calibrated noise variance: an uncertainty needs an ensemble, or a model trained with this version's 'Train the CNN'. Train it with ENSEMBLE of 2 or more (5 or more is usual).")
             )
         area = _area(model_path, metadata) if applicability_path or blank else None
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
@@ -159,7 +162,7 @@ class PredictSurface(SubsidenceAlgorithm):
         name = f"{metadata.get('target_field', 'prediction')}" + (f" ({units})" if units else "")
         files = [(output, [name])]
         if uncertainty_path:
-            files.append((uncertainty_path, [f"ensemble standard deviation ({units})" if units else "ensemble standard deviation"]))
+            files.append((uncertainty_path, [f"standard deviation ({units})" if units else "standard deviation"]))
         if applicability_path:
             files.append((applicability_path, ["dissimilarity index", "inside the area of applicability (1/0)"]))
         tiles = math.ceil(grid.height / tile) * math.ceil(grid.width / tile)
@@ -175,7 +178,7 @@ class PredictSurface(SubsidenceAlgorithm):
                     tile_layers = [np.full((rows, columns), np.nan, np.float32)] * 4  # mean, spread, DI, inside
                     if wanted is None or wanted.any():
                         block = _read_block(stack, bands, stack_grid, first_row + row, rows, first_column + column, columns, size)
-                        tile_layers = _predicted_tile(predictor, area, block, wanted, blank)
+                        tile_layers = _predicted_tile(predictor, area, block, wanted, blank, noise)
                         counts += np.isfinite(tile_layers[3]).sum(), (tile_layers[3] == 1).sum()
                     layers = [tile_layers[0]] + ([tile_layers[1]] if uncertainty_path else []) + (tile_layers[2:] if applicability_path else [])
                     for index, values in enumerate(layers):
@@ -252,8 +255,9 @@ def _metadata(path, model_bytes):
     return metadata
 
 
-def _predicted_tile(predictor, area, block, wanted, blank):
-    """The tile's (mean, spread, DI, inside 1/0) from its block, NaN where nothing is predicted
+def _predicted_tile(predictor, area, block, wanted, blank, noise):
+    """The tile's (mean, σ, DI, inside 1/0) from its block (σ: core.calibration.sigma of the
+    members' spread and the noise variance), NaN where nothing is predicted
     (and the last two NaN without an area of applicability); `wanted`: pixels in the mask or None."""
     filled, predicted = predictor.prepare(block)
     if wanted is not None:
@@ -265,7 +269,8 @@ def _predicted_tile(predictor, area, block, wanted, blank):
         if blank:
             predicted &= applicable == 1
     mean, spread = ensemble_summary(predictor.predict(filled, predicted))
-    return [mean, spread, dissimilarity, applicable]
+    sigma = np.where(np.isfinite(mean), calibration.sigma(spread, noise), np.nan).astype(np.float32)
+    return [mean, sigma, dissimilarity, applicable]
 
 
 def _area(path, metadata):

@@ -8,7 +8,9 @@ import tempfile
 import numpy as np
 from qgis.core import (
     QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -16,10 +18,11 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from ..core import applicability, metrics, report, transforms
+from ..core import applicability, calibration, dataset, metrics, report, transforms
 from ..core.dataset import open_dataset
 from ..core.patches import default_block_size
 from ..core.prediction import MODEL_OUTPUTS, ensemble_summary
+from ..core.calibration import MIN_POINTS as MIN_CALIBRATION_POINTS
 from ..models import launch
 from ..models.architecture import ARCHITECTURES, check_patch_size
 from ..models.export import finish, plugin_version
@@ -50,6 +53,7 @@ class TrainCnn(SubsidenceAlgorithm):
     PATIENCE = "PATIENCE"
     SEED = "SEED"
     ENSEMBLE = "ENSEMBLE"
+    REFIT = "REFIT"
     DEVICE = "DEVICE"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     OUTPUT_REPORT = "OUTPUT_REPORT"
@@ -105,8 +109,19 @@ class TrainCnn(SubsidenceAlgorithm):
             "so, with the likely causes.\n"
             "ENSEMBLE: how many networks to train, from the seeds SEED, SEED + 1, … (each costs one training). "
             "They are stored in the one model, which returns each member's prediction: 'Predict the surface' "
-            "writes their mean and, as the uncertainty, their standard deviation; the report shows how well "
-            "it covers the validation and test errors (calibration).\n"
+            "writes their mean.\n"
+            "Uncertainty: the members' spread covers their disagreement, not the noise in the data, so σ² is "
+            "the spread's square plus a noise variance calibrated on the validation points whose patch overlaps "
+            f"no training patch (all of them if fewer than {MIN_CALIBRATION_POINTS}): the smallest that makes their mean "
+            "squared standardised error at most 1 (for a single network σ is that noise alone, the same "
+            "everywhere). The model records it (noise_variance) and 'Predict the surface' writes this σ "
+            "as the uncertainty; the report shows how well it covers the test errors, which took no part.\n"
+            "REFIT, for the final map: once the split has chosen how long to train and measured the "
+            "result, the same networks are trained again on every point (training, validation and test) for "
+            "the median of their best epochs, and that model is written, so the map uses all the evidence. "
+            "Its scores and calibration are those measured on the split (it has no held-out points of its "
+            "own), so 'Evaluate' refuses it: evaluate the model trained without REFIT. It costs a second "
+            "training.\n"
             "The model takes raw driver values and returns the target in its units; its metadata "
             "records the bands, their statistics, the patch size, the target, the scores, the training "
             "plan and the drivers of the training patches with their dissimilarity threshold, for the area "
@@ -135,6 +150,7 @@ class TrainCnn(SubsidenceAlgorithm):
                 self.ENSEMBLE, self.tr("Ensemble members (1: a single network; 5 or more for an uncertainty)"), integer, defaultValue=1, minValue=1, maxValue=MAX_MEMBERS
             )
         )
+        self.addParameter(QgsProcessingParameterBoolean(self.REFIT, self.tr("Refit on every point for the final map (trains twice)"), defaultValue=False))
         steps = QgsProcessingParameterNumber(self.STEPS, self.tr("Optimiser steps (adaptive recipe, when the epochs are the recipe's)"), integer, defaultValue=STEPS, minValue=1)
         device = QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=0)
         for advanced in (steps, device):
@@ -177,32 +193,42 @@ class TrainCnn(SubsidenceAlgorithm):
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "members": self.parameterAsInt(parameters, self.ENSEMBLE, context),
         }
+        refit = self.parameterAsBoolean(parameters, self.REFIT, context)
+        steps = QgsProcessingMultiStepFeedback(2 if refit else 1, feedback)
         folder = tempfile.mkdtemp(prefix="subsidence-train-")
         try:
-            train_in_worker(dataset_path, folder, settings, feedback)
-            return self._write_outputs(parameters, context, feedback, data, settings, folder)
+            train_in_worker(dataset_path, folder, settings, steps)
+            final = _refit(data, settings, folder, steps) if refit else None
+            return self._write_outputs(parameters, context, feedback, data, settings, folder, final)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _write_outputs(self, parameters, context, feedback, data, settings, folder):
+    def _write_outputs(self, parameters, context, feedback, data, settings, folder, final=None):
+        """The model and the report. The scores and the calibration are those of the networks
+        trained on the split (folder); with `final` (_refit's), the model written is its own."""
         architecture = settings["architecture"]
         with np.load(os.path.join(folder, "result.npz")) as result:
             members, history = result["predictions"], json.loads(str(result["history"]))
             schedule, scales = Plan.from_dict(json.loads(str(result["plan"]))), result["log_scales"]
-            check_inputs = result["check_inputs"]
+        model_folder, model_data, refit = (folder, data, None) if final is None else final
+        with np.load(os.path.join(model_folder, "result.npz")) as result:
+            check_inputs, model_scales = result["check_inputs"], result["log_scales"]
             check_outputs = {name: result[f"check_{name}"] for name in MODEL_OUTPUTS}
-        predictions, sigma = ensemble_summary(members.T)
+        predictions, spread = ensemble_summary(members.T)
         targets, split = data["targets"].astype(float), data["split"]
+        calibrating, apart = calibration.calibration_points(data)
+        noise = calibration.noise_variance(targets[calibrating] - predictions[calibrating], spread[calibrating])
+        sigma = calibration.sigma(spread, noise)
         scores = {name: metrics.regression(targets[split == code], predictions[split == code]) for code, name in enumerate(SPLITS)}
-        calibration = {name: metrics.coverage(targets[split == code], predictions[split == code], sigma[split == code]) for code, name in enumerate(SPLITS)}
-        feedback.pushInfo(self.tr("Area of applicability: the drivers of {} training patches.").format(int((split == 0).sum())))
-        area, training_di = _applicability(data, settings["seed"])
+        coverage = {name: metrics.coverage(targets[split == code], predictions[split == code], sigma[split == code]) for code, name in enumerate(SPLITS)}
+        feedback.pushInfo(self.tr("Area of applicability: the drivers of {} training patches.").format(int((model_data["split"] == 0).sum())))
+        area, training_di = _applicability(model_data, settings["seed"])
         spread = float(np.ptp(targets)) or 1.0
         metadata = {
             "band_names": [str(name) for name in data["band_names"]],
-            "band_mean": [float(value) for value in data["band_mean"]],
-            "band_std": [float(value) for value in data["band_std"]],
-            "band_transforms": transforms.to_metadata(data["band_names"], scales),
+            "band_mean": [float(value) for value in model_data["band_mean"]],
+            "band_std": [float(value) for value in model_data["band_std"]],
+            "band_transforms": transforms.to_metadata(data["band_names"], model_scales),
             "patch_size": str(int(data["patch_size"])),
             "target_field": str(data["target_field"]),
             "target_units": str(data["target_units"]),
@@ -211,32 +237,42 @@ class TrainCnn(SubsidenceAlgorithm):
             "dense_exact": "true" if architecture == "dense" else "false",
             "ensemble_members": str(settings["members"]),
             "metrics": scores,
-            "calibration": calibration,
+            "calibration": coverage,
+            **({"noise_variance": repr(noise)} if np.isfinite(noise) else {}),
             "applicability": area.to_metadata(),
             "plugin_version": plugin_version(),
             "training": {"epochs_run": len(history), "history": history, "settings": settings, "plan": schedule._asdict()},
+            **({"refit": refit} if refit else {}),
         }
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         try:
-            difference = finish(os.path.join(folder, "model.onnx"), model_path, metadata, check_inputs, check_outputs, spread)
+            difference = finish(os.path.join(model_folder, "model.onnx"), model_path, metadata, check_inputs, check_outputs, spread)
         except ValueError as error:
             raise QgsProcessingException(str(error)) from None
         feedback.pushInfo(self.tr("ONNX Runtime reproduces torch on {} patches to {:.2g} {}.").format(len(check_inputs), difference, metadata["target_units"]))
         for name in SPLITS:
             feedback.pushInfo(self.tr("{}: RMSE {:.4g}, MAE {:.4g}, R² {:.3f}, bias {:.4g} ({} points)").format(name, *(scores[name][key] for key in ("rmse", "mae", "r2", "bias", "n"))))
-        if settings["members"] > 1:
-            for name in ("val", "test"):
-                feedback.pushInfo(self.tr("{}: {:.0f} % of the errors within ±1σ of the ensemble, {:.0f} % within ±2σ").format(name, *calibration[name].values()))
+        if np.isfinite(noise):
+            feedback.pushInfo(
+                self.tr("σ: the ensemble's spread plus a noise variance of {:.4g} {}² calibrated on {} validation points{}; on the test points "
+                        "{:.0f} % of the errors lie within ±1σ, {:.0f} % within ±2σ (calibrated: 68 %, 95 %).").format(
+                    noise, metadata["target_units"], len(calibrating),
+                    " (those whose patch overlaps no training patch)" if apart else f" (all of them: fewer than {calibration.MIN_POINTS} lie apart from the training patches)",
+                    *coverage["test"].values())
+            )  # fmt: skip
         feedback.pushInfo(self.tr("Area of applicability: dissimilarity threshold {:.3g}.").format(area.threshold))
         problem = nothing_learnt(scores, targets, split)
         if problem:
             feedback.pushWarning(problem)
+        if refit:
+            feedback.pushInfo(self.tr("The model written was trained again on all {points} points for {epochs} epochs; the scores above are "
+                                      "those of the networks trained on the split, the estimate of its quality.").format(**refit))  # fmt: skip
         results = {self.OUTPUT_MODEL: model_path, **{f"{name.upper()}_RMSE": scores[name]["rmse"] for name in SPLITS}}
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
                 log_scaled = transforms.describe(data["band_names"], scales)
-                file.write(_report(history, schedule, log_scaled, problem, scores, calibration, targets, predictions, sigma, split, training_di, area.threshold, metadata))
+                file.write(_report(history, schedule, log_scaled, problem, scores, coverage, noise, targets, predictions, sigma, split, training_di, area.threshold, metadata, refit))
             results[self.OUTPUT_REPORT] = report_path
         return results
 
@@ -247,6 +283,33 @@ def _applicability(data, seed):
     x, y = data["x"][train], data["y"][train]
     block = default_block_size(x, y, int(data["patch_size"]) * float(np.max(data["pixel_size"])))
     return applicability.fit(data["patches"][train], data["band_mean"], data["band_std"], x, y, block, np.random.default_rng(seed))
+
+
+def _refit(data, settings, folder, feedback):
+    """Trains the same members again on every point of the dataset, for the median of their best
+    epochs on the validation points: (its folder, its dataset, what the model records of it)."""
+    with np.load(os.path.join(folder, "result.npz")) as result:
+        epochs = refit_epochs(json.loads(str(result["history"])))
+    refit_folder = os.path.join(folder, "refit")
+    os.makedirs(refit_folder)
+    path = os.path.join(refit_folder, "all.npz")
+    points = len(data["targets"])
+    dataset.write_subset(path, data, np.arange(points), np.zeros(points, np.int8))
+    feedback.setCurrentStep(1)
+    feedback.pushInfo(f"Refit: training again on all {points} points for {epochs} epochs.")
+    train_in_worker(path, refit_folder, {**settings, "epochs": epochs, "patience": 0}, feedback)
+    return refit_folder, open_dataset(path), {"points": points, "epochs": epochs}
+
+
+def refit_epochs(history):
+    """The median over the members of the epoch with the best validation loss (the last epoch
+    where there was no validation)."""
+    best = []
+    for member in sorted({entry.get("member", 1) for entry in history}):
+        entries = [entry for entry in history if entry.get("member", 1) == member]
+        scored = [entry for entry in entries if entry["val_loss"] is not None]
+        best.append(min(scored, key=lambda entry: entry["val_loss"])["epoch"] if scored else entries[-1]["epoch"])
+    return max(1, int(round(float(np.median(best)))))
 
 
 def train_in_worker(dataset_path, folder, settings, feedback):
@@ -329,7 +392,7 @@ def nothing_learnt(scores, targets, split):
     )
 
 
-def _report(history, schedule, log_scaled, problem, scores, calibration, targets, predictions, sigma, split, training_di, threshold, metadata):
+def _report(history, schedule, log_scaled, problem, scores, coverage, noise, targets, predictions, sigma, split, training_di, threshold, metadata, refit):
     units = metadata["target_units"]
     members = sorted({entry.get("member", 1) for entry in history})
     columns = min(len(members), 3)
@@ -362,21 +425,29 @@ def _report(history, schedule, log_scaled, problem, scores, calibration, targets
         axes.set(title=f"{name} ({int(chosen.sum())})", xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
     rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for name in SPLITS]
     sections = [("Warning: the model learnt nothing useful", report.paragraph(problem, warning=True))] if problem else []
+    if refit:
+        sections.append(("Refit on every point", report.paragraph(
+            f"The model written was trained again, with the same settings, on all {refit['points']} points for {refit['epochs']} epochs "
+            "(the median of the members' best epochs on the validation points). Everything below describes the networks trained on "
+            "the split, which is the estimate of its quality; the refit model has no held-out points of its own.")))  # fmt: skip
     sections += [
         ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
         ("Training", report.paragraph(
             schedule.describe() + ". Bands log-scaled inside the model as asinh(x / m): "
             + (", ".join(log_scaled) if log_scaled else "none") + ".")),
         ("Learning curves", report.image(curves, "training and validation loss of each member by epoch; dashed: about the loss of predicting the training mean")),
-        ("Observed and predicted", report.image(scatter, "observed versus predicted" + (" (bars: ±1σ of the ensemble)" if len(members) > 1 else ""))),
+        ("Observed and predicted", report.image(scatter, "observed versus predicted" + (" (bars: ±1σ)" if np.isfinite(sigma).all() else ""))),
     ]
-    if len(members) > 1:
-        rows = [[name, *(calibration[name][key] for key in metrics.COVERAGE_NAMES)] for name in SPLITS]
+    if np.isfinite(noise):
+        rows = [[name, *(coverage[name][key] for key in metrics.COVERAGE_NAMES)] for name in SPLITS]
         rows.append(["normal distribution", *metrics.GAUSSIAN_COVERAGE])
+        spread = f"the standard deviation of the {len(members)} members' predictions plus " if len(members) > 1 else ""
         sections.append(
-            ("Calibration of the ensemble", report.paragraph(
-                f"σ is the standard deviation of the {len(members)} members' predictions. Calibrated, about 68 % of the "
-                "errors lie within ±1σ and 95 % within ±2σ; fewer means σ understates the error.")
+            ("Calibration of σ", report.paragraph(
+                f"σ² is {spread}a noise variance of {noise:.4g} {units}², the smallest that makes the mean squared standardised "
+                "error on the validation points whose patch overlaps no training patch at most 1 (the errors a network's spread does not see: noise in the data and "
+                "what the drivers cannot explain). Calibrated, about 68 % of the errors lie within ±1σ and 95 % within ±2σ; "
+                "the test points, which took no part in the calibration, tell how well it holds.")
              + report.table(["points", "% within ±1σ", "% within ±2σ"], rows))
         )  # fmt: skip
     histogram = report.figure(6, 3.5)

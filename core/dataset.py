@@ -17,7 +17,10 @@ import zipfile
 
 import numpy as np
 
+from .patches import TRAIN, band_statistics
+
 CHUNK = 1024  # patches written at a time (~32 MB of 9 x 30 x 30)
+PER_POINT = ("targets", "x", "y", "pid", "split")  # the members with a value per point
 
 
 def write(path, patches, index, arrays, fill=None):
@@ -65,3 +68,12 @@ def _memmap_member(path, member):
         shape, fortran, dtype = read_header(file)
         offset = file.tell()
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+
+
+def write_subset(path, data, keep, split):
+    """The dataset of the points `keep` (indices into open_dataset's `data`) with the new `split`
+    (one code per kept point), its band statistics those of its training patches."""
+    mean, std = band_statistics(data["patches"], keep[split == TRAIN])
+    arrays = {key: value[keep] if key in PER_POINT else value for key, value in data.items() if key != "patches"}
+    arrays.update(split=split.astype(np.int8), band_mean=mean, band_std=std)
+    write(path, data["patches"], keep, arrays)

@@ -1,6 +1,7 @@
 """Regression scores in the target's units."""
 
 import numpy as np
+from scipy.special import erf
 
 NAMES = ("n", "rmse", "mae", "r2", "bias")
 
@@ -35,3 +36,14 @@ def coverage(observed, predicted, sigma):
     if not len(error) or not np.isfinite(sigma).all():
         return dict.fromkeys(COVERAGE_NAMES, float("nan"))
     return {name: float(100.0 * np.mean(error <= k * sigma)) for k, name in enumerate(COVERAGE_NAMES, start=1)}
+
+
+def crps(observed, predicted, sigma):
+    """The mean continuous ranked probability score of normal predictions N(predicted, sigma²),
+    in the target's units (Gneiting & Raftery 2007): lower is better, and it rewards a σ that is
+    both honest and small. NaN without points or without a finite positive sigma."""
+    observed, predicted, sigma = (np.asarray(values, float) for values in (observed, predicted, sigma))
+    if not len(observed) or not (np.isfinite(sigma).all() and (sigma > 0).all()):
+        return float("nan")
+    z = (observed - predicted) / sigma
+    return float(np.mean(sigma * (z * erf(z / np.sqrt(2)) + np.sqrt(2 / np.pi) * np.exp(-0.5 * z**2) - 1 / np.sqrt(np.pi))))

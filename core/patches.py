@@ -113,21 +113,31 @@ def split_from_values(values):
 
 
 def drop_test_overlaps(rows, columns, labels, size):
-    """Training and validation points whose patch overlaps a test patch get DROPPED: overlapping
-    means closer than `size` cells in both rows and columns (rows and columns: the points' cell
-    indices, or positions in cells as floats). Returns the new labels and the count."""
-    test = labels == TEST
-    others = np.flatnonzero((labels == TRAIN) | (labels == VAL))
-    if not test.any() or not len(others):
-        return labels, 0
-    tree = cKDTree(np.column_stack([rows[test], columns[test]]))
+    """Keeps held-out patches apart from those learnt from: training and validation points whose
+    patch overlaps a test patch, then training points whose patch overlaps a validation patch, get
+    DROPPED (validation points are where early stopping and the σ's calibration measure the
+    error away from the training data, so they must be as far from it as the test points).
+    Overlapping means closer than `size` cells in both rows and columns (rows and columns: the
+    points' cell indices, or positions in cells as floats). Returns the new labels and the count."""
+    labels = labels.copy()
+    dropped = _drop_near(rows, columns, labels, TEST, (TRAIN, VAL), size) + _drop_near(rows, columns, labels, VAL, (TRAIN,), size)
+    return labels, dropped
+
+
+def _drop_near(rows, columns, labels, held_out, others, size):
+    """Sets the points of the `others` labels whose patch overlaps a `held_out` patch to DROPPED,
+    in place; returns how many."""
+    anchors = labels == held_out
+    candidates = np.flatnonzero(np.isin(labels, others))
+    if not anchors.any() or not len(candidates):
+        return 0
+    tree = cKDTree(np.column_stack([rows[anchors], columns[anchors]]))
     # Closer than size: within size - 1 for whole cells, within just under size for positions.
     reach = size - 1 if np.issubdtype(np.asarray(rows).dtype, np.integer) else size * (1 - 1e-9)
-    near = tree.query_ball_point(np.column_stack([rows[others], columns[others]]), r=reach, p=np.inf)
-    overlapping = others[[bool(found) for found in near]]
-    labels = labels.copy()
+    near = tree.query_ball_point(np.column_stack([rows[candidates], columns[candidates]]), r=reach, p=np.inf)
+    overlapping = candidates[[bool(found) for found in near]]
     labels[overlapping] = DROPPED
-    return labels, len(overlapping)
+    return len(overlapping)
 
 
 def band_statistics(patches, index, chunk=512, transform=None):

@@ -16,13 +16,14 @@ def subsidence_bowls(n, noise_sd=2.0, extent=1e5, seed=0):
 LAND_USES = {1: "built-up", 2: "fields", 3: "bare"}
 
 
-def subsidence_scenario(rows=300, columns=300, cell=25.0, seed=0):
+def subsidence_scenario(rows=300, columns=300, cell=25.0, seed=0, noise=1.0):
     """A basin where the truth is known on every cell: drawdown around the nearest pumping well,
     decaying with distance, times the thickness of compressible clay (to a power), more on
     irrigated fields, plus a smooth spatial residual (4 mm). PS points are dense on built-up land and sparse on
     fields and bare land, as radar finds them. Returns a dict of (rows, columns) float32 rasters
     (`dem`, `clay`, `distance` to the nearest well, `landuse` 1/2/3, `truth` in mm), the well cells
-    `wells`, and the points: `ps_rows`, `ps_columns`, `ps_value` (truth + 1 mm noise)."""
+    `wells`, and the points: `ps_rows`, `ps_columns`, `ps_value` (truth + normal noise of
+    standard deviation `noise`, in mm)."""
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
@@ -52,5 +53,5 @@ def subsidence_scenario(rows=300, columns=300, cell=25.0, seed=0):
         "wells": (well_rows, well_columns),
         "ps_rows": ps_rows,
         "ps_columns": ps_columns,
-        "ps_value": truth[picked] + rng.normal(0, 1.0, len(ps_rows)),
+        "ps_value": truth[picked] + rng.normal(0, noise, len(ps_rows)),
     }

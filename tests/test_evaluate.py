@@ -18,58 +18,78 @@ def run(tmp_path, dataset, model, **parameters):
     )
 
 
+def table_rows(path):
+    layer = QgsVectorLayer(path, "table", "ogr")
+    names = [field.name() for field in layer.fields()]
+    return [dict(zip(names, feature.attributes())) for feature in layer.getFeatures()]
+
+
 def test_table_metrics_equal_numpy_on_its_rows(plugin, tmp_path, dense_model):
+    """Every method's row is scored on the same test points, the dataset's own, in its order; the
+    null row is the training mean's error."""
     known_function_dataset(tmp_path / "data.npz", n=400)
     result = run(tmp_path, tmp_path / "data.npz", dense_model)
-    layer = QgsVectorLayer(result["OUTPUT_TABLE"], "table", "ogr")
-    rows = [feature.attributes() for feature in layer.getFeatures()]
-    names = [field.name() for field in layer.fields()]
-    points = [dict(zip(names, row)) for row in rows if row[names.index("row")] == "point"]
-    summary = {row[names.index("method")]: dict(zip(names, row)) for row in rows if row[names.index("row")] == "summary"}
+    rows = table_rows(result["OUTPUT_TABLE"])
+    points = [row for row in rows if row["row"] == "point"]
+    summary = {row["method"]: row for row in rows if row["row"] == "summary"}
     data = open_dataset(tmp_path / "data.npz")
-    assert len(points) == (data["split"] == 2).sum()
+    test = data["split"] == 2
+    assert [p["pid"] for p in points] == [str(pid) for pid in data["pid"][test]]
     observed = np.array([float(p["observed"]) for p in points])
-    for method in ("cnn", "kriging"):
+    np.testing.assert_allclose(observed, data["targets"][test], rtol=1e-6)
+    np.testing.assert_allclose([float(p["mean"]) for p in points], data["targets"][data["split"] == 0].astype(float).mean(), rtol=1e-9)
+    assert sorted(summary) == sorted(evaluation.METHODS)
+    for method in evaluation.METHODS:
         predicted = np.array([float(p[method]) for p in points])
         error = predicted - observed
         np.testing.assert_allclose([float(p[f"{method}_error"]) for p in points], error, rtol=1e-6, atol=1e-9)
         expected = {
             "rmse": np.sqrt(np.mean(error**2)), "mae": np.mean(np.abs(error)), "bias": np.mean(error),
-            "r2": 1 - np.sum(error**2) / np.sum((observed - observed.mean()) ** 2), "n": len(observed),
+            "r2": 1 - np.sum(error**2) / np.sum((observed - observed.mean()) ** 2), "n": test.sum(),
         }  # fmt: skip
         for key, value in expected.items():
             assert float(summary[method][key]) == pytest.approx(value, rel=1e-6)
-    assert result["CNN_RMSE"] == pytest.approx(float(summary["cnn"]["rmse"]))
+        assert result[f"{method.upper()}_RMSE"] == pytest.approx(expected["rmse"], rel=1e-6)
     assert result["IMPROVEMENT_PERCENT"] == pytest.approx(100 * (1 - result["CNN_RMSE"] / result["KRIGING_RMSE"]))
-    assert "<img" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+    best = min(evaluation.METHODS, key=lambda method: result[f"{method.upper()}_RMSE"])
+    assert result["BEST_METHOD"] == best and evaluation.NAMES[best] in result["VERDICT"]
+    page = open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+    assert "<img" in page and result["VERDICT"].split(":")[0] in page
 
 
 def test_calibration_is_the_share_of_errors_within_one_and_two_sigma(plugin, tmp_path, geotiff):
-    """With an ensemble: the table's and the outputs' shares equal numpy's on the point rows (σ the
-    members' standard deviation, the kriging variance's root); the report shows them and maps."""
+    """With an ensemble: σ is the members' spread plus the noise variance that makes the validation
+    points' mean squared standardised error 1; the table's and the outputs' shares and CRPS equal
+    numpy's on the point rows; the report shows them and maps."""
     import onnxruntime
     from cnn_data import smooth_fields, trained_model
 
     model = trained_model(tmp_path, "dense", 22, members=3)  # on known_function_dataset(n=600), seed 0
     result = run(tmp_path, tmp_path / "data.npz", model)
-    layer = QgsVectorLayer(result["OUTPUT_TABLE"], "table", "ogr")
-    names = [field.name() for field in layer.fields()]
-    rows = [dict(zip(names, feature.attributes())) for feature in layer.getFeatures()]
+    rows = table_rows(result["OUTPUT_TABLE"])
     points = [row for row in rows if row["row"] == "point"]
     summary = {row["method"]: row for row in rows if row["row"] == "summary"}
     data = open_dataset(tmp_path / "data.npz")
-    members = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(["members"], {"patches": np.array(data["patches"][data["split"] == 2])})[0]
+    run_model = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    members = run_model.run(["members"], {"patches": np.array(data["patches"][data["split"] == 2])})[0].astype(float)
+    validation = run_model.run(["members"], {"patches": np.array(data["patches"][data["split"] == 1])})[0].astype(float)
+    residuals, spread = data["targets"][data["split"] == 1] - validation.mean(axis=1), validation.std(axis=1, ddof=1)
+    noise = float(np.square(np.array([float(p["cnn_sigma"]) for p in points])).mean() - np.square(members.std(axis=1, ddof=1)).mean())
+    assert noise > 0 and np.mean(residuals**2 / (spread**2 + noise)) == pytest.approx(1.0, rel=1e-4)
     observed = np.array([float(p["observed"]) for p in points])
-    sigmas = {"cnn": np.array([float(p["cnn_sigma"]) for p in points]), "kriging": np.sqrt([float(p["kriging_variance"]) for p in points])}
-    np.testing.assert_allclose(sigmas["cnn"], members.std(axis=1, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose([float(p["cnn_spread"]) for p in points], members.std(axis=1, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose([float(p["cnn_sigma"]) for p in points], np.sqrt(members.std(axis=1, ddof=1) ** 2 + noise), rtol=1e-5)
     np.testing.assert_allclose([float(p["cnn"]) for p in points], members.mean(axis=1), rtol=1e-5)
-    for method in ("cnn", "kriging"):
-        error = np.abs(np.array([float(p[method]) for p in points]) - observed)
+    sigmas = {"kriging": np.sqrt([float(p["kriging_variance"]) for p in points])}
+    sigmas.update({method: np.array([float(p[f"{method}_sigma"]) for p in points]) for method in ("regression_kriging", "cnn", "hybrid")})
+    for method, sigma in sigmas.items():
+        error = np.array([float(p[method]) for p in points]) - observed
         for k in (1, 2):
-            expected = 100 * np.mean(error <= k * sigmas[method])
+            expected = 100 * np.mean(np.abs(error) <= k * sigma)
             assert float(summary[method][f"within_{k}_sigma"]) == pytest.approx(expected)
             assert result[f"{method.upper()}_WITHIN_{k}_SIGMA"] == pytest.approx(expected)
-    assert 0 < result["KRIGING_WITHIN_2_SIGMA"] <= 100 and result["KRIGING_WITHIN_1_SIGMA"] <= result["KRIGING_WITHIN_2_SIGMA"]
+        assert result[f"{method.upper()}_CRPS"] == pytest.approx(float(summary[method]["crps"])) and float(summary[method]["crps"]) > 0
+    assert not summary["mean"]["within_1_sigma"] and not summary["mean"]["crps"]  # empty: the null model has no σ
     grid = (400000.0, 10.0, 0, 4500000.0, 0, -10.0)
     stack = geotiff(tmp_path / "stack.tif", smooth_fields(3, 60, 80), grid, 32630, names=["band0", "band1", "band2"])
     surfaces = processing.run(
@@ -82,7 +102,44 @@ def test_calibration_is_the_share_of_errors_within_one_and_two_sigma(plugin, tmp
     assert 'alt="maps of the surface, its uncertainty and its area of applicability"' in page
 
 
-def test_kriging_never_sees_a_test_point(tmp_path, monkeypatch):
+def pykrige(fit, x, y, z, tx, ty, neighbours):
+    from pykrige.ok import OrdinaryKriging as PyKrige
+
+    return PyKrige(x, y, z, variogram_model=fit.variogram.model, variogram_parameters=fit.variogram.as_pykrige_dict()).execute(
+        "points", tx, ty, backend="C", n_closest_points=neighbours
+    )
+
+
+def test_regression_kriging_and_the_hybrid_equal_least_squares_and_pykrige(tmp_path):
+    """Regression kriging: numpy's least squares on the patch-centre values and patch means of the
+    training and validation points, plus PyKrige of its residuals; the hybrid: the CNN plus PyKrige
+    of its residuals at the validation points. The same variograms, the same 16 neighbours."""
+    known_function_dataset(tmp_path / "data.npz", n=400, blocks=True)
+    data = open_dataset(tmp_path / "data.npz")
+    patches = np.array(data["patches"], float)
+
+    def predict(batch):  # three "members": a function of the patches that misses a smooth field
+        centre = batch[:, 0, 11, 11].astype(float)
+        return np.column_stack([centre + offset for offset in (-0.1, 0.0, 0.2)])
+
+    result = evaluation.compare(data, predict, "spherical", 16)
+    split, targets, x, y = data["split"], data["targets"].astype(float), data["x"], data["y"]
+    test, known, validation = split == 2, split != 2, split == 1
+    features = np.column_stack([np.ones(len(targets)), patches[:, :, 11, 11], patches.mean(axis=(2, 3))])
+    coefficients = np.linalg.lstsq(features[known], targets[known], rcond=None)[0]
+    trend = features @ coefficients
+    correction, variance = pykrige(result.variograms["regression_kriging"], x[known], y[known], (targets - trend)[known], x[test], y[test], 16)
+    np.testing.assert_allclose(result.predicted["regression_kriging"], trend[test] + correction, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(result.sigma["regression_kriging"] ** 2, variance, rtol=1e-6, atol=1e-10)
+    cnn = predict(patches).mean(axis=1)
+    correction, variance = pykrige(result.variograms["hybrid"], x[validation], y[validation], (targets - cnn)[validation], x[test], y[test], 16)
+    np.testing.assert_allclose(result.predicted["hybrid"], cnn[test] + correction, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(result.sigma["hybrid"] ** 2, variance, rtol=1e-6, atol=1e-10)
+    assert result.points["hybrid"] == validation.sum() and result.points["regression_kriging"] == known.sum()
+    np.testing.assert_array_equal(result.test, np.flatnonzero(test))
+
+
+def test_no_kriging_sees_a_test_point(tmp_path, monkeypatch):
     known_function_dataset(tmp_path / "data.npz", n=300)
     data = open_dataset(tmp_path / "data.npz")
     given = []
@@ -95,8 +152,9 @@ def test_kriging_never_sees_a_test_point(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation, "OrdinaryKriging", Spy)
     result = evaluation.compare(data, lambda patches: np.zeros((len(patches), 1)), "spherical", 16)
     test = {tuple(point) for point in np.column_stack([data["x"], data["y"]])[data["split"] == 2]}
-    assert len(given) == 1 and not test & {tuple(point) for point in given[0]}
-    assert len(given[0]) == (data["split"] != 2).sum() == result.kriging_points
+    assert len(given) == 3 and not any(test & {tuple(point) for point in points} for points in given)  # kriging, regression kriging, hybrid
+    assert len(given[0]) == len(given[1]) == (data["split"] != 2).sum() == result.points["kriging"]
+    assert len(given[2]) == (data["split"] == 1).sum() == result.points["hybrid"]
 
 
 def test_a_model_of_other_drivers_is_refused(plugin, tmp_path, dense_model):
@@ -168,9 +226,7 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
 
     monkeypatch.setattr(evaluation, "OrdinaryKriging", Spy)
     result = run(tmp_path, tmp_path / "data.npz", trained["OUTPUT_MODEL"], FOLDS=3)
-    layer = QgsVectorLayer(result["OUTPUT_TABLE"], "table", "ogr")
-    names = [field.name() for field in layer.fields()]
-    rows = [dict(zip(names, feature.attributes())) for feature in layer.getFeatures()]
+    rows = table_rows(result["OUTPUT_TABLE"])
     folds = {row["row"]: {} for row in rows if str(row["row"]).startswith("fold")}
     for row in rows:
         if row["row"] in folds:
@@ -178,11 +234,11 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
     assert sorted(folds) == ["fold 1", "fold 2", "fold 3"]
     data = open_dataset(tmp_path / "data.npz")
     points = np.column_stack([data["x"], data["y"]])
-    # One kriging for the dataset's own split, then one per fold, which never saw the fold's test
-    # points (nor the points left out for overlapping them).
-    assert len(given) == 4
-    unseen = [sum(tuple(point) not in seen for point in points) for seen in given[1:]]
-    for method in ("cnn", "kriging"):
+    # Three krigings (kriging, regression kriging, hybrid) for the dataset's own split, then three
+    # per fold, which never saw the fold's test points (nor the points left out for overlapping them).
+    assert len(given) == 12
+    unseen = [min(sum(tuple(point) not in seen for point in points) for seen in given[3 * fold : 3 * fold + 3]) for fold in (1, 2, 3)]
+    for method in evaluation.METHODS:
         n = np.array([float(folds[f][method]["n"]) for f in sorted(folds)])
         rmse = np.array([float(folds[f][method]["rmse"]) for f in sorted(folds)])
         assert n.sum() == len(points)  # every point held out exactly once
@@ -190,5 +246,5 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
         pooled = np.sqrt(np.sum(n * rmse**2) / n.sum())  # the pooled RMSE from the folds' own
         assert result[f"CV_{method.upper()}_RMSE"] == pytest.approx(pooled, rel=1e-6)
     assert "Spatial cross-validation" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
-    pooled_rows = [row for row in rows if row["row"] == "cross-validation"]  # each fold's ensemble and kriging σ
-    assert len(pooled_rows) == 2 and all(0 <= float(row["within_1_sigma"]) <= float(row["within_2_sigma"]) <= 100 for row in pooled_rows)
+    pooled_rows = [row for row in rows if row["row"] == "cross-validation" and row["method"] != "mean"]  # each fold's σ of each method
+    assert len(pooled_rows) == 4 and all(0 <= float(row["within_1_sigma"]) <= float(row["within_2_sigma"]) <= 100 for row in pooled_rows)

@@ -93,11 +93,12 @@ def test_skip_policy_drops_and_statistics_come_from_training_only(plugin, tmp_pa
     assert (results["N_TRAIN"], results["N_VAL"], results["N_TEST"]) == tuple(int((data["split"] == k).sum()) for k in range(3))
 
 
-def overlaps(data):
+def overlaps(data, held_out=2, others=(0, 1)):
+    """Brute force: how many points of the `others` splits have a patch overlapping a `held_out` one."""
     rows = np.round((TOP - data["y"]) / PIXEL - 0.5).astype(int)
     columns = np.round((data["x"] - LEFT) / PIXEL - 0.5).astype(int)
-    test = data["split"] == 2
-    others = ~test
+    test = data["split"] == held_out
+    others = np.isin(data["split"], others)
     close = (np.abs(rows[others][:, None] - rows[test][None]) < SIZE) & (np.abs(columns[others][:, None] - columns[test][None]) < SIZE)
     return int(close.any(axis=1).sum())
 
@@ -105,10 +106,10 @@ def overlaps(data):
 def test_spatial_split_leaves_no_training_patch_over_a_test_patch(plugin, tmp_path, stack_path):
     cells = random_cells(600, seed=3)
     results, data = export(tmp_path, points_layer(cells), stack_path, NODATA_POLICY=1, BLOCK_SIZE=200)
-    assert results["N_TEST"] > 0 and results["N_TRAIN"] > 0
-    assert overlaps(data) == 0
+    assert results["N_TEST"] > 0 and results["N_TRAIN"] > 0 and results["N_VAL"] > 0
+    assert overlaps(data) == 0 and overlaps(data, held_out=1, others=(0,)) == 0  # nor a training patch over a validation patch
     _, randomly = export(tmp_path, points_layer(cells), stack_path, NODATA_POLICY=1, SPLIT=1)
-    assert overlaps(randomly) > 0  # the check above can fail: a random split leaks
+    assert overlaps(randomly) > 0 and overlaps(randomly, held_out=1, others=(0,)) > 0  # the checks above can fail: a random split leaks
 
 
 def test_split_from_a_field(plugin, tmp_path, stack_path):

@@ -165,3 +165,29 @@ def test_cancel_leaves_no_output(plugin, tmp_path, geotiff, models, log_feedback
             feedback=log_feedback(cancel_at=20),
         )
     assert not (tmp_path / "out.tif").exists()
+
+
+def with_noise_variance(model, path, noise):
+    """The model with `noise_variance` added to its metadata, as traincnn records it."""
+    edited = onnx.load(model)
+    entry = edited.metadata_props.add()
+    entry.key, entry.value = "noise_variance", repr(noise)
+    onnx.save(edited, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_the_uncertainty_adds_the_recorded_noise_variance_to_the_spread(plugin, tmp_path, geotiff, models, members):
+    stack, _ = write_stack(tmp_path / "stack.tif", geotiff)
+    plain = models[("dense", 22, "fill", members)]
+    noisy = with_noise_variance(plain, tmp_path / "noisy.onnx", 0.25)
+    out, _ = predict(tmp_path, noisy, stack, OUTPUT_UNCERTAINTY=str(tmp_path / "sigma.tif"))
+    sigma = read(tmp_path / "sigma.tif")
+    if members > 1:
+        (tmp_path / "plain").mkdir()
+        predict(tmp_path / "plain", plain, stack, OUTPUT_UNCERTAINTY=str(tmp_path / "plain" / "sd.tif"))
+        spread = read(tmp_path / "plain" / "sd.tif")
+    else:
+        spread = np.zeros_like(out)
+    np.testing.assert_allclose(sigma, np.sqrt(spread**2 + 0.25), rtol=1e-5)
+    assert np.array_equal(np.isnan(sigma), np.isnan(out))

@@ -245,3 +245,43 @@ def predict_with(model, patches):
     model.eval()
     with torch.no_grad():
         return model(torch.from_numpy(np.asarray(patches)))[0][:, 0].numpy()
+
+
+def test_the_noise_variance_is_calibrated_on_the_validation_points(plugin, tmp_path, small_dataset):
+    """noise_variance makes the validation points' mean squared standardised error 1, with the
+    members' spread and the errors ONNX Runtime gives; the recorded test coverage uses that σ."""
+    from insar_subsidence.core.dataset import open_dataset
+
+    result = train(tmp_path, small_dataset, EPOCHS=3, ENSEMBLE=2)
+    data = open_dataset(small_dataset)
+    metadata = read_metadata(result["OUTPUT_MODEL"])
+    members = onnxruntime.InferenceSession(result["OUTPUT_MODEL"], providers=["CPUExecutionProvider"]).run(["members"], {"patches": np.asarray(data["patches"])})[0]
+    mean, spread = members.mean(axis=1).astype(float), members.std(axis=1, ddof=1).astype(float)
+    noise = float(metadata["noise_variance"])
+    val, test = data["split"] == 1, data["split"] == 2
+    assert noise > 0 and np.mean((data["targets"][val] - mean[val]) ** 2 / (spread[val] ** 2 + noise)) == pytest.approx(1.0, rel=1e-3)
+    within = 100 * np.mean(np.abs(data["targets"][test] - mean[test]) <= np.sqrt(spread[test] ** 2 + noise))
+    assert json.loads(metadata["calibration"])["test"]["within_1_sigma"] == pytest.approx(within, abs=1e-6)
+
+
+def test_refit_trains_again_on_every_point_for_the_best_epochs(plugin, tmp_path, small_dataset, log_feedback):
+    """REFIT writes a model trained on all the points (its band statistics theirs), for the median of
+    the members' best epochs, keeps the split's scores, and evaluate refuses it."""
+    from insar_subsidence.algorithms.traincnn import refit_epochs
+    from insar_subsidence.core.dataset import open_dataset
+
+    split = train(tmp_path, small_dataset, EPOCHS=6, ENSEMBLE=2, PATIENCE=0, OUTPUT_MODEL=str(tmp_path / "split.onnx"))
+    feedback = log_feedback()
+    result = train(tmp_path, small_dataset, feedback=feedback, EPOCHS=6, ENSEMBLE=2, PATIENCE=0, REFIT=True)
+    data = open_dataset(small_dataset)
+    metadata, split_metadata = read_metadata(result["OUTPUT_MODEL"]), read_metadata(split["OUTPUT_MODEL"])
+    history = json.loads(split_metadata["training"])["history"]
+    best = [min((e for e in history if e["member"] == m), key=lambda e: e["val_loss"])["epoch"] for m in (1, 2)]
+    assert json.loads(metadata["refit"]) == {"points": len(data["targets"]), "epochs": max(1, int(round(np.median(best))))} == {"points": 300, "epochs": refit_epochs(history)}
+    patches = np.asarray(data["patches"], float)
+    np.testing.assert_allclose(json.loads(metadata["band_mean"]), patches.mean(axis=(0, 2, 3)), rtol=1e-6)
+    assert result["TEST_RMSE"] == pytest.approx(split["TEST_RMSE"], rel=1e-6)  # the same seeds: the split's networks, scored
+    assert "Refit: training again on all 300 points" in feedback.text
+    assert not np.allclose(predict(result["OUTPUT_MODEL"], data["patches"]), predict(split["OUTPUT_MODEL"], data["patches"]))
+    with pytest.raises(QgsProcessingException, match="REFIT"):
+        processing.run("subsidence:evaluate", {"DATASET": str(small_dataset), "MODEL": result["OUTPUT_MODEL"], "OUTPUT_TABLE": str(tmp_path / "t.csv")})

@@ -20,6 +20,7 @@ OUTPUTS = {
     "traincnn:model": "model.onnx", "traincnn:training_report": "training.html", "predictsurface:cnn_surface": "cnn.tif",
     "predictsurface:cnn_uncertainty": "cnn_sd.tif", "predictsurface:cnn_applicability": "cnn_aoa.tif",
     "krige:kriged_surface": "kriged.tif", "krige:kriging_variance": "variance.tif", "krige:kriging_report": "kriging.html",
+    "krigeresiduals:hybrid_surface": "hybrid.tif", "krigeresiduals:hybrid_variance": "hybrid_variance.tif",
     "evaluate:comparison": "comparison.csv", "evaluate:evaluation_report": "evaluation.html",
 }  # fmt: skip
 
@@ -48,7 +49,8 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout)["results"]
     assert {name: results[name] for name in OUTPUTS} == outputs
-    for name in ("predictsurface:cnn_surface", "predictsurface:cnn_uncertainty", "predictsurface:cnn_applicability", "krige:kriged_surface", "krige:kriging_variance"):
+    rasters = ("cnn_surface", "cnn_uncertainty", "cnn_applicability", "kriged_surface", "kriging_variance", "hybrid_surface", "hybrid_variance")
+    for name in (f"{step}:{raster}" for step, raster in zip(["predictsurface"] * 3 + ["krige"] * 2 + ["krigeresiduals"] * 2, rasters)):
         raster = gdal.Open(outputs[name])
         assert (raster.RasterXSize, raster.RasterYSize) == (440, 400)
         assert raster.GetGeoTransform() == (175000, 50, 0, 4141000, 0, -50)
@@ -60,6 +62,11 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
         table = list(csv.DictReader(file))
     data = open_dataset(outputs["exportpatches:dataset"])
     assert sum(row["row"] == "point" for row in table) == (data["split"] == 2).sum() > 0
-    assert {row["method"] for row in table if row["row"] == "summary"} == {"cnn", "kriging"}
-    assert all(0 <= float(row["within_2_sigma"]) <= 100 for row in table if row["row"] == "summary")
+    assert {row["method"] for row in table if row["row"] == "summary"} == {"mean", "kriging", "regression_kriging", "cnn", "hybrid"}
+    assert all(0 <= float(row["within_2_sigma"]) <= 100 for row in table if row["row"] == "summary" and row["method"] != "mean")
+    # The hybrid is the CNN's surface plus a correction that is not zero: it kriged residuals.
+    hybrid, cnn = (gdal.Open(outputs[f"{step}:{name}"]).ReadAsArray() for step, name in (("krigeresiduals", "hybrid_surface"), ("predictsurface", "cnn_surface")))
+    assert np.isfinite(hybrid).all() and np.abs(hybrid - cnn).max() > 0
+    variance = gdal.Open(outputs["krigeresiduals:hybrid_variance"]).ReadAsArray()
+    assert variance.min() >= 0 and variance.max() > 0
     assert 'alt="maps of the surface, its uncertainty and its area of applicability"' in open(outputs["evaluate:evaluation_report"], encoding="utf-8").read()

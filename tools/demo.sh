@@ -34,7 +34,8 @@ grep -E '^N_POINTS|^LOO_RMSE' "$out/derived_dem.txt"
 
 echo
 echo "== The workflow model: import, terrain factors, distance to the piezometers, stack, patches,"
-echo "   training an ensemble of 5 CNNs, surface, uncertainty, area of applicability, kriging, evaluation"
+echo "   training an ensemble of 5 CNNs, surface, uncertainty, area of applicability, kriging, the hybrid"
+echo "   (the CNN plus its kriged residuals), every method evaluated on the held-out points"
 echo "   (displacement 2016-01-01 … 2019-12-31, mm)"
 "$qgis_process" run "$model" -- \
     ps_export="$data/Sentinel_Asc.shp" start_date=2016-01-01 end_date=2019-12-31 units=2 los_to_vertical=true \
@@ -45,10 +46,23 @@ echo "   (displacement 2016-01-01 … 2019-12-31, mm)"
     traincnn:training_report="$out/training_report.html" predictsurface:cnn_surface="$out/cnn_surface.tif" \
     predictsurface:cnn_uncertainty="$out/cnn_uncertainty.tif" predictsurface:cnn_applicability="$out/cnn_applicability.tif" \
     krige:kriged_surface="$out/kriged_surface.tif" krige:kriging_variance="$out/kriging_variance.tif" \
-    krige:kriging_report="$out/kriging_report.html" evaluate:comparison="$out/comparison.csv" \
+    krige:kriging_report="$out/kriging_report.html" krigeresiduals:hybrid_surface="$out/hybrid_surface.tif" \
+    krigeresiduals:hybrid_variance="$out/hybrid_variance.tif" evaluate:comparison="$out/comparison.csv" \
     evaluate:evaluation_report="$out/evaluation_report.html" > "$out/workflow.txt" 2>&1
 # The log's key lines (qgis_process prints progress dots and numbers before some of them).
-grep -oE '[0-9]+ rows read, [0-9]+ points written|Written: .*|(train|val|test): RMSE.*|(val|test): [0-9]+ % of the errors.*|Area of applicability: dis.*|[0-9.]+ % of the predicted pixels.*|(cnn|kriging): (RMSE|[0-9]+ % of).*|Executed.*' "$out/workflow.txt"
+grep -oE '[0-9]+ rows read, [0-9]+ points written|Written: .*|(train|val|test): RMSE.*|σ: the ensemble.*|Area of applicability: dis.*|[0-9.]+ % of the predicted pixels.*|[0-9]+ points with a value in .displacement.: .*|Executed.*' "$out/workflow.txt"
+
+echo
+echo "== Every method on the test points (mm; σ-based columns empty where a method has none)"
+/usr/bin/python3 - "$out/comparison.csv" <<'PY'
+import csv, sys
+rows = [row for row in csv.DictReader(open(sys.argv[1], newline="")) if row["row"] == "summary"]
+print(f"{'method':<20}{'n':>5}{'RMSE':>8}{'MAE':>8}{'R²':>7}{'bias':>8}{'±1σ %':>7}{'±2σ %':>7}{'CRPS':>7}")
+for row in sorted(rows, key=lambda row: float(row["rmse"])):
+    numbers = [float(row[key]) if row[key] else float("nan") for key in ("rmse", "mae", "r2", "bias", "within_1_sigma", "within_2_sigma", "crps")]
+    print(f"{row['method']:<20}{int(float(row['n'])):>5}" + "".join(f"{value:>{width}.{digits}f}" for value, width, digits in zip(numbers, (8, 8, 7, 8, 7, 7, 7), (2, 2, 2, 2, 0, 0, 2))))
+PY
+grep -oE 'On these points .*' "$out/workflow.txt" | tail -1
 
 /usr/bin/python3 tools/demo_figure.py "$out"
 
@@ -59,6 +73,7 @@ Demo outputs ($((SECONDS - start)) s):
                     and area of applicability cnn_applicability.tif (DI, 1/0 mask)
   kriged surface    $out/kriged_surface.tif (mm)
   kriging variance  $out/kriging_variance.tif (mm²)
+  hybrid surface    $out/hybrid_surface.tif (mm), its variance hybrid_variance.tif (mm²)
   evaluation report $out/evaluation_report.html (and comparison.csv)
   training report   $out/training_report.html; kriging report $out/kriging_report.html
   picture           $out/surfaces.png

@@ -1,6 +1,8 @@
 """The demo's picture (build/demo/surfaces.png), with the PS points: the CNN surface, its
 uncertainty and its area of applicability above; the kriged surface, kriging's standard deviation
-and the difference of the two surfaces below. Usage: demo_figure.py OUTPUT_FOLDER"""
+and the difference of the two surfaces in the middle; the hybrid (the CNN plus its kriged
+residuals), its standard deviation and its correction to the CNN below. Usage: demo_figure.py
+OUTPUT_FOLDER"""
 
 import sys
 from pathlib import Path
@@ -31,23 +33,28 @@ def main(folder):
     kriged, _ = read(folder / "kriged_surface.tif")
     kriging_sd = np.sqrt(read(folder / "kriging_variance.tif")[0])
     cnn_sd, _ = read(folder / "cnn_uncertainty.tif")
+    hybrid, _ = read(folder / "hybrid_surface.tif")
+    hybrid_sd = np.sqrt(read(folder / "hybrid_variance.tif")[0])
     dissimilarity, _ = read(folder / "cnn_applicability.tif")
     inside, _ = read(folder / "cnn_applicability.tif", 2)
     ps = points(folder / "ps_points.gpkg")
     limit = np.nanpercentile(np.abs(np.concatenate([cnn.ravel(), kriged.ravel(), ps[:, 2]])), 98)
     spread = np.nanpercentile(np.concatenate([cnn_sd.ravel(), kriging_sd.ravel()]), 98)
-    difference = cnn - kriged
-    figure = Figure(figsize=(15, 9.6), dpi=90, layout="tight")
+    difference, correction = cnn - kriged, hybrid - cnn
+    figure = Figure(figsize=(15, 14.4), dpi=80, layout="tight")
     panels = (
         ("CNN surface, ensemble mean (mm)", cnn, "RdBu", -limit, limit),
-        ("CNN uncertainty, ensemble σ (mm)", cnn_sd, "magma_r", 0, spread),
+        ("CNN uncertainty, calibrated σ (mm)", cnn_sd, "magma_r", 0, spread),
         ("CNN dissimilarity index (line: area of applicability)", dissimilarity, "magma_r", *np.nanpercentile(dissimilarity, [2, 98])),
         ("Ordinary kriging (mm)", kriged, "RdBu", -limit, limit),
         ("Kriging σ, √variance (mm)", kriging_sd, "magma_r", 0, spread),
         ("CNN − kriging (mm)", difference, "PuOr", -np.nanpercentile(np.abs(difference), 98), np.nanpercentile(np.abs(difference), 98)),
+        ("Hybrid: CNN + kriged residuals (mm)", hybrid, "RdBu", -limit, limit),
+        ("Hybrid σ, √variance (mm)", hybrid_sd, "magma_r", 0, spread),
+        ("Hybrid − CNN: the kriged residuals (mm)", correction, "PuOr", -np.nanpercentile(np.abs(correction), 98), np.nanpercentile(np.abs(correction), 98)),
     )
     for slot, (title, values, colours, low, high) in enumerate(panels):
-        axes = figure.add_subplot(2, 3, slot + 1)
+        axes = figure.add_subplot(3, 3, slot + 1)
         shown = axes.imshow(values, extent=extent, cmap=colours, vmin=low, vmax=high)
         if slot == 2:
             axes.contour(np.nan_to_num(inside, nan=1.0), levels=[0.5], colors="black", linewidths=0.8, extent=extent, origin="upper")

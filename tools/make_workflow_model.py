@@ -34,11 +34,12 @@ HELP = (
     "The whole chain of InSAR Subsidence Mapper in one run: PS points from an export (Import PS points), "
     "slope, TWI and SPI of the DEM (Terrain factors, MFD routing), the distance to the wells, all on the "
     "DEM's grid (Stack driver rasters), patches around the PS points with a spatial split (Export training "
-    "patches), an ensemble of dense CNNs (Train the CNN), its surface over the whole DEM with the members' "
-    "spread as uncertainty and the area of applicability (Predict the surface), ordinary kriging of the same "
-    "points onto the same grid, and both compared on the held-out points, with the calibration of their "
-    "uncertainties and maps (Evaluate). The PS displacement is in mm, between the epochs nearest the start "
-    "and end dates."
+    "patches), an ensemble of dense CNNs (Train the CNN), its surface over the whole DEM with its calibrated "
+    "uncertainty and the area of applicability (Predict the surface), ordinary kriging of the same points onto "
+    "the same grid, the hybrid (the CNN's surface plus the kriging of its residuals at the points it did not "
+    "train on), and every method compared on the held-out points, with a verdict on which map to use, the "
+    "calibration of their uncertainties and maps (Evaluate). The PS displacement is in mm, between the epochs "
+    "nearest the start and end dates."
 )
 
 
@@ -131,7 +132,11 @@ def build():
         "VARIOGRAM_MODEL": given("variogram_model"), "N_NEIGHBOURS": given("n_neighbours"),
     }, [("kriged_surface", "OUTPUT", "Kriged surface"), ("kriging_variance", "OUTPUT_VARIANCE", "Kriging variance"),
         ("kriging_report", "OUTPUT_REPORT", "Kriging report")])  # fmt: skip
-    child(model, "subsidence:evaluate", "evaluate", "CNN versus kriging", 1620, 450, {
+    child(model, "subsidence:krigeresiduals", "krigeresiduals", "Krige the CNN's residuals (hybrid)", 1920, 250, {
+        "SURFACE": made("predictsurface", "OUTPUT"), "POINTS": made("importps", "OUTPUT"), "FIELD": fixed("displacement"),
+        "DATASET": made("exportpatches", "OUTPUT"), "VARIOGRAM_MODEL": given("variogram_model"), "N_NEIGHBOURS": given("n_neighbours"),
+    }, [("hybrid_surface", "OUTPUT", "Hybrid surface (CNN + kriged residuals)"), ("hybrid_variance", "OUTPUT_VARIANCE", "Hybrid variance")])  # fmt: skip
+    child(model, "subsidence:evaluate", "evaluate", "Every method on the held-out points", 1620, 450, {
         "DATASET": made("exportpatches", "OUTPUT"), "MODEL": made("traincnn", "OUTPUT_MODEL"), "VARIOGRAM_MODEL": given("variogram_model"),
         "N_NEIGHBOURS": given("n_neighbours"), "SURFACE": made("predictsurface", "OUTPUT"),
         "UNCERTAINTY": made("predictsurface", "OUTPUT_UNCERTAINTY"), "APPLICABILITY": made("predictsurface", "OUTPUT_APPLICABILITY"),

@@ -76,9 +76,10 @@ def read(path):
     return values
 
 
-def prepare(folder, seed, env):
-    """The scenario's rasters and points, the stack and the dataset, as a user makes them."""
-    scenario = subsidence_scenario(seed=seed)
+def prepare(folder, seed, env, noise=1.0):
+    """The scenario's rasters and points (`noise`: the PS values' noise, mm), the stack and the
+    dataset, as a user makes them."""
+    scenario = subsidence_scenario(seed=seed, noise=noise)
     for name in ("dem", "clay", "distance", "landuse"):
         write_raster(folder / f"{name}.tif", scenario[name], name)
     rng = np.random.default_rng(seed)
