@@ -175,9 +175,10 @@ class Evaluate(SubsidenceAlgorithm):
         except InputError as error:
             raise QgsProcessingException(str(error)) from None
         units = str(data["target_units"])
-        self._log(result, cross, folds, units, metadata, feedback)
-        table = self._write_table(parameters, context, data, result, cross)
         ranking = result.ranking()
+        advice = verdict(ranking, result.scores)
+        self._log(result, cross, folds, units, metadata, advice, feedback)
+        table = self._write_table(parameters, context, data, result, cross)
         outputs = {
             self.OUTPUT_TABLE: table,
             **{f"{method.upper()}_RMSE": result.scores[method]["rmse"] for method in METHODS},
@@ -185,17 +186,17 @@ class Evaluate(SubsidenceAlgorithm):
             "IMPROVEMENT_PERCENT": 100.0 * (1.0 - result.scores["cnn"]["rmse"] / result.scores["kriging"]["rmse"]),
             **{f"{method.upper()}_{name.upper()}": result.calibration[method][name] for method in SIGMA_METHODS for name in PROBABILISTIC},
             "BEST_METHOD": ranking[0] if ranking else "",
-            "VERDICT": verdict(ranking, result.scores),
+            "VERDICT": advice,
         }
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
                 maps = [(key, self.parameterAsRasterLayer(parameters, key, context)) for key in (self.SURFACE, self.UNCERTAINTY, self.APPLICABILITY)]
-                file.write(_report(data, result, cross, units, outputs["VERDICT"], [(key, layer) for key, layer in maps if layer is not None]))
+                file.write(_report(data, result, cross, units, advice, [(key, layer) for key, layer in maps if layer is not None]))
             outputs[self.OUTPUT_REPORT] = report_path
         return outputs
 
-    def _log(self, result, cross, folds, units, metadata, feedback):
+    def _log(self, result, cross, folds, units, metadata, advice, feedback):
         for method in METHODS:
             score, within = result.scores[method], result.calibration[method]
             line = f"{NAMES[method]}: RMSE {score['rmse']:.4g} {units}, MAE {score['mae']:.4g}, R² {score['r2']:.3f}, bias {score['bias']:.4g} ({score['n']} test points"
@@ -214,7 +215,7 @@ class Evaluate(SubsidenceAlgorithm):
         if cross:
             for method in METHODS:
                 feedback.pushInfo(f"Spatial {folds}-fold cross-validation, {NAMES[method]}: RMSE {cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)")
-        feedback.pushInfo(verdict(result.ranking(), result.scores))
+        feedback.pushInfo(advice)
 
     def _write_table(self, parameters, context, data, result, cross):
         fields = QgsFields()

@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
 from .evaluation import spatial_folds
-from .patches import square_blocks
+from .patches import centre_and_mean, square_blocks
 from .prediction import window_sums
 
 FOLDS = 10  # spatial folds for the training samples' own DI
@@ -33,12 +33,7 @@ CHUNK = 1024  # patches or samples handled at once
 def patch_features(patches, band_mean, band_std):
     """(N, 2C) features of (N, C, P, P) patches: the standardised centre values, then the
     standardised patch means."""
-    half = patches.shape[2] // 2
-    out = np.empty((len(patches), 2 * patches.shape[1]), np.float32)
-    for start in range(0, len(patches), CHUNK):
-        block = np.asarray(patches[start : start + CHUNK], np.float64)
-        out[start : start + len(block)] = np.concatenate([block[:, :, half, half], block.mean(axis=(2, 3))], axis=1)
-    return _standardised(out, band_mean, band_std)
+    return _standardised(centre_and_mean(patches, np.float32), band_mean, band_std)
 
 
 def block_features(filled, size, band_mean, band_std):

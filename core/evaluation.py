@@ -20,7 +20,7 @@ import numpy as np
 from . import calibration, metrics
 from .errors import InputError
 from .kriging import OrdinaryKriging, check_points, experimental_variogram, fit_variogram, merge_coincident
-from .patches import TEST, TRAIN, VAL, drop_test_overlaps, spatial_blocks, square_blocks
+from .patches import TEST, TRAIN, VAL, centre_and_mean, drop_test_overlaps, spatial_blocks, square_blocks
 from .prediction import ensemble_summary
 
 METHODS = ("mean", "kriging", "regression_kriging", "cnn", "hybrid")
@@ -28,7 +28,6 @@ NAMES = {
     "mean": "training mean (null model)", "kriging": "ordinary kriging", "regression_kriging": "regression kriging",
     "cnn": "CNN", "hybrid": "hybrid (CNN + kriged residuals)",
 }  # fmt: skip
-FEATURE_CHUNK = 4096  # patches whose trend features are computed at a time
 
 
 @dataclass
@@ -111,16 +110,9 @@ def kriged(x, y, z, variogram_model, n_neighbours, seed):
 
 
 def trend_features(patches):
-    """Regression kriging's covariates (N, 1 + 2C): a constant, then each band's value at the patch
-    centre (pixel P//2, P//2, the point's own cell), then each band's patch mean."""
-    n, bands, size = patches.shape[0], patches.shape[1], patches.shape[2]
-    features = np.empty((n, 1 + 2 * bands))
-    features[:, 0] = 1.0
-    for start in range(0, n, FEATURE_CHUNK):
-        block = np.asarray(patches[start : start + FEATURE_CHUNK], float)
-        features[start : start + len(block), 1 : 1 + bands] = block[:, :, size // 2, size // 2]
-        features[start : start + len(block), 1 + bands :] = block.mean(axis=(2, 3))
-    return features
+    """Regression kriging's covariates (N, 1 + 2C): a constant, then each band's patch-centre value
+    and patch mean (core.patches.centre_and_mean)."""
+    return np.column_stack([np.ones(len(patches)), centre_and_mean(patches)])
 
 
 def fit_trend(features, targets):

@@ -140,6 +140,20 @@ def _drop_near(rows, columns, labels, held_out, others, size):
     return len(overlapping)
 
 
+FEATURE_CHUNK = 1024  # patches whose features are computed at a time
+
+
+def centre_and_mean(patches, dtype=np.float64):
+    """(N, 2C) raw features of (N, C, P, P) patches: each band's value at the patch centre
+    (pixel P//2, P//2, the point's own cell), then its mean over the patch."""
+    half = patches.shape[2] // 2
+    out = np.empty((len(patches), 2 * patches.shape[1]), dtype)
+    for start in range(0, len(patches), FEATURE_CHUNK):
+        block = np.asarray(patches[start : start + FEATURE_CHUNK], np.float64)
+        out[start : start + len(block)] = np.concatenate([block[:, :, half, half], block.mean(axis=(2, 3))], axis=1)
+    return out
+
+
 def band_statistics(patches, index, chunk=512, transform=None):
     """Per-band mean and standard deviation of the patches at `index` (after `transform`, a
     function of a block of patches, when given), ignoring NaN."""
