@@ -39,6 +39,8 @@ def noise_variance(residuals, spread):
     low = 1e-12 * high
     if excess(low) <= 0:
         return low
+    if excess(high) >= 0:  # zero only without spread (a single network), where s² = high exactly
+        return high
     return float(brentq(excess, low, high, xtol=1e-12 * high))
 
 

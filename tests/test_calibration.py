@@ -59,3 +59,8 @@ def test_calibration_points_are_the_validation_points_apart_from_every_training_
     data.update(x=x / 3, y=y / 3, split=np.where(rng.random(n) < 0.2, 1, 0).astype(np.int8))  # mixed in, dense: too few apart
     chosen, apart = calibration.calibration_points(data)
     assert not apart and np.array_equal(chosen, np.flatnonzero(data["split"] == 1))
+
+
+def test_a_single_network_gets_the_mean_square_even_where_rounding_would_hide_the_root():
+    residuals = np.array([0.1, 0.7, -1.3, 2.9, 0.3, -0.2, 1.1])  # mean(r² / mean(r²)) rounds above 1
+    assert calibration.noise_variance(residuals, np.full(7, np.nan)) == np.mean(residuals**2)
