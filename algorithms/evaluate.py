@@ -112,7 +112,9 @@ class Evaluate(SubsidenceAlgorithm):
             "blocks of points form the folds; for each fold the CNN is trained again (with the settings the "
             "model records) and every method fitted on the other folds, without the points whose patch "
             "overlaps the fold's. It costs FOLDS trainings. Its scores (pooled and per fold) go to the "
-            "table, the report and the CV_… outputs.\n"
+            "table, the report and the CV_… outputs. The test and validation points are often only a few "
+            "blocks, so the coverage on the test points is one draw; over the folds every point is held out "
+            "once, which is how far to trust each σ.\n"
             "Units: the dataset's target units (mm for displacement)."
         )
 
