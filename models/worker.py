@@ -120,7 +120,10 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
     progress("transforms", bands=transforms.describe(data["band_names"], scales))
     band_mean, band_std = band_statistics(patches, train_index, transform=lambda block: transforms.apply(block, scales))
     deploy = lambda networks: Deployed(networks, scales, band_mean, band_std, target_mean, target_std).to(device)  # noqa: E731
+    # The same seed gives the same model: torch's deterministic kernels, and oneDNN's (the CPU
+    # convolutions) in its own deterministic mode, a separate switch.
     torch.use_deterministic_algorithms(True)
+    torch.backends.mkldnn.deterministic = True
     networks, history = [], []
     for member in range(members):
         torch.manual_seed(seed + member)

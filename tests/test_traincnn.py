@@ -110,11 +110,14 @@ def test_same_seed_same_model_other_seed_other_model(plugin, tmp_path, small_dat
     from insar_subsidence.core.dataset import open_dataset
 
     patches = np.array(open_dataset(small_dataset)["patches"][:50])
-    outputs = []
+    outputs, losses = [], []
     for run, seed in enumerate((7, 7, 8)):
         folder = tmp_path / f"run{run}"
         folder.mkdir()
-        outputs.append(predict(train(folder, small_dataset, EPOCHS=2, SEED=seed)["OUTPUT_MODEL"], patches))
+        model = train(folder, small_dataset, EPOCHS=2, SEED=seed)["OUTPUT_MODEL"]
+        outputs.append(predict(model, patches))
+        losses.append([(epoch["train_loss"], epoch["val_loss"]) for epoch in json.loads(read_metadata(model)["training"])["history"]])
+    assert losses[0] == losses[1]  # the epoch where two runs part, if they do
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert not np.array_equal(outputs[0], outputs[2])
 
