@@ -77,7 +77,7 @@ class ExportPatches(SubsidenceAlgorithm):
             "listed in the plugin's core/dataset.py.\n"
             "Units: patches keep the drivers' units; targets keep the field's (mm for displacement, mm/yr for "
             "velocity); BLOCK_SIZE in the stack CRS's map units (default: a tenth of the points' extent, at "
-            "least four patch widths)."
+            "least four patch widths, but small enough for at least about 9 blocks over a small area)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802

@@ -61,9 +61,24 @@ def valid_fraction(patches, chunk=1024):
     return fractions
 
 
+MIN_BLOCKS = 9  # fewer leave one block for the test points and one for validation, or none
+
+
 def default_block_size(x, y, patch_metres):
-    """About 10 x 10 blocks over the points, and never less than four patch widths."""
-    return max(4.0 * patch_metres, max(np.ptp(x), np.ptp(y)) / 10.0)
+    """About 10 x 10 blocks over the points, and never less than four patch widths, unless the area
+    is so small that four patch widths leave fewer than MIN_BLOCKS blocks: then blocks of the size
+    that gives about that many (the split still drops the patches that overlap across blocks)."""
+    width, height = np.ptp(x), np.ptp(y)
+    tenth = max(width, height) / 10.0
+    block = max(4.0 * patch_metres, tenth)
+    if block_count(width, height, block) < MIN_BLOCKS:
+        block = max(tenth, float(np.sqrt(width * height / MIN_BLOCKS))) or block  # 0 only with every point at one place
+    return block
+
+
+def block_count(width, height, block_size):
+    """How many of square_blocks' blocks cover a width x height rectangle from its corner."""
+    return int((width // block_size + 1) * (height // block_size + 1))
 
 
 def square_blocks(x, y, block_size):

@@ -122,3 +122,21 @@ def test_points_off_the_stack_are_a_clear_error(plugin, tmp_path, stack_path):
     with pytest.raises(QgsProcessingException):
         export(tmp_path, points_layer([(-50, -50), (500, 500)]), stack_path)
     assert not (tmp_path / "d.npz").exists()
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "patch_metres", "expected"),
+    [
+        (40000.0, 30000.0, 550.0, 4000.0),  # a tenth of the extent, above four patch widths
+        (7400.0, 7400.0, 750.0, 3000.0),  # four patch widths still leave 3 x 3 blocks
+        (14600.0, 9300.0, 1350.0, np.sqrt(14600.0 * 9300.0 / 9)),  # 5400 would leave 3 x 2: a small area
+    ],
+)
+def test_default_block_size_leaves_a_small_area_enough_blocks(width, height, patch_metres, expected):
+    from insar_subsidence.core.patches import default_block_size, square_blocks
+
+    # Points on a 100 m lattice over the extent: the blocks counted are the occupied ones.
+    x, y = (axis.ravel() for axis in np.meshgrid(np.arange(0.0, width + 1, 100.0), np.arange(0.0, height + 1, 100.0)))
+    block = default_block_size(x, y, patch_metres)
+    assert block == pytest.approx(expected)
+    assert len(np.unique(square_blocks(x, y, block))) >= 9
