@@ -24,7 +24,7 @@ DAYS_PER_YEAR = 365.25
 MATLAB_DATENUM_OFFSET = 366  # Matlab datenum = Python date ordinal + 366
 
 DATE_COLUMN = re.compile(r"^(?:d_?|D_?)?(\d{8})$")
-COHERENCE_NAMES = ("temporal_coherence", "coherence", "coher", "coer", "pnt_enscoh", "coh")
+COHERENCE_NAMES = ("temporal_coherence", "coherence", "coher", "coer", "pnt_enscoh", "coh", "coh_mean", "mean_coherence")
 UP_NAMES = ("los_up", "cosu", "cos_u", "up")
 INCIDENCE_NAMES = ("incidence_angle", "inc_angle", "incidence", "theta")
 VELOCITY_NAMES = ("mean_velocity", "vel", "velocity", "v", "vel_mmyr")

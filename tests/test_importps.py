@@ -192,6 +192,18 @@ def test_plain_table_needs_fields_and_crs(run, tmp_path):
     assert all(p["velocity"] is None for p in out.values())
 
 
+def test_mexico_city_cells_as_a_plain_table_keep_the_coherent_ones(run):
+    """The bundled PyRate cells (id, lon, lat, …, coh_mean): the coherence column is found by its
+    name and MIN_COHERENCE keeps exactly the cells the CSV says are at or above it."""
+    path = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "mexico_city" / "insar_pixels.csv"
+    table = np.genfromtxt(path, delimiter=",", names=True)
+    (out, epsg), log = run(INPUT=str(path), X_FIELD="lon", Y_FIELD="lat", VALUE_FIELD="vel_vert_mmyr", CRS="EPSG:4326", UNITS=3, MIN_COHERENCE=0.65)
+    kept = table[table["coh_mean"] >= 0.65]
+    assert epsg == "4326" and len(out) == len(kept) == 1574
+    assert sorted(p["displacement"] for p in out.values()) == pytest.approx(sorted(kept["vel_vert_mmyr"]))
+    assert sorted(p["coherence"] for p in out.values()) == pytest.approx(sorted(kept["coh_mean"]))
+
+
 @pytest.mark.parametrize(
     "header, rows, parameters, message",
     [
