@@ -66,7 +66,7 @@ class PredictSurface(SubsidenceAlgorithm):
             "conventions) to every pixel of the driver stack: the prediction at a pixel is the model "
             "applied to the patch around it (rows r - P//2 … r - P//2 + P - 1). The stack's bands are "
             "matched to the model's by name.\n"
-            "Models of the dense architecture are evaluated densely, a tile at a time: every layer at "
+            "Models of the dense and small architectures are evaluated densely, a tile at a time: every layer at "
             "every pixel, pooling and dense layers as dilated convolutions, which gives exactly the "
             "per-patch values at a small fraction of the cost. Other models run patch by patch.\n"
             "Beyond the stack's edge the drivers are mirrored, so edge pixels are predicted too. A pixel "

@@ -24,7 +24,7 @@ from ..core.patches import default_block_size
 from ..core.prediction import MODEL_OUTPUTS, ensemble_summary
 from ..core.calibration import MIN_POINTS as MIN_CALIBRATION_POINTS
 from ..models import launch
-from ..models.architecture import ARCHITECTURES, check_patch_size
+from ..models.architecture import ARCHITECTURES, check_patch_size, dense_exact
 from ..models.export import finish, plugin_version
 from ..models.interpreter import find_torch_python
 from ..models.launch import DEVICES
@@ -83,8 +83,11 @@ class TrainCnn(SubsidenceAlgorithm):
             "shows which one is used), on CUDA when present and DEVICE allows, else on all CPU cores.\n"
             "ARCHITECTURE: dense (default) — the paper's layer types with 'valid' convolutions and "
             "CPU-sized widths (0.12 M weights for 9 bands at 30 x 30), which a whole raster can be "
-            "predicted from exactly and fast; paper — the published Keras model (21 M weights), for "
-            "reproduction, slow on a CPU.\n"
+            "predicted from exactly and fast; it needs patches of 22 x 22 or more. paper — the published "
+            "Keras model (21 M weights), for reproduction, slow on a CPU. small — dense's layer types in "
+            "two blocks of which only the first pools (0.06 M weights for 9 bands at 9 x 9), likewise "
+            "predicted exactly and fast: for patches of 8 to 21 pixels, as on coarse grids (e.g. 9 x 9 "
+            "cells of 150 m).\n"
             "RECIPE: adaptive (default) works without tuning from a few hundred to tens of thousands of "
             "points: AdamW (weight decay 1e-4) at a peak learning rate of 1e-3, batches of 32, and a length "
             "measured in optimiser steps (STEPS, 4000: about 150 epochs for 800 training patches, at least 10 "
@@ -234,7 +237,7 @@ class TrainCnn(SubsidenceAlgorithm):
             "target_units": str(data["target_units"]),
             "nodata_policy": str(data.get("nodata_policy", "skip")),
             "architecture": architecture,
-            "dense_exact": "true" if architecture == "dense" else "false",
+            "dense_exact": "true" if dense_exact(architecture) else "false",
             "ensemble_members": str(settings["members"]),
             "metrics": scores,
             "calibration": coverage,

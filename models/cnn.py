@@ -4,7 +4,7 @@ model: raw driver values in, the target in its units out (the ensemble's mean an
 import torch
 from torch import nn
 
-from .architecture import BLOCK_WIDTHS, DENSE_WIDTHS, DROPOUT, check_patch_size, feature_size
+from .architecture import BLOCK_WIDTHS, DENSE_WIDTHS, DROPOUT, PADDING, POOLING, check_patch_size, feature_size
 
 # Keras's BatchNormalization defaults, which the paper's model used: momentum 0.99 there is
 # 0.01 in torch's convention. The running statistics this momentum keeps trail the weights by
@@ -18,16 +18,15 @@ def build(architecture, bands, patch_size):
     problem = check_patch_size(architecture, patch_size)
     if problem:
         raise ValueError(problem)
-    padding = 0 if architecture == "dense" else 1  # 'valid' or 'same' 3x3 convolutions
     layers = []
     channels = bands
-    for width in BLOCK_WIDTHS[architecture]:
+    for width, pooled in zip(BLOCK_WIDTHS[architecture], POOLING[architecture]):
         layers += [
             nn.Conv2d(channels, width, 1),
-            nn.Conv2d(width, width, 3, padding=padding),
+            nn.Conv2d(width, width, 3, padding=PADDING[architecture]),
             nn.ReLU(),
             nn.BatchNorm2d(width, **BATCH_NORM),
-            nn.MaxPool2d(2),
+            *([nn.MaxPool2d(2)] if pooled else []),
             nn.Dropout(DROPOUT),
         ]
         channels = width

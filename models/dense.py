@@ -9,8 +9,8 @@ becomes a convolution whose kernel is the last feature map (dilation d), and lat
 1 x 1 convolutions. Batch normalisation (inference), ReLU and the element-wise normalisation
 steps work on any spatial size unchanged. The result is exact, not an approximation.
 
-Only the layers the `dense` architecture uses are accepted; anything else (padding, strides,
-other pooling) raises NotDense, and the caller evaluates patch by patch.
+Only the layers the `dense` and `small` architectures use are accepted, in any order; anything
+else (padding, strides, other pooling) raises NotDense, and the caller evaluates patch by patch.
 """
 
 from typing import NamedTuple

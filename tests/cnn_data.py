@@ -61,6 +61,7 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
 
     from insar_subsidence.core import applicability
     from insar_subsidence.core.dataset import open_dataset
+    from insar_subsidence.models.architecture import dense_exact
     from insar_subsidence.models.export import finish
     from insar_subsidence.models.worker import export, train
 
@@ -73,7 +74,7 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
     metadata = {
         "band_names": [str(name) for name in data["band_names"]], "band_mean": data["band_mean"].tolist(),
         "band_std": data["band_std"].tolist(), "patch_size": str(size), "target_field": "displacement", "target_units": "mm",
-        "nodata_policy": policy, "architecture": architecture, "dense_exact": "true" if architecture == "dense" else "false",
+        "nodata_policy": policy, "architecture": architecture, "dense_exact": "true" if dense_exact(architecture) else "false",
         "ensemble_members": str(members), "applicability": area.to_metadata(), "metrics": {}, "plugin_version": "test",
     }  # fmt: skip
     finish(str(folder / "model.onnx"), str(folder / f"{architecture}{members}.onnx"), metadata, inputs, outputs, spread=float(np.ptp(data["targets"])))

@@ -22,7 +22,7 @@ LEFT, TOP, PIXEL = 400000.0, 4500000.0, 10.0
 def models(tmp_path_factory):
     """Briefly trained models, by (architecture, patch size, nodata policy, ensemble members)."""
     made = {}
-    for architecture, size, policy, members in (("dense", 22, "fill", 1), ("dense", 23, "skip", 1), ("paper", 8, "fill", 1), ("dense", 22, "fill", 3), ("paper", 8, "fill", 2)):
+    for architecture, size, policy, members in (("dense", 22, "fill", 1), ("dense", 23, "skip", 1), ("paper", 8, "fill", 1), ("dense", 22, "fill", 3), ("paper", 8, "fill", 2), ("small", 9, "fill", 1)):
         folder = tmp_path_factory.mktemp(f"{architecture}{size}")
         made[(architecture, size, policy, members)] = trained_model(folder, architecture, size, policy, members=members)
     return made
@@ -78,7 +78,7 @@ def sample_pixels(shape, rng):
 
 @pytest.mark.parametrize(
     "architecture, size, policy, members, tile",
-    [("dense", 22, "fill", 1, 32), ("dense", 23, "skip", 1, 512), ("paper", 8, "fill", 1, 512), ("dense", 22, "fill", 3, 40), ("paper", 8, "fill", 2, 512)],
+    [("dense", 22, "fill", 1, 32), ("dense", 23, "skip", 1, 512), ("paper", 8, "fill", 1, 512), ("dense", 22, "fill", 3, 40), ("paper", 8, "fill", 2, 512), ("small", 9, "fill", 1, 24)],
 )
 def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, models, architecture, size, policy, members, tile):
     """To 1e-4 of the output's range, at corners, edges, next to nodata and at random; for an
@@ -86,7 +86,7 @@ def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, mo
     models log-scale band2 in their graph (a skewed band, see cnn_data)."""
     model = models[(architecture, size, policy, members)]
     assert "Log" in {node.op_type for node in onnx.load(model).graph.node}  # the transform is in
-    if architecture == "dense":
+    if architecture != "paper":  # 'valid' convolutions only
         with open(model, "rb") as file:
             dense_model(file.read())  # raises NotDense if the surface would come patch by patch
     stack, values = write_stack(tmp_path / "stack.tif", geotiff)
@@ -108,6 +108,37 @@ def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, mo
     assert np.isfinite(out[0]).all() and np.isfinite(out[:45, 0]).all()  # no nodata border (away from the holes)
     assert np.isnan(out[30:33, 40:44]).all() and np.isnan(out[60:62, 5:9]).all()
     assert sd is None or np.nanmin(sd) > 0  # the members differ
+
+
+@pytest.mark.parametrize("architecture, size", [("dense", 22), ("small", 8), ("small", 9), ("small", 11)])
+def test_the_dense_form_is_the_patch_model_at_every_window(tmp_path, architecture, size):
+    """dense_model's output at (i, j) equals ONNX Runtime's patch model on the window starting at
+    (i, j), for every window of a block (odd sizes: both ignore the row and column that pooling
+    drops); an ensemble of 2 untrained networks with random batch-norm statistics."""
+    import torch
+
+    from insar_subsidence.models.cnn import Deployed, build
+    from insar_subsidence.models.worker import export
+
+    torch.manual_seed(0)
+    networks = [build(architecture, 3, size) for _ in range(2)]
+    for module in (module for network in networks for module in network.modules()):
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):  # not the identity a fresh one is
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model = Deployed(networks, np.zeros(3), np.zeros(3), np.ones(3), 0.0, 1.0)
+    block = np.random.default_rng(0).normal(0, 1, (3, size + 13, size + 9)).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(block, (size, size), axis=(1, 2))  # (bands, rows, columns, P, P)
+    rows, columns = windows.shape[1:3]
+    patches = np.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4).reshape(-1, 3, size, size))
+    export(model, patches, str(tmp_path))
+    patch_model = (tmp_path / "model.onnx").read_bytes()
+    expected = onnxruntime.InferenceSession(patch_model, providers=["CPUExecutionProvider"]).run(["members"], {"patches": patches})[0]
+    expected = expected.reshape(rows, columns, 2).transpose(2, 0, 1)
+    dense_bytes, extent = dense_model(patch_model)
+    dense = onnxruntime.InferenceSession(dense_bytes, providers=["CPUExecutionProvider"]).run(["members"], {"patches": block[None]})[0][0]
+    assert extent <= size and dense.shape[1:] == (block.shape[1] - extent + 1, block.shape[2] - extent + 1)
+    np.testing.assert_allclose(dense[:, :rows, :columns], expected, rtol=0, atol=1e-5 * np.ptp(expected))
 
 
 def test_uncertainty_needs_an_ensemble_and_applicability_recorded_drivers(plugin, tmp_path, geotiff, models):

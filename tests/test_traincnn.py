@@ -77,6 +77,27 @@ def test_model_takes_raw_drivers_and_returns_target_units(plugin, tmp_path, smal
     assert val_loss == pytest.approx(min(epoch["val_loss"] for epoch in json.loads(metadata["training"])["history"]), rel=1e-4)
 
 
+def test_small_learns_from_9_by_9_patches_and_is_dense_exact(plugin, tmp_path):
+    """ARCHITECTURE 2, small, on patches too small for dense (the target's 5 x 5 centre window
+    fits in them): it learns (test R² 0.997 when written, above 0.9 required, in 10 epochs), ONNX
+    Runtime on the raw test patches gives the test RMSE reported, and the model can be evaluated
+    densely, as its metadata says."""
+    from insar_subsidence.core.dataset import open_dataset
+    from insar_subsidence.models.dense import dense_model
+
+    known_function_dataset(tmp_path / "data.npz", n=1000, size=9)
+    result = train(tmp_path, tmp_path / "data.npz", ARCHITECTURE=2, EPOCHS=10)
+    metadata = read_metadata(result["OUTPUT_MODEL"])
+    assert (metadata["patch_size"], metadata["architecture"], metadata["dense_exact"]) == ("9", "small", "true")
+    assert json.loads(metadata["metrics"])["test"]["r2"] > 0.9
+    data = open_dataset(tmp_path / "data.npz")
+    test = data["split"] == 2
+    predicted = predict(result["OUTPUT_MODEL"], data["patches"][test])
+    assert float(np.sqrt(np.mean((predicted - data["targets"][test]) ** 2))) == pytest.approx(result["TEST_RMSE"], rel=1e-4)
+    with open(result["OUTPUT_MODEL"], "rb") as file:
+        assert dense_model(file.read())[1] == 8  # raises NotDense otherwise; 8: the row and column that pooling drops are never read
+
+
 def test_a_model_onnx_runtime_does_not_reproduce_is_not_written(tmp_path, small_dataset):
     """finish() compares ONNX Runtime with torch's outputs (by output name) before writing anything."""
     from insar_subsidence.models.export import finish
@@ -139,8 +160,9 @@ def test_a_worker_error_is_reported_with_its_message(plugin, tmp_path, small_dat
 
 def test_patches_too_small_for_the_architecture_are_refused_before_training(plugin, tmp_path):
     known_function_dataset(tmp_path / "tiny.npz", n=50, size=12)
-    with pytest.raises(QgsProcessingException, match="at least 22 x 22"):
+    with pytest.raises(QgsProcessingException, match="at least 22 x 22.*Choose the small architecture"):
         train(tmp_path, tmp_path / "tiny.npz", EPOCHS=1)
+    assert not (tmp_path / "model.onnx").exists()
 
 
 def test_a_python_without_torch_says_what_to_install(plugin, tmp_path, small_dataset, monkeypatch):
