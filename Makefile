@@ -37,7 +37,9 @@ test: setup
 	$(PY) -m pytest tests
 
 demo: setup $(BUILD)/pluginpath/$(PLUGIN)
-	@$(RUN_ENV) bash tools/demo.sh $(QGIS_PROCESS) $(BUILD)/demo
+	@$(RUN_ENV) bash tools/demo_mexico.sh $(QGIS_PROCESS) $(BUILD)/demo/mexico_city
+	@echo
+	@$(RUN_ENV) bash tools/demo_donana.sh $(QGIS_PROCESS) $(BUILD)/demo/donana
 
 # `make bench BENCH=kriging` runs only the benchmarks whose name contains "kriging".
 bench: setup $(BUILD)/pluginpath/$(PLUGIN)

@@ -78,6 +78,21 @@ def provider(plugin):
     return plugin.provider
 
 
+def qgis_process_environment(profile, plugin_path=PLUGIN_PATH, pythonpath_first=None):
+    """The environment in which qgis_process.bin uses the QGIS profile folder `profile`, finds the
+    plugin in plugin_path and the venv's packages (after pythonpath_first, if given)."""
+    paths = [str(pythonpath_first)] if pythonpath_first else []
+    paths.append(sysconfig.get_paths()["purelib"])
+    return dict(
+        os.environ,
+        QGIS_CUSTOM_CONFIG_PATH=str(profile),
+        QGIS_OPTIONS_PATH=str(profile),
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_PLUGINPATH=str(plugin_path),
+        PYTHONPATH=os.pathsep.join(paths),
+    )
+
+
 @pytest.fixture
 def qgis_process(tmp_path):
     """Runs qgis_process.bin in a throw-away QGIS profile, with the plugin enabled.
@@ -90,16 +105,7 @@ def qgis_process(tmp_path):
     enabled_for = set()  # qgis_process refuses to enable a plugin twice in one profile
 
     def run(*args, plugin_path=PLUGIN_PATH, pythonpath_first=None):
-        paths = [str(pythonpath_first)] if pythonpath_first else []
-        paths.append(sysconfig.get_paths()["purelib"])
-        env = dict(
-            os.environ,
-            QGIS_CUSTOM_CONFIG_PATH=str(profile),
-            QGIS_OPTIONS_PATH=str(profile),
-            QT_QPA_PLATFORM="offscreen",
-            QGIS_PLUGINPATH=str(plugin_path),
-            PYTHONPATH=os.pathsep.join(paths),
-        )
+        env = qgis_process_environment(profile, plugin_path, pythonpath_first)
         if plugin_path not in enabled_for:
             enable = ["qgis_process.bin", "plugins", "enable", PLUGIN_NAME]
             enabled = subprocess.run(enable, env=env, capture_output=True, text=True, timeout=300)

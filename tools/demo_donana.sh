@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the whole chain through qgis_process on the bundled Doñana sample data.
+# `make demo`, second part: the workflow model through qgis_process on the bundled Doñana data.
 # Arguments: the qgis_process executable, the output folder. QGIS_PLUGINPATH and PYTHONPATH
 # come from the Makefile.
 set -euo pipefail
@@ -54,17 +54,10 @@ grep -oE '[0-9]+ rows read, [0-9]+ points written|Written: .*|(train|val|test): 
 
 echo
 echo "== Every method on the test points (mm; σ-based columns empty where a method has none)"
-/usr/bin/python3 - "$out/comparison.csv" <<'PY'
-import csv, sys
-rows = [row for row in csv.DictReader(open(sys.argv[1], newline="")) if row["row"] == "summary"]
-print(f"{'method':<20}{'n':>5}{'RMSE':>8}{'MAE':>8}{'R²':>7}{'bias':>8}{'±1σ %':>7}{'±2σ %':>7}{'CRPS':>7}")
-for row in sorted(rows, key=lambda row: float(row["rmse"])):
-    numbers = [float(row[key]) if row[key] else float("nan") for key in ("rmse", "mae", "r2", "bias", "within_1_sigma", "within_2_sigma", "crps")]
-    print(f"{row['method']:<20}{int(float(row['n'])):>5}" + "".join(f"{value:>{width}.{digits}f}" for value, width, digits in zip(numbers, (8, 8, 7, 8, 7, 7, 7), (2, 2, 2, 2, 0, 0, 2))))
-PY
+/usr/bin/python3 tools/methods_table.py "$out/comparison.csv"
 grep -oE 'On these points .*' "$out/workflow.txt" | tail -1
 
-/usr/bin/python3 tools/demo_figure.py "$out"
+/usr/bin/python3 tools/demo_figure_donana.py "$out"
 
 cat <<MSG
 

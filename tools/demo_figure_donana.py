@@ -1,7 +1,7 @@
-"""The demo's picture (build/demo/surfaces.png), with the PS points: the CNN surface, its
+"""The Doñana demo's picture (build/demo/donana/surfaces.png), with the PS points: the CNN surface, its
 uncertainty and its area of applicability above; the kriged surface, kriging's standard deviation
 and the difference of the two surfaces in the middle; the hybrid (the CNN plus its kriged
-residuals), its standard deviation and its correction to the CNN below. Usage: demo_figure.py
+residuals), its standard deviation and its correction to the CNN below. Usage: demo_figure_donana.py
 OUTPUT_FOLDER"""
 
 import sys
