@@ -120,8 +120,8 @@ class TrainCnn(SubsidenceAlgorithm):
             "everywhere). The model records it (noise_variance) and 'Predict the surface' writes this σ "
             "as the uncertainty; the report shows how well it covers the test errors, which took no part.\n"
             "REFIT, for the final map: once the split has chosen how long to train and measured the "
-            "result, the same networks are trained again on every point (training, validation and test) for "
-            "the median of their best epochs, and that model is written, so the map uses all the evidence. "
+            "result, the same networks are trained again on every point (training, validation and test) along "
+            "the same schedule, stopped at the median of their best epochs, and that model is written, so the map uses all the evidence. "
             "Its scores and calibration are those measured on the split (it has no held-out points of its "
             "own), so 'Evaluate' refuses it: evaluate the model trained without REFIT. It costs a second "
             "training.\n"
@@ -289,19 +289,23 @@ def _applicability(data, seed):
 
 
 def _refit(data, settings, folder, feedback):
-    """Trains the same members again on every point of the dataset, for the median of their best
-    epochs on the validation points: (its folder, its dataset, what the model records of it)."""
+    """Trains the same members again on every point of the dataset, along the split's plan (its
+    epochs, warm-up and schedule) up to the median of their best epochs on the validation points:
+    (its folder, its dataset, what the model records of it)."""
     with np.load(os.path.join(folder, "result.npz")) as result:
         epochs = refit_epochs(json.loads(str(result["history"])))
+        planned = Plan.from_dict(json.loads(str(result["plan"]))).epochs
     refit_folder = os.path.join(folder, "refit")
     os.makedirs(refit_folder)
     path = os.path.join(refit_folder, "all.npz")
     points = len(data["targets"])
     dataset.write_subset(path, data, np.arange(points), np.zeros(points, np.int8))
     feedback.setCurrentStep(1)
-    feedback.pushInfo(f"Refit: training again on all {points} points for {epochs} epochs.")
-    train_in_worker(path, refit_folder, {**settings, "epochs": epochs, "patience": 0}, feedback)
-    return refit_folder, open_dataset(path), {"points": points, "epochs": epochs}
+    feedback.pushInfo(f"Refit: training again on all {points} points for {epochs} of the split's {planned} planned epochs.")
+    # The same schedule cut at the best epoch, not a schedule of that length: one compressed into a
+    # few epochs skips the warm-up's slow start and ends at a cold learning rate, another network.
+    train_in_worker(path, refit_folder, {**settings, "epochs": planned, "stop_after": epochs, "patience": 0}, feedback)
+    return refit_folder, open_dataset(path), {"points": points, "epochs": epochs, "planned_epochs": planned}
 
 
 def refit_epochs(history):
@@ -431,7 +435,7 @@ def _report(history, schedule, log_scaled, problem, scores, coverage, noise, tar
     if refit:
         sections.append(("Refit on every point", report.paragraph(
             f"The model written was trained again, with the same settings, on all {refit['points']} points for {refit['epochs']} epochs "
-            "(the median of the members' best epochs on the validation points). Everything below describes the networks trained on "
+            f"of the split's {refit['planned_epochs']} planned (the median of the members' best epochs on the validation points). Everything below describes the networks trained on "
             "the split, which is the estimate of its quality; the refit model has no held-out points of its own.")))  # fmt: skip
     sections += [
         ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),

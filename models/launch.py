@@ -18,8 +18,9 @@ ERROR_LINES = 12  # of the worker's stderr, quoted when it fails
 POLL_S = 0.2  # how often a waiting run looks at the cancel flag
 
 
-def worker_command(python, dataset, output_dir, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, recipe="adaptive", steps=STEPS):
-    """The worker's command line; 0 for epochs, batch_size or learning_rate: the recipe's."""
+def worker_command(python, dataset, output_dir, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, recipe="adaptive", steps=STEPS, stop_after=0):
+    """The worker's command line; 0 for epochs, batch_size or learning_rate: the recipe's; 0 for
+    stop_after: the plan's last epoch."""
     return [
         python, "-u", "-m", f"{PACKAGE}.models.worker",
         "--dataset", dataset,
@@ -34,6 +35,7 @@ def worker_command(python, dataset, output_dir, architecture, epochs, batch_size
         "--seed", str(seed),
         "--device", device,
         "--members", str(members),
+        "--stop-after", str(stop_after),
     ]  # fmt: skip
 
 

@@ -50,6 +50,7 @@ def parse(argv):
     parser.add_argument("--batch-size", type=int, default=0, help="0: the recipe's")
     parser.add_argument("--learning-rate", type=float, default=0.0, help="peak rate; 0: the recipe's")
     parser.add_argument("--patience", type=int, default=PATIENCE, help="epochs after the warm-up without a better validation loss before stopping; 0: off")
+    parser.add_argument("--stop-after", type=int, default=0, help="the last epoch to run, the plan's schedule unchanged; 0: the plan's last")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--members", type=int, default=1, help="ensemble members, trained from seeds seed, seed + 1, ...")
     parser.add_argument("--device", choices=DEVICES, default="auto")
@@ -98,9 +99,9 @@ def predict(model, patches, index, device, batch_size=1024):
     return out
 
 
-def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, progress=emit, recipe=RECIPES[0], steps=STEPS):
+def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, progress=emit, recipe=RECIPES[0], steps=STEPS, stop_after=0):
     """Train `members` networks on data (open_dataset's dict), member k from seed + k (its weights
-    and the order of its batches), along recipe.plan(recipe, …); returns (the deployed ensemble
+    and the order of its batches), along recipe.plan(recipe, …), up to epoch stop_after if given; returns (the deployed ensemble
     with each member's best weights, the history: one dict per member and epoch, the plan, the
     bands' log scales)."""
     patches, split = data["patches"], data["split"]
@@ -130,7 +131,7 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
         rng = np.random.default_rng(seed + member)
         model = deploy([build(architecture, bands, patch_size)])
         step = lambda event, **values: progress(event, member=member + 1, members=members, **values)  # noqa: B023, E731
-        entries = _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, step)
+        entries = _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, step, stop_after)
         history += [{"member": member + 1, **entry} for entry in entries]
         networks.append(model.networks[0])
     return deploy(networks).eval(), history, schedule, scales
@@ -141,12 +142,13 @@ def _optimiser(network, schedule):
     return kind(network.parameters(), lr=schedule.learning_rate, weight_decay=schedule.weight_decay)
 
 
-def _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, progress):
+def _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, progress, stop_after=0):
     """Trains the one network of `model` in place, leaving it with the weights (and batch
-    statistics) of the best validation loss; returns one history dict per epoch."""
+    statistics) of the best validation loss, or of the last epoch without validation points;
+    returns one history dict per epoch."""
     network = model.networks[0]
     optimiser = _optimiser(network, schedule)
-    epochs = schedule.epochs
+    epochs = min(schedule.epochs, stop_after) if stop_after else schedule.epochs
     # The batch statistics are recomputed from the same training patches after every epoch.
     statistics_index = np.sort(rng.choice(train_index, min(len(train_index), RECOMPUTE_PATCHES), replace=False))
     history, best, best_loss, best_epoch, stale, taken = [], None, np.inf, 0, 0, 0
@@ -179,9 +181,8 @@ def _train_member(model, patches, standardised, targets, train_index, val_index,
         entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "learning_rate": optimiser.param_groups[0]["lr"], "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
         history.append(entry)
         progress("epoch", epochs=epochs, **entry)
-        score = val_loss if val_loss is not None else train_loss
-        if score < best_loss:
-            best_loss, best_epoch, stale = score, epoch, 0
+        if val_loss is None or val_loss < best_loss:
+            best_loss, best_epoch, stale = (np.inf if val_loss is None else val_loss), epoch, 0
             best = {key: value.detach().clone() for key, value in model.state_dict().items()}
         elif epoch > schedule.warmup_epochs:  # patience counts only after the warm-up
             stale += 1
@@ -247,7 +248,7 @@ def main(argv=None):
         emit("start", device=str(device), threads=torch.get_num_threads(), samples=int(len(data["targets"])))
         model, history, schedule, scales = train(
             data, args.architecture, args.epochs, args.batch_size, args.learning_rate, args.patience, args.seed, device, args.members,
-            recipe=args.recipe, steps=args.steps,
+            recipe=args.recipe, steps=args.steps, stop_after=args.stop_after,
         )
         everything = np.arange(len(data["targets"]))
         predictions = predict(model, data["patches"], everything, device)

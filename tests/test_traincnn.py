@@ -172,12 +172,12 @@ def test_a_python_without_torch_says_what_to_install(plugin, tmp_path, small_dat
 
 
 def test_worker_command_is_the_documented_command_line():
-    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto", members=5, recipe="paper", steps=900)
+    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto", members=5, recipe="paper", steps=900, stop_after=40)
     assert command == [
         "/opt/py/bin/python", "-u", "-m", "insar_subsidence.models.worker",
         "--dataset", "/d/data.npz", "--output-dir", "/tmp/out", "--architecture", "paper", "--recipe", "paper",
         "--epochs", "150", "--steps", "900", "--batch-size", "128", "--learning-rate", "0.0001", "--patience", "20",
-        "--seed", "3", "--device", "auto", "--members", "5",
+        "--seed", "3", "--device", "auto", "--members", "5", "--stop-after", "40",
     ]  # fmt: skip
 
 
@@ -230,6 +230,25 @@ def test_a_model_that_learnt_nothing_is_reported(plugin, tmp_path, log_feedback)
     warnings = [line for line in feedback.lines if line.startswith("WARNING ") and "learnt nothing" in line]
     assert len(warnings) == 1 and "below the training mean's" in warnings[0]
     assert "Warning: the model learnt nothing useful" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+
+
+def test_stop_after_cuts_the_plan_without_changing_its_schedule(plugin, tmp_path):
+    """A run stopped after epoch 3 of a 12-epoch plan is that plan's first three epochs: the same
+    learning rates and losses (the same seed), not a 3-epoch schedule (REFIT relies on it)."""
+    import torch
+
+    from insar_subsidence.core.dataset import open_dataset
+    from insar_subsidence.models import worker
+
+    known_function_dataset(tmp_path / "data.npz", n=200)
+    data = open_dataset(tmp_path / "data.npz")
+    data = {**data, "split": np.where(data["split"] == 1, 0, data["split"])}  # no validation points
+    quiet = lambda *args, **values: None  # noqa: E731
+    full = worker.train(data, "dense", 12, 0, 0.0, 0, 0, torch.device("cpu"), progress=quiet)[1]
+    _, cut, plan, _ = worker.train(data, "dense", 12, 0, 0.0, 0, 0, torch.device("cpu"), progress=quiet, stop_after=3)
+    assert plan.epochs == 12 and [entry["epoch"] for entry in cut] == [1, 2, 3]
+    assert [(e["learning_rate"], e["train_loss"]) for e in cut] == [(e["learning_rate"], e["train_loss"]) for e in full[:3]]
+    assert len(full) == 12
 
 
 @pytest.mark.parametrize("epochs", [1, 6])
@@ -302,7 +321,8 @@ def test_refit_trains_again_on_every_point_for_the_best_epochs(plugin, tmp_path,
     metadata, split_metadata = read_metadata(result["OUTPUT_MODEL"]), read_metadata(split["OUTPUT_MODEL"])
     history = json.loads(split_metadata["training"])["history"]
     best = [min((e for e in history if e["member"] == m), key=lambda e: e["val_loss"])["epoch"] for m in (1, 2)]
-    assert json.loads(metadata["refit"]) == {"points": len(data["targets"]), "epochs": max(1, int(round(np.median(best))))} == {"points": 300, "epochs": refit_epochs(history)}
+    assert json.loads(metadata["refit"]) == {"points": len(data["targets"]), "epochs": max(1, int(round(np.median(best)))), "planned_epochs": 6}
+    assert json.loads(metadata["refit"])["epochs"] == refit_epochs(history)
     patches = np.asarray(data["patches"], float)
     np.testing.assert_allclose(json.loads(metadata["band_mean"]), patches.mean(axis=(0, 2, 3)), rtol=1e-6)
     assert result["TEST_RMSE"] == pytest.approx(split["TEST_RMSE"], rel=1e-6)  # the same seeds: the split's networks, scored
