@@ -149,8 +149,10 @@ def _train_member(model, patches, standardised, targets, train_index, val_index,
     network = model.networks[0]
     optimiser = _optimiser(network, schedule)
     epochs = min(schedule.epochs, stop_after) if stop_after else schedule.epochs
-    # The batch statistics are recomputed from the same training patches after every epoch.
-    statistics_index = np.sort(rng.choice(train_index, min(len(train_index), RECOMPUTE_PATCHES), replace=False))
+    # The batch statistics are recomputed from the same training patches after every epoch, in
+    # batches of a random sample each: batches of neighbouring points, as a dataset in the PS
+    # export's order gives, vary less than the whole, and their variances understate its.
+    statistics_index = rng.choice(train_index, min(len(train_index), RECOMPUTE_PATCHES), replace=False)
     history, best, best_loss, best_epoch, stale, taken = [], None, np.inf, 0, 0, 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -195,9 +197,9 @@ def _train_member(model, patches, standardised, targets, train_index, val_index,
 
 def recompute_batch_norm(network, normalise, patches, index, device):
     """Sets the running statistics of every batch normalisation of `network` to those of
-    patches[index] under its current weights (an equal-weight average over batches of nearly
-    equal size, dropout off), so that the eval-mode network is the one just trained. Leaves the
-    network in eval mode."""
+    patches[index] under its current weights (an equal-weight average over consecutive slices of
+    `index`, of nearly equal size, dropout off), so that the eval-mode network is the one just
+    trained. Leaves the network in eval mode."""
     norms = [module for module in network.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
     network.eval()
     if not norms:
@@ -209,7 +211,7 @@ def recompute_batch_norm(network, normalise, patches, index, device):
         norm.train()
     with torch.no_grad():
         for chosen in np.array_split(index, max(1, len(index) // RECOMPUTE_BATCH)):
-            network(normalise(torch.from_numpy(np.asarray(patches[chosen])).to(device)))
+            network(normalise(torch.from_numpy(np.asarray(patches[np.sort(chosen)])).to(device)))  # sorted: sequential reads
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
         norm.eval()
