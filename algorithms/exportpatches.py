@@ -160,7 +160,7 @@ class ExportPatches(SubsidenceAlgorithm):
 
             steps.setCurrentStep(2)
             labels = np.full(len(keep), DROPPED)
-            labels[enough] = self._split(parameters, context, x[keep][enough], y[keep][enough],
+            labels[enough] = self._split(parameters, context, feedback, x[keep][enough], y[keep][enough],
                                          None if split_values is None else split_values[keep][enough], size * grid.pixel_width)
             if self.parameterAsEnum(parameters, self.SPLIT, context) == 0:
                 labels, overlapping = patches.drop_test_overlaps(rows[keep], columns[keep], labels, size)
@@ -199,7 +199,7 @@ class ExportPatches(SubsidenceAlgorithm):
         )
         return {self.OUTPUT: output, **{self.COUNTS[label]: n for label, n in achieved.items()}}
 
-    def _split(self, parameters, context, x, y, values, patch_metres):
+    def _split(self, parameters, context, feedback, x, y, values, patch_metres):
         method = self.parameterAsEnum(parameters, self.SPLIT, context)
         rng = np.random.default_rng(self.parameterAsInt(parameters, self.SEED, context))
         val = self.parameterAsDouble(parameters, self.VAL_FRACTION, context)
@@ -213,4 +213,5 @@ class ExportPatches(SubsidenceAlgorithm):
         if method == 1:
             return patches.random_split(len(x), val, test, rng)
         block = self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or patches.default_block_size(x, y, patch_metres)
+        feedback.pushInfo(self.tr("Spatial split: square blocks of {:.0f} map units.").format(block))
         return patches.spatial_blocks(x, y, block, val, test, rng)

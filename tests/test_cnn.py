@@ -16,19 +16,25 @@ def dense(inputs, outputs):
     return inputs * outputs + outputs
 
 
-def published_parameter_count(bands, patch_size):
-    """The authors' model, counted by hand: three blocks [Conv 1x1, Conv 3x3 'same', BatchNorm
-    (2 trainable weights per channel), MaxPool, Dropout] of 32, 32, 1024 filters; Flatten; Dense
-    1024, 1024, 512, 512, 256, each with BatchNorm; Dense 1."""
-    total, channels, size = 0, bands, patch_size
-    for filters in (32, 32, 1024):
-        total += conv(channels, filters, 1) + conv(filters, filters, 3) + 2 * filters
-        channels, size = filters, size // 2
-    features = channels * size * size
-    for units in (1024, 1024, 512, 512, 256):
-        total += dense(features, units) + 2 * units
-        features = units
+def counted_by_hand(bands, filters, feature_side, units):
+    """Blocks [Conv 1x1, Conv 3x3, BatchNorm (2 trainable weights per channel)] of `filters`;
+    Flatten of the last block's feature_side x feature_side map; Dense `units`, each with
+    BatchNorm; Dense 1."""
+    total, channels = 0, bands
+    for width in filters:
+        total += conv(channels, width, 1) + conv(width, width, 3) + 2 * width
+        channels = width
+    features = channels * feature_side * feature_side
+    for width in units:
+        total += dense(features, width) + 2 * width
+        features = width
     return total + dense(features, 1)
+
+
+def published_parameter_count(bands, patch_size):
+    """The authors' model: 'same' convolutions in blocks of 32, 32, 1024 filters, each halved by
+    its pooling; Dense 1024, 1024, 512, 512, 256."""
+    return counted_by_hand(bands, (32, 32, 1024), patch_size // 8, (1024, 1024, 512, 512, 256))
 
 
 def test_paper_replica_has_the_published_layers_and_about_21_million_weights():
@@ -49,17 +55,8 @@ def test_paper_replica_has_the_published_layers_and_about_21_million_weights():
 
 
 def small_parameter_count(bands, feature_side):
-    """Two blocks [Conv 1x1, Conv 3x3 'valid', BatchNorm] of 32 and 64 filters; Flatten of the
-    64 x feature_side x feature_side map; Dense 64, 64, 32, each with BatchNorm; Dense 1."""
-    total, channels = 0, bands
-    for filters in (32, 64):
-        total += conv(channels, filters, 1) + conv(filters, filters, 3) + 2 * filters
-        channels = filters
-    features = channels * feature_side * feature_side
-    for units in (64, 64, 32):
-        total += dense(features, units) + 2 * units
-        features = units
-    return total + dense(features, 1)
+    """Two blocks of 32 and 64 filters ('valid' convolutions); Dense 64, 64, 32."""
+    return counted_by_hand(bands, (32, 64), feature_side, (64, 64, 32))
 
 
 def test_small_has_dense_layer_types_with_one_pooling_and_60_thousand_weights():

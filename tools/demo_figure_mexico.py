@@ -37,7 +37,7 @@ def main(folder, truth_path):
     low, high = np.nanpercentile(truth, [2, 98])
     figure = Figure(figsize=(15, 7.6), dpi=80, layout="tight")
     panels = (
-        ("InSAR vertical velocity, the truth (mm/yr; dots: PS)", truth, utm_extent(truth_path), "RdBu", low, high),
+        ("InSAR velocity, the truth (mm/yr; dots: PS)", truth, utm_extent(truth_path), "RdBu", low, high),
         ("CNN surface, ensemble mean (mm/yr)", cnn, extent, "RdBu", low, high),
         ("CNN uncertainty, calibrated σ (mm/yr)", cnn_sd, extent, "magma_r", 0, np.nanpercentile(cnn_sd, 98)),
         ("Ordinary kriging (mm/yr)", kriged, extent, "RdBu", low, high),
