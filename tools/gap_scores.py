@@ -55,11 +55,15 @@ def cell_of(geotransform, x, y):
     return np.floor((y - top) / height).astype(int), np.floor((x - left) / width).astype(int)
 
 
+def on_grid(shape, rows, columns):
+    return (rows >= 0) & (rows < shape[0]) & (columns >= 0) & (columns < shape[1])
+
+
 def sample(path, x, y, reference):
     """The raster's values at (x, y) given in `reference`; NaN outside it or on nodata."""
     values, geotransform, own = read_raster(path)
     rows, columns = cell_of(geotransform, *transform(x, y, reference, own))
-    inside = (rows >= 0) & (rows < values.shape[0]) & (columns >= 0) & (columns < values.shape[1])
+    inside = on_grid(values.shape, rows, columns)
     out = np.full(len(x), np.nan)
     out[inside] = values[rows[inside], columns[inside]]
     return out
@@ -72,7 +76,7 @@ def gap_cells(truth_path, points_path, field):
     px, py, ps_values, ps_reference = read_points(points_path, field)
     rows, columns = cell_of(geotransform, *transform(px, py, ps_reference, reference))
     has_ps = np.zeros(truth.shape, bool)
-    inside = (rows >= 0) & (rows < truth.shape[0]) & (columns >= 0) & (columns < truth.shape[1])
+    inside = on_grid(truth.shape, rows, columns)
     has_ps[rows[inside], columns[inside]] = True
     gap_rows, gap_columns = np.nonzero(np.isfinite(truth) & ~has_ps)
     left, width, _, top, _, height = geotransform
