@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from osgeo import gdal, osr
 
 from demo_figure_donana import points, read
+from gap_scores import transform
 
 
 def utm_extent(path):
@@ -63,8 +64,7 @@ def _to_utm(lon, lat):
     target.ImportFromEPSG(32614)
     for reference in (source, target):
         reference.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    moved = np.array(osr.CoordinateTransformation(source, target).TransformPoints(np.column_stack([lon, lat])))
-    return moved[:, 0], moved[:, 1]
+    return transform(lon, lat, source, target)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ sys.path.insert(0, str(qgis_run.REPO / "build" / "pluginpath"))
 from synthetic import subsidence_scenario  # noqa: E402
 
 from insar_subsidence.core.dataset import open_dataset  # noqa: E402
+from insar_subsidence.core.patches import centre_and_mean  # noqa: E402
 from insar_subsidence.models.export import read_metadata  # noqa: E402
 
 CELL, EPSG, LEFT, TOP = 25.0, 32614, 480000.0, 2150000.0  # CELL: the scenario's
@@ -115,13 +116,9 @@ def boosting(data, stack):
     predicting every cell."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    size = int(data["patch_size"])
     known = np.flatnonzero(data["split"] != 2)
-    patches = np.asarray(data["patches"][known], np.float64)
-    centre = size // 2
-    x = np.concatenate([patches[:, :, centre, centre], patches.mean(axis=(2, 3))], axis=1)
-    model = HistGradientBoostingRegressor(random_state=0).fit(x, data["targets"][known])
-    return model.predict(features(stack, size)).reshape(stack.shape[1:])
+    model = HistGradientBoostingRegressor(random_state=0).fit(centre_and_mean(data["patches"][known]), data["targets"][known])
+    return model.predict(features(stack, int(data["patch_size"]))).reshape(stack.shape[1:])
 
 
 def rmse(predicted, truth, where):

@@ -23,9 +23,10 @@ import numpy as np
 from osgeo import gdal
 
 import qgis_run
-from bench_cnn_quality import features
+from bench_cnn_quality import features, read
 
 from insar_subsidence.core.dataset import open_dataset
+from insar_subsidence.core.patches import centre_and_mean
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -34,19 +35,6 @@ from gap_scores import scores  # noqa: E402
 DATA = REPO / "resources" / "sample_data" / "mexico_city"
 FOLDS = 5
 EVALUATED = {"mean": "PS mean (null model)", "kriging": "ordinary kriging", "regression_kriging": "regression kriging", "cnn": "CNN", "hybrid": "hybrid"}
-
-
-def read_stack(path):
-    """(bands × rows × columns with NaN for nodata, the dataset to copy the grid from)."""
-    dataset = gdal.Open(str(path))
-    bands = []
-    for number in range(1, dataset.RasterCount + 1):
-        band = dataset.GetRasterBand(number)
-        values = band.ReadAsArray().astype(np.float64)
-        if band.GetNoDataValue() is not None:
-            values[values == band.GetNoDataValue()] = np.nan
-        bands.append(values)
-    return np.stack(bands), dataset
 
 
 def write_like(path, values, grid):
@@ -59,22 +47,14 @@ def write_like(path, values, grid):
     out.FlushCache()
 
 
-def point_features(data):
-    """Each band's centre value and patch mean at the dataset's points, as bench_cnn_quality's
-    features() gives them for the cells."""
-    patches = np.asarray(data["patches"], np.float64)
-    centre = int(data["patch_size"]) // 2
-    return np.concatenate([patches[:, :, centre, centre], patches.mean(axis=(2, 3))], axis=1)
-
-
 def learners(folder, data, env):
     """Gradient boosting and the regression trend on every dataset point, written on the stack's
     grid; then the trend plus its kriged residuals."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    stack, grid = read_stack(folder / "driver_stack.tif")
+    stack, grid = read(folder / "driver_stack.tif"), gdal.Open(str(folder / "driver_stack.tif"))
     cells = features(stack, int(data["patch_size"]))
-    known, targets = point_features(data), np.asarray(data["targets"], np.float64)
+    known, targets = centre_and_mean(data["patches"]), np.asarray(data["targets"], np.float64)
     boosting = HistGradientBoostingRegressor(random_state=0).fit(known, targets)
     write_like(folder / "boosting.tif", boosting.predict(cells).reshape(stack.shape[1:]), grid)
     scale = known.std(axis=0)
