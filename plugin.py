@@ -10,13 +10,13 @@ class SubsidencePlugin:
         self.iface = iface
         self.provider = None
 
-    def initProcessing(self):  # noqa: N802
+    def initProcessing(self):
         # Called alone by qgis_process, which has no interface: nothing here may touch the GUI.
         if self.provider is None:
             self.provider = SubsidenceProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
 
-    def initGui(self):  # noqa: N802
+    def initGui(self):
         self.initProcessing()
 
     def unload(self):

@@ -15,7 +15,7 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
     # Modules beyond QGIS's own that the algorithm imports (keys of core.dependencies.PIP_NAMES).
     REQUIRES = ()
 
-    def createInstance(self):  # noqa: N802
+    def createInstance(self):
         return type(self)()
 
     def tr(self, text):
@@ -24,12 +24,12 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
     def icon(self):
         return QIcon(ICON_PATH)
 
-    def canExecute(self):  # noqa: N802
+    def canExecute(self):
         # The toolbox greys the algorithm out and shows this message, with the install command.
         message = missing_message(self.REQUIRES)
         return message is None, message or ""
 
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def prepareAlgorithm(self, parameters, context, feedback):
         # processing.run and qgis_process never ask canExecute(), so the check is repeated here.
         ok, message = self.canExecute()
         if not ok:

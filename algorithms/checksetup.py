@@ -17,19 +17,19 @@ class CheckSetup(SubsidenceAlgorithm):
     def name(self):
         return "checksetup"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Check set-up (packages and torch interpreter)")
 
     def group(self):
         return self.tr("Set-up")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "setup"
 
     def tags(self):
         return self.tr("install,dependencies,packages,torch,python,interpreter,onnxruntime,pykrige").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Checks that QGIS's Python can import the packages the plugin needs (onnxruntime, onnx, "
             "pykrige, scikit-image) and which Python interpreter with torch will run the training, "
@@ -42,13 +42,13 @@ class CheckSetup(SubsidenceAlgorithm):
             "missing packages, and the whole report)."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addOutput(QgsProcessingOutputString(self.TORCH_PYTHON, self.tr("Torch interpreter")))
         self.addOutput(QgsProcessingOutputString(self.TORCH_VERSION, self.tr("Torch version")))
         self.addOutput(QgsProcessingOutputString(self.MISSING_PACKAGES, self.tr("Missing packages")))
         self.addOutput(QgsProcessingOutputString(self.REPORT, self.tr("Report")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         lines = []
         missing = []
         for module, distribution in PIP_NAMES.items():

@@ -28,19 +28,19 @@ class Distance(SubsidenceAlgorithm):
     def name(self):
         return "distance"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Distance to features")
 
     def group(self):
         return self.tr("Driving factors")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "drivers"
 
     def tags(self):
         return self.tr("distance,proximity,wells,rivers,faults,euclidean,driver").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Computes, on the REFERENCE raster's grid, the Euclidean distance from each cell centre to the "
             "nearest feature of INPUT (points such as pumping wells, lines such as rivers or faults, or "
@@ -50,12 +50,14 @@ class Distance(SubsidenceAlgorithm):
             "Units: map units of the grid's CRS (metres for a projected CRS); use a projected grid."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Features"), [QgsProcessing.TypeVectorAnyGeometry]))
+    def initAlgorithm(self, config=None):
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Features"), [QgsProcessing.TypeVectorAnyGeometry])
+        )
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid")))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Distance")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
@@ -63,7 +65,9 @@ class Distance(SubsidenceAlgorithm):
         grid, crs = grid_of_raster(reference), reference.crs()
         if crs.isGeographic():
             feedback.pushWarning("The grid's CRS is geographic: distances will be in degrees, not metres.")
-        points, starts, ends, polygons = self._features(source, QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext()))
+        points, starts, ends, polygons = self._features(
+            source, QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+        )
         if not (len(points) or len(starts)):
             raise QgsProcessingException(self.tr("The layer has no feature with a geometry."))
         inside = polygon_cells(polygons, grid, crs.toWkt()) if polygons else None
@@ -99,7 +103,9 @@ class Distance(SubsidenceAlgorithm):
             try:
                 geometry.transform(transform)
             except QgsCsException as error:
-                raise QgsProcessingException(f"Feature {feature.id()} cannot be reprojected to the grid's CRS: {error}") from error
+                raise QgsProcessingException(
+                    f"Feature {feature.id()} cannot be reprojected to the grid's CRS: {error}"
+                ) from error
             if QgsWkbTypes.isCurvedType(geometry.wkbType()):
                 geometry = QgsGeometry(geometry.constGet().segmentize())
             kind = geometry.type()
@@ -116,5 +122,5 @@ class Distance(SubsidenceAlgorithm):
                 vertices = np.array([(v.x(), v.y()) for v in line])
                 starts.append(vertices[:-1])
                 ends.append(vertices[1:])
-        to_array = lambda chunks: np.concatenate(chunks) if chunks else np.empty((0, 2))  # noqa: E731
+        to_array = lambda chunks: np.concatenate(chunks) if chunks else np.empty((0, 2))
         return np.array(points, float).reshape(-1, 2), to_array(starts), to_array(ends), polygons

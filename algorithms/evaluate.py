@@ -70,19 +70,21 @@ class Evaluate(SubsidenceAlgorithm):
     def name(self):
         return "evaluate"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Evaluate: every method on the held-out points")
 
     def group(self):
         return self.tr("Modelling")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "modelling"
 
     def tags(self):
-        return self.tr("evaluate,validation,test,rmse,cnn,kriging,regression kriging,hybrid,null model,comparison,accuracy,calibration,crps").split(",")
+        return self.tr(
+            "evaluate,validation,test,rmse,cnn,kriging,regression kriging,hybrid,null model,comparison,accuracy,calibration,crps"
+        ).split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Tells which map to trust: five methods predict the dataset's test points, which none of them has "
             "seen, and are scored on exactly those points.\n"
@@ -118,45 +120,80 @@ class Evaluate(SubsidenceAlgorithm):
             "Units: the dataset's target units (mm for displacement)."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz"))
-        self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model trained on it (.onnx)"), extension="onnx"))
-        self.addParameter(QgsProcessingParameterEnum(self.VARIOGRAM_MODEL, self.tr("Variogram model"), options=list(MODELS), defaultValue=0))
         self.addParameter(
-            QgsProcessingParameterNumber(self.N_NEIGHBOURS, self.tr("Kriging neighbours (0: all points)"), defaultValue=32, minValue=0)
+            QgsProcessingParameterFile(self.MODEL, self.tr("Model trained on it (.onnx)"), extension="onnx")
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.VARIOGRAM_MODEL, self.tr("Variogram model"), options=list(MODELS), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.N_NEIGHBOURS, self.tr("Kriging neighbours (0: all points)"), defaultValue=32, minValue=0
+            )
         )
         folds = QgsProcessingParameterNumber(
-            self.FOLDS, self.tr("Spatial cross-validation folds (0: off; each retrains the CNN)"), QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=20
+            self.FOLDS,
+            self.tr("Spatial cross-validation folds (0: off; each retrains the CNN)"),
+            QgsProcessingParameterNumber.Integer,
+            0,
+            minValue=0,
+            maxValue=20,
         )
         folds.setFlags(folds.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(folds)
-        for key, label in ((self.SURFACE, "Predicted surface"), (self.UNCERTAINTY, "Its uncertainty"), (self.APPLICABILITY, "Its area of applicability")):
-            self.addParameter(QgsProcessingParameterRasterLayer(key, self.tr(f"{label}, for the report's maps"), optional=True))
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT_TABLE, self.tr("Comparison table"), QgsProcessing.TypeVector))
+        for key, label in (
+            (self.SURFACE, "Predicted surface"),
+            (self.UNCERTAINTY, "Its uncertainty"),
+            (self.APPLICABILITY, "Its area of applicability"),
+        ):
+            self.addParameter(
+                QgsProcessingParameterRasterLayer(key, self.tr(f"{label}, for the report's maps"), optional=True)
+            )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(self.OUTPUT_TABLE, self.tr("Comparison table"), QgsProcessing.TypeVector)
+        )
         self.addParameter(
             QgsProcessingParameterFileDestination(
-                self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
+                self.OUTPUT_REPORT,
+                self.tr("Report"),
+                self.tr("HTML files (*.html)"),
+                optional=True,
+                createByDefault=False,
             )
         )
         for method in METHODS:
             self.addOutput(QgsProcessingOutputNumber(f"{method.upper()}_RMSE", self.tr(f"RMSE: {NAMES[method]}")))
-            self.addOutput(QgsProcessingOutputNumber(f"CV_{method.upper()}_RMSE", self.tr(f"RMSE, spatial cross-validation: {NAMES[method]}")))
+            self.addOutput(
+                QgsProcessingOutputNumber(
+                    f"CV_{method.upper()}_RMSE", self.tr(f"RMSE, spatial cross-validation: {NAMES[method]}")
+                )
+            )
         self.addOutput(QgsProcessingOutputNumber("IMPROVEMENT_PERCENT", self.tr("CNN improvement over kriging (%)")))
         for method in SIGMA_METHODS:
             for name in PROBABILISTIC:
-                label = "CRPS" if name == "crps" else "% of test errors " + name.replace("_", " ").replace(" sigma", "σ")
-                self.addOutput(QgsProcessingOutputNumber(f"{method.upper()}_{name.upper()}", self.tr(f"{NAMES[method]}: {label}")))
+                label = (
+                    "CRPS" if name == "crps" else "% of test errors " + name.replace("_", " ").replace(" sigma", "σ")
+                )
+                self.addOutput(
+                    QgsProcessingOutputNumber(f"{method.upper()}_{name.upper()}", self.tr(f"{NAMES[method]}: {label}"))
+                )
         self.addOutput(QgsProcessingOutputString("BEST_METHOD", self.tr("The method with the lowest test RMSE")))
         self.addOutput(QgsProcessingOutputString("VERDICT", self.tr("Which map to use, in words")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         from ..models.export import read_metadata
 
         dataset_path = self.parameterAsFile(parameters, self.DATASET, context)
         try:
             data = open_dataset(dataset_path)
         except (OSError, ValueError, KeyError) as error:
-            raise QgsProcessingException(f"{dataset_path} is not a dataset written by 'Export training patches': {error}") from None
+            raise QgsProcessingException(
+                f"{dataset_path} is not a dataset written by 'Export training patches': {error}"
+            ) from None
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         metadata = read_metadata(model_path)
         _check_model_fits(metadata, data)
@@ -184,17 +221,31 @@ class Evaluate(SubsidenceAlgorithm):
         outputs = {
             self.OUTPUT_TABLE: table,
             **{f"{method.upper()}_RMSE": result.scores[method]["rmse"] for method in METHODS},
-            **{f"CV_{method.upper()}_RMSE": cross.scores[method]["rmse"] if cross else float("nan") for method in METHODS},
+            **{
+                f"CV_{method.upper()}_RMSE": cross.scores[method]["rmse"] if cross else float("nan")
+                for method in METHODS
+            },
             "IMPROVEMENT_PERCENT": 100.0 * (1.0 - result.scores["cnn"]["rmse"] / result.scores["kriging"]["rmse"]),
-            **{f"{method.upper()}_{name.upper()}": result.calibration[method][name] for method in SIGMA_METHODS for name in PROBABILISTIC},
+            **{
+                f"{method.upper()}_{name.upper()}": result.calibration[method][name]
+                for method in SIGMA_METHODS
+                for name in PROBABILISTIC
+            },
             "BEST_METHOD": ranking[0] if ranking else "",
             "VERDICT": advice,
         }
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
-                maps = [(key, self.parameterAsRasterLayer(parameters, key, context)) for key in (self.SURFACE, self.UNCERTAINTY, self.APPLICABILITY)]
-                file.write(_report(data, result, cross, units, advice, [(key, layer) for key, layer in maps if layer is not None]))
+                maps = [
+                    (key, self.parameterAsRasterLayer(parameters, key, context))
+                    for key in (self.SURFACE, self.UNCERTAINTY, self.APPLICABILITY)
+                ]
+                file.write(
+                    _report(
+                        data, result, cross, units, advice, [(key, layer) for key, layer in maps if layer is not None]
+                    )
+                )
             outputs[self.OUTPUT_REPORT] = report_path
         return outputs
 
@@ -209,14 +260,26 @@ class Evaluate(SubsidenceAlgorithm):
         for note in result.notes:
             feedback.pushWarning(note)
         if np.isfinite(result.noise_variance):
-            feedback.pushInfo(f"The CNN's σ: its ensemble's spread plus a noise variance of {result.noise_variance:.4g} {units}² calibrated on {result.points['calibration']} validation points.")
+            feedback.pushInfo(
+                f"The CNN's σ: its ensemble's spread plus a noise variance of {result.noise_variance:.4g} {units}² calibrated on {result.points['calibration']} validation points."
+            )
         else:
-            feedback.pushWarning(self.tr("The dataset has no validation points: the CNN's σ is its ensemble's spread alone, uncalibrated."))
+            feedback.pushWarning(
+                self.tr(
+                    "The dataset has no validation points: the CNN's σ is its ensemble's spread alone, uncalibrated."
+                )
+            )
         if int(metadata.get("ensemble_members", "1")) < 2:
-            feedback.pushInfo(self.tr("The model is a single network: its σ is the calibrated noise alone, the same everywhere (an ensemble, ENSEMBLE of 5 or more, adds where the networks disagree)."))
+            feedback.pushInfo(
+                self.tr(
+                    "The model is a single network: its σ is the calibrated noise alone, the same everywhere (an ensemble, ENSEMBLE of 5 or more, adds where the networks disagree)."
+                )
+            )
         if cross:
             for method in METHODS:
-                feedback.pushInfo(f"Spatial {folds}-fold cross-validation, {NAMES[method]}: RMSE {cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)")
+                feedback.pushInfo(
+                    f"Spatial {folds}-fold cross-validation, {NAMES[method]}: RMSE {cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)"
+                )
         feedback.pushInfo(advice)
 
     def _write_table(self, parameters, context, data, result, cross):
@@ -231,14 +294,25 @@ class Evaluate(SubsidenceAlgorithm):
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_TABLE))
         for slot, index in enumerate(result.test):
             values = [None if np.isnan(column[slot]) else float(column[slot]) for column in columns.values()]
-            self._add(sink, fields, ["point", str(data["pid"][index]), None] + values + [None] * (len(metrics.NAMES) + len(PROBABILISTIC)))
+            self._add(
+                sink,
+                fields,
+                ["point", str(data["pid"][index]), None] + values + [None] * (len(metrics.NAMES) + len(PROBABILISTIC)),
+            )
         summaries = [("summary", result.scores, result.calibration)]
         if cross:
-            summaries += [("cross-validation", cross.scores, cross.calibration)] + [(f"fold {fold + 1}", scores, None) for fold, scores in enumerate(cross.fold_scores)]
+            summaries += [("cross-validation", cross.scores, cross.calibration)] + [
+                (f"fold {fold + 1}", scores, None) for fold, scores in enumerate(cross.fold_scores)
+            ]
         for row, scores, calibration in summaries:
             for method in METHODS:
-                within = [None if calibration is None or np.isnan(calibration[method][key]) else calibration[method][key] for key in PROBABILISTIC]
-                numbers = [None if np.isnan(scores[method][key]) else float(scores[method][key]) for key in metrics.NAMES]
+                within = [
+                    None if calibration is None or np.isnan(calibration[method][key]) else calibration[method][key]
+                    for key in PROBABILISTIC
+                ]
+                numbers = [
+                    None if np.isnan(scores[method][key]) else float(scores[method][key]) for key in metrics.NAMES
+                ]
                 self._add(sink, fields, [row, None, method] + [None] * len(columns) + numbers + within)
         return destination
 
@@ -267,7 +341,10 @@ def _predictor(model_path):
     name, output = run.get_inputs()[0].name, members_output(run)
 
     def predict(patches):
-        parts = [run.run([output], {name: patches[start : start + PREDICT_BATCH]})[0] for start in range(0, len(patches), PREDICT_BATCH)]
+        parts = [
+            run.run([output], {name: patches[start : start + PREDICT_BATCH]})[0]
+            for start in range(0, len(patches), PREDICT_BATCH)
+        ]
         return np.concatenate(parts)
 
     return predict
@@ -278,7 +355,9 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
     settings) and every other method fitted on the other folds' points, all predicting the fold's."""
     settings = json.loads(metadata.get("training", "{}")).get("settings")
     if not settings:
-        raise QgsProcessingException("The model does not record how it was trained, so FOLDS cannot retrain it: train it again with 'Train the CNN' (this version).")
+        raise QgsProcessingException(
+            "The model does not record how it was trained, so FOLDS cannot retrain it: train it again with 'Train the CNN' (this version)."
+        )
     size, pixel, x, y = int(data["patch_size"]), data["pixel_size"], data["x"], data["y"]
     block = default_block_size(x, y, size * float(np.max(pixel)))
     rng = np.random.default_rng(settings["seed"])
@@ -302,7 +381,9 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
             path = os.path.join(folder, "fold.npz")
             dataset.write_subset(path, data, keep, split[keep])
             train_in_worker(path, folder, settings, feedback)
-            comparison = compare(open_dataset(path), _predictor(os.path.join(folder, "model.onnx")), variogram, neighbours)
+            comparison = compare(
+                open_dataset(path), _predictor(os.path.join(folder, "model.onnx")), variogram, neighbours
+            )
             for method in METHODS:
                 predicted[method][keep[comparison.test]] = comparison.predicted[method]
                 sigma[method][keep[comparison.test]] = comparison.sigma[method]
@@ -314,13 +395,19 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
 
 def _check_model_fits(metadata, data):
     names = json.loads(metadata.get("band_names", "[]"))
-    if names != [str(name) for name in data["band_names"]] or int(metadata.get("patch_size", -1)) != int(data["patch_size"]):
+    if names != [str(name) for name in data["band_names"]] or int(metadata.get("patch_size", -1)) != int(
+        data["patch_size"]
+    ):
         raise QgsProcessingException(
             "The model was not trained on this dataset's drivers: it takes {} at {} x {}, the dataset has {} at {} x {}.".format(
-                ", ".join(names) or "unknown bands", metadata.get("patch_size"), metadata.get("patch_size"),
-                ", ".join(map(str, data["band_names"])), int(data["patch_size"]), int(data["patch_size"]),
+                ", ".join(names) or "unknown bands",
+                metadata.get("patch_size"),
+                metadata.get("patch_size"),
+                ", ".join(map(str, data["band_names"])),
+                int(data["patch_size"]),
+                int(data["patch_size"]),
             )
-        )  # fmt: skip
+        )
 
 
 def _report(data, result, cross, units, advice, maps):
@@ -344,12 +431,31 @@ def _report(data, result, cross, units, advice, maps):
     for slot, method in enumerate(shown):
         axes = errors.add_subplot(1, len(shown), slot + 1)
         axes.scatter(data["x"][others], data["y"][others], s=2, color="lightgrey", label="training and validation")
-        image = axes.scatter(x, y, c=result.predicted[method] - result.observed, s=10, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        image = axes.scatter(
+            x, y, c=result.predicted[method] - result.observed, s=10, cmap="RdBu_r", vmin=-limit, vmax=limit
+        )
         axes.set(title=NAMES[method], aspect="equal")
         axes.tick_params(labelsize=6)
         errors.colorbar(image, ax=axes, label=units, shrink=0.7)
-    header = ["method", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})", "% within ±1σ", "% within ±2σ", f"CRPS ({units})"]
-    rows = [[NAMES[method], *(result.scores[method][key] for key in metrics.NAMES), *(result.calibration[method][key] for key in PROBABILISTIC)] for method in METHODS]
+    header = [
+        "method",
+        "n",
+        f"RMSE ({units})",
+        f"MAE ({units})",
+        "R²",
+        f"bias ({units})",
+        "% within ±1σ",
+        "% within ±2σ",
+        f"CRPS ({units})",
+    ]
+    rows = [
+        [
+            NAMES[method],
+            *(result.scores[method][key] for key in metrics.NAMES),
+            *(result.calibration[method][key] for key in PROBABILISTIC),
+        ]
+        for method in METHODS
+    ]
     sections = [("Calibration of the uncertainties", _calibration_section(result, cross))]
     if maps:
         sections.append(("Maps", _maps(data, maps, units)))
@@ -360,25 +466,49 @@ def _report(data, result, cross, units, advice, maps):
         "Which map to trust: every method on the held-out points",
         [
             ("Verdict", report.paragraph(advice)),
-            ("Scores", report.table(header, rows) + report.paragraph(
-                "Ranked by RMSE on the test points; σ-based columns are empty for a method without a σ. "
-                + "".join(note + " " for note in result.notes))),
-            ("Which points", report.paragraph(SPLIT_NOTE) + report.paragraph(
-                f"{len(result.test)} test points. Points each method learnt from: {learnt_from} (the hybrid kriges the CNN's "
-                "residuals at the validation points only; kriging and regression kriging use the training and validation points).")),
+            (
+                "Scores",
+                report.table(header, rows)
+                + report.paragraph(
+                    "Ranked by RMSE on the test points; σ-based columns are empty for a method without a σ. "
+                    + "".join(note + " " for note in result.notes)
+                ),
+            ),
+            (
+                "Which points",
+                report.paragraph(SPLIT_NOTE)
+                + report.paragraph(
+                    f"{len(result.test)} test points. Points each method learnt from: {learnt_from} (the hybrid kriges the CNN's "
+                    "residuals at the validation points only; kriging and regression kriging use the training and validation points)."
+                ),
+            ),
             ("Observed and predicted", report.image(scatter, "observed versus predicted")),
             ("Residuals", report.image(histograms, "residual histograms")),
             ("Map of the errors", report.image(errors, "errors at the test points")),
             *sections,
         ],
-    )  # fmt: skip
+    )
 
 
 def _cross_section(cross, header):
     folds = len(cross.fold_scores)
-    rows = [[f"{NAMES[method]}, all points", *(cross.scores[method][key] for key in metrics.NAMES), *(cross.calibration[method][key] for key in PROBABILISTIC)] for method in METHODS]
+    rows = [
+        [
+            f"{NAMES[method]}, all points",
+            *(cross.scores[method][key] for key in metrics.NAMES),
+            *(cross.calibration[method][key] for key in PROBABILISTIC),
+        ]
+        for method in METHODS
+    ]
     for fold, scores in enumerate(cross.fold_scores):
-        rows += [[f"{NAMES[method]}, fold {fold + 1}", *(scores[method][key] for key in metrics.NAMES), *[""] * len(PROBABILISTIC)] for method in METHODS]
+        rows += [
+            [
+                f"{NAMES[method]}, fold {fold + 1}",
+                *(scores[method][key] for key in metrics.NAMES),
+                *[""] * len(PROBABILISTIC),
+            ]
+            for method in METHODS
+        ]
     return report.paragraph(
         f"Every point of the dataset was held out once: the points fall into {folds} folds of whole spatial blocks; for each fold "
         "the CNN was trained again, with the model's own settings, and every other method fitted, on the other folds' points, "
@@ -387,9 +517,15 @@ def _cross_section(cross, header):
 
 
 def _calibration_section(result, cross):
-    rows = [[f"{NAMES[method]}, test points", *(result.calibration[method][key] for key in PROBABILISTIC)] for method in SIGMA_METHODS]
+    rows = [
+        [f"{NAMES[method]}, test points", *(result.calibration[method][key] for key in PROBABILISTIC)]
+        for method in SIGMA_METHODS
+    ]
     if cross:
-        rows += [[f"{NAMES[method]}, cross-validation", *(cross.calibration[method][key] for key in PROBABILISTIC)] for method in SIGMA_METHODS]
+        rows += [
+            [f"{NAMES[method]}, cross-validation", *(cross.calibration[method][key] for key in PROBABILISTIC)]
+            for method in SIGMA_METHODS
+        ]
     rows.append(["calibrated (normal errors)", *metrics.GAUSSIAN_COVERAGE, ""])
     curve = report.figure(6, 4)
     axes = curve.add_subplot()
@@ -406,18 +542,30 @@ def _calibration_section(result, cross):
         "σ: for kriging, regression kriging and the hybrid the kriging standard deviation; for the CNN the ensemble "
         f"members' spread plus a noise variance calibrated on {result.points['calibration']} validation points (those whose patch "
         "overlaps no training patch, or all of them when fewer than 10 do)"
-        + (f": {result.noise_variance:.4g}, in the target's units squared" if np.isfinite(result.noise_variance) else " (none here: no validation points)")
+        + (
+            f": {result.noise_variance:.4g}, in the target's units squared"
+            if np.isfinite(result.noise_variance)
+            else " (none here: no validation points)"
+        )
         + ". Below the calibrated line σ understates the errors (too confident); above, it overstates them. CRPS: the "
         "continuous ranked probability score, lower is better."
     )
-    return report.paragraph(note) + report.table(["σ of", "% within ±1σ", "% within ±2σ", "CRPS"], rows) + report.image(curve, "calibration curve")
+    return (
+        report.paragraph(note)
+        + report.table(["σ of", "% within ±1σ", "% within ±2σ", "CRPS"], rows)
+        + report.image(curve, "calibration curve")
+    )
 
 
 def _maps(data, maps, units):
     """The given rasters side by side, decimated, with the points on top."""
     from osgeo import gdal
 
-    titles = {"SURFACE": f"predicted surface ({units})", "UNCERTAINTY": f"uncertainty, σ ({units})", "APPLICABILITY": "dissimilarity index"}
+    titles = {
+        "SURFACE": f"predicted surface ({units})",
+        "UNCERTAINTY": f"uncertainty, σ ({units})",
+        "APPLICABILITY": "dissimilarity index",
+    }
     shown = report.figure(5.5 * len(maps), 4.8)
     test = data["split"] == TEST
     for slot, (key, layer) in enumerate(maps):
@@ -435,7 +583,14 @@ def _maps(data, maps, units):
             image = axes.imshow(values, extent=extent, cmap="magma_r", vmin=low, vmax=high)
         if key == "APPLICABILITY" and raster.RasterCount >= 2:
             inside, _ = _decimated(raster, 2)
-            axes.contour(np.nan_to_num(inside, nan=1.0), levels=[0.5], colors="black", linewidths=0.8, extent=extent, origin="upper")
+            axes.contour(
+                np.nan_to_num(inside, nan=1.0),
+                levels=[0.5],
+                colors="black",
+                linewidths=0.8,
+                extent=extent,
+                origin="upper",
+            )
             titles[key] += " (line: edge of the area of applicability)"
         axes.scatter(data["x"][~test], data["y"][~test], s=1, color="grey", label="training and validation")
         axes.scatter(data["x"][test], data["y"][test], s=3, color="black", label="test")

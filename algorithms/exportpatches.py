@@ -46,19 +46,19 @@ class ExportPatches(SubsidenceAlgorithm):
     def name(self):
         return "exportpatches"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Export training patches")
 
     def group(self):
         return self.tr("CNN")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "cnn"
 
     def tags(self):
         return self.tr("patches,dataset,training,cnn,split,spatial cross-validation,npz").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Cuts a PATCH_SIZE x PATCH_SIZE patch of the driver stack (FACTORS, from 'Stack driver rasters') "
             "around every point (reprojected to the stack's CRS) and writes the training dataset: raw patches, "
@@ -80,38 +80,68 @@ class ExportPatches(SubsidenceAlgorithm):
             "least four patch widths, but small enough for at least about 9 blocks over a small area)."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFeatureSource(self.POINTS, self.tr("PS points"), [QgsProcessing.TypeVectorPoint]))
+    def initAlgorithm(self, config=None):
         self.addParameter(
-            QgsProcessingParameterField(self.FIELD, self.tr("Target field"), "displacement", self.POINTS, QgsProcessingParameterField.Numeric)
+            QgsProcessingParameterFeatureSource(self.POINTS, self.tr("PS points"), [QgsProcessing.TypeVectorPoint])
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.FIELD, self.tr("Target field"), "displacement", self.POINTS, QgsProcessingParameterField.Numeric
+            )
         )
         self.addParameter(QgsProcessingParameterRasterLayer(self.FACTORS, self.tr("Driver stack")))
-        self.addParameter(QgsProcessingParameterNumber(self.PATCH_SIZE, self.tr("Patch size (pixels)"), defaultValue=30, minValue=1))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.PATCH_SIZE, self.tr("Patch size (pixels)"), defaultValue=30, minValue=1)
+        )
         self.addParameter(QgsProcessingParameterEnum(self.SPLIT, self.tr("Split"), list(SPLITS), defaultValue=0))
         self.addParameter(
-            QgsProcessingParameterField(self.SPLIT_FIELD, self.tr("Split field (train/val/test)"), None, self.POINTS, optional=True)
+            QgsProcessingParameterField(
+                self.SPLIT_FIELD, self.tr("Split field (train/val/test)"), None, self.POINTS, optional=True
+            )
         )
         advanced = [
             QgsProcessingParameterNumber(
-                self.BLOCK_SIZE, self.tr("Block size (map units; 0: from the data)"), QgsProcessingParameterNumber.Double, 0.0, minValue=0.0
+                self.BLOCK_SIZE,
+                self.tr("Block size (map units; 0: from the data)"),
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0.0,
             ),
             QgsProcessingParameterNumber(
-                self.VAL_FRACTION, self.tr("Validation fraction"), QgsProcessingParameterNumber.Double, 0.1, minValue=0.0, maxValue=0.9
+                self.VAL_FRACTION,
+                self.tr("Validation fraction"),
+                QgsProcessingParameterNumber.Double,
+                0.1,
+                minValue=0.0,
+                maxValue=0.9,
             ),
             QgsProcessingParameterNumber(
-                self.TEST_FRACTION, self.tr("Test fraction"), QgsProcessingParameterNumber.Double, 0.1, minValue=0.0, maxValue=0.9
+                self.TEST_FRACTION,
+                self.tr("Test fraction"),
+                QgsProcessingParameterNumber.Double,
+                0.1,
+                minValue=0.0,
+                maxValue=0.9,
             ),
             QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=0, minValue=0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterEnum(self.NODATA_POLICY, self.tr("Patches with nodata"), list(POLICIES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Training dataset"), self.tr("NumPy archive (*.npz)")))
-        for key, label in self.COUNTS.items():
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.NODATA_POLICY, self.tr("Patches with nodata"), list(POLICIES), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT, self.tr("Training dataset"), self.tr("NumPy archive (*.npz)")
+            )
+        )
+        for label in self.COUNTS.values():
             self.addOutput(QgsProcessingOutputNumber(label, self.tr(f"{label[2:].capitalize()} points")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         try:
             return self._export(parameters, context, feedback, output)
@@ -141,7 +171,9 @@ class ExportPatches(SubsidenceAlgorithm):
         counts = {**skipped, "outside the stack": int((~inside).sum())}
         keep = np.flatnonzero(inside)
         if not len(keep):
-            raise QgsProcessingException(self.tr("No point lies on the driver stack: check the layers' extents and CRS."))
+            raise QgsProcessingException(
+                self.tr("No point lies on the driver stack: check the layers' extents and CRS.")
+            )
 
         steps.setCurrentStep(1)
         workspace = tempfile.TemporaryDirectory(dir=os.path.dirname(output) or None)
@@ -149,7 +181,14 @@ class ExportPatches(SubsidenceAlgorithm):
             cut = patches.PatchFile(os.path.join(folder, "patches.bin"), (len(keep), stack.RasterCount, size, size))
             complete = patches.extract(
                 lambda first, stop: read_rows(stack, first, stop - first),
-                stack.RasterCount, grid.height, grid.width, rows[keep], columns[keep], size, cut, feedback.isCanceled,
+                stack.RasterCount,
+                grid.height,
+                grid.width,
+                rows[keep],
+                columns[keep],
+                size,
+                cut,
+                feedback.isCanceled,
             )
             if not complete:
                 raise QgsProcessingException(self.tr("Canceled: no output was written."))
@@ -160,16 +199,29 @@ class ExportPatches(SubsidenceAlgorithm):
 
             steps.setCurrentStep(2)
             labels = np.full(len(keep), DROPPED)
-            labels[enough] = self._split(parameters, context, feedback, x[keep][enough], y[keep][enough],
-                                         None if split_values is None else split_values[keep][enough], size * grid.pixel_width)
+            labels[enough] = self._split(
+                parameters,
+                context,
+                feedback,
+                x[keep][enough],
+                y[keep][enough],
+                None if split_values is None else split_values[keep][enough],
+                size * grid.pixel_width,
+            )
             if self.parameterAsEnum(parameters, self.SPLIT, context) == 0:
                 labels, overlapping = patches.drop_test_overlaps(rows[keep], columns[keep], labels, size)
-                counts["dropped from training/validation: patch overlaps a test patch, or a training patch overlaps a validation patch"] = overlapping
+                counts[
+                    "dropped from training/validation: patch overlaps a test patch, or a training patch overlaps a validation patch"
+                ] = overlapping
             chosen = np.flatnonzero(labels != DROPPED)
             training = chosen[labels[chosen] == TRAIN]
             if not len(training):
                 feedback.pushInfo(", ".join(f"{count} {reason}" for reason, count in counts.items()) + ".")
-                raise QgsProcessingException(self.tr("No training point is left: see the counts above (a smaller BLOCK_SIZE or PATCH_SIZE leaves more)."))
+                raise QgsProcessingException(
+                    self.tr(
+                        "No training point is left: see the counts above (a smaller BLOCK_SIZE or PATCH_SIZE leaves more)."
+                    )
+                )
             mean, std = patches.band_statistics(cut, training)
             index = keep[chosen]
             arrays = {
@@ -195,7 +247,9 @@ class ExportPatches(SubsidenceAlgorithm):
         feedback.pushInfo(
             ", ".join(f"{count} {reason}" for reason, count in counts.items())
             + f". Written: {len(chosen)} patches of {stack.RasterCount} x {size} x {size}; "
-            + ", ".join(f"{self.COUNTS[label][2:].lower()} {n} ({n / len(chosen):.1%})" for label, n in achieved.items())
+            + ", ".join(
+                f"{self.COUNTS[label][2:].lower()} {n} ({n / len(chosen):.1%})" for label, n in achieved.items()
+            )
         )
         return {self.OUTPUT: output, **{self.COUNTS[label]: n for label, n in achieved.items()}}
 
@@ -212,6 +266,8 @@ class ExportPatches(SubsidenceAlgorithm):
             return patches.split_from_values(values)
         if method == 1:
             return patches.random_split(len(x), val, test, rng)
-        block = self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or patches.default_block_size(x, y, patch_metres)
+        block = self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or patches.default_block_size(
+            x, y, patch_metres
+        )
         feedback.pushInfo(self.tr("Spatial split: square blocks of {:.0f} map units.").format(block))
         return patches.spatial_blocks(x, y, block, val, test, rng)

@@ -48,19 +48,19 @@ class ImportPs(SubsidenceAlgorithm):
     def name(self):
         return "importps"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Import PS points")
 
     def group(self):
         return self.tr("PS points")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "points"
 
     def tags(self):
         return self.tr("psinsar,ps,egms,sarproz,stamps,mintpy,depsi,sbas,import,displacement,velocity").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Reads a PS export and writes points with displacement and velocity, ready for the rest of the "
             "chain. The layout is recognised by its columns: EGMS L2a/L2b and L3 Ortho (EPSG:3035 easting/"
@@ -81,31 +81,55 @@ class ImportPs(SubsidenceAlgorithm):
             "say, so mm is assumed with a warning: set UNITS (m, cm or mm) for them."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(
-            QgsProcessingParameterFeatureSource(self.INPUT, self.tr("PS export (file or layer)"), [QgsProcessing.TypeVector])
-        )
-        for key, label in ((self.START_DATE, "Start date (empty: first epoch)"), (self.END_DATE, "End date (empty: last epoch)")):
-            self.addParameter(QgsProcessingParameterDateTime(key, self.tr(label), QgsProcessingParameterDateTime.Date, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.UNITS, self.tr("Units of the file's displacements"), list(UNITS), defaultValue=0))
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_COHERENCE, self.tr("Minimum coherence (0: keep all)"), QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=1.0
+            QgsProcessingParameterFeatureSource(
+                self.INPUT, self.tr("PS export (file or layer)"), [QgsProcessing.TypeVector]
             )
         )
-        self.addParameter(QgsProcessingParameterBoolean(self.LOS_TO_VERTICAL, self.tr("Convert line of sight to vertical"), False))
+        for key, label in (
+            (self.START_DATE, "Start date (empty: first epoch)"),
+            (self.END_DATE, "End date (empty: last epoch)"),
+        ):
+            self.addParameter(
+                QgsProcessingParameterDateTime(key, self.tr(label), QgsProcessingParameterDateTime.Date, optional=True)
+            )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.UNITS, self.tr("Units of the file's displacements"), list(UNITS), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_COHERENCE,
+                self.tr("Minimum coherence (0: keep all)"),
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0.0,
+                maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.LOS_TO_VERTICAL, self.tr("Convert line of sight to vertical"), False)
+        )
         for key, label in (
             (self.X_FIELD, "X field (plain tables)"),
             (self.Y_FIELD, "Y field (plain tables)"),
             (self.VALUE_FIELD, "Value field (plain tables: the displacement)"),
         ):
             self.addParameter(
-                QgsProcessingParameterField(key, self.tr(label), None, self.INPUT, QgsProcessingParameterField.Any, optional=True)
+                QgsProcessingParameterField(
+                    key, self.tr(label), None, self.INPUT, QgsProcessingParameterField.Any, optional=True
+                )
             )
-        self.addParameter(QgsProcessingParameterCrs(self.CRS, self.tr("CRS of coordinate columns that have none"), optional=True))
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("PS points"), QgsProcessing.TypeVectorPoint))
+        self.addParameter(
+            QgsProcessingParameterCrs(self.CRS, self.tr("CRS of coordinate columns that have none"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("PS points"), QgsProcessing.TypeVectorPoint)
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         try:
             return self._import(parameters, context, feedback)
         except InputError as error:
@@ -133,13 +157,15 @@ class ImportPs(SubsidenceAlgorithm):
         )
         for note in points.notes:
             if note.startswith("WARNING: "):
-                feedback.pushWarning(note[len("WARNING: "):])
+                feedback.pushWarning(note[len("WARNING: ") :])
             else:
                 feedback.pushInfo(note)
         crs = self._output_crs(fmt, layer_crs, parameters, context)
         feedback.setProgress(50)
 
-        sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, self._fields(), QgsWkbTypes.Point, crs)
+        sink, destination = self.parameterAsSink(
+            parameters, self.OUTPUT, context, self._fields(), QgsWkbTypes.Point, crs
+        )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         for number in range(len(points.x)):

@@ -69,19 +69,19 @@ class Krige(SubsidenceAlgorithm):
     def name(self):
         return "krige"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Ordinary kriging (with variance)")
 
     def group(self):
         return self.tr("Kriging and evaluation")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "evaluation"
 
     def tags(self):
         return self.tr("kriging,interpolation,variogram,geostatistics,cross-validation,baseline,ps,insar").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Interpolates a numeric field of points (e.g. PS displacement) onto a grid by ordinary "
             "kriging, the baseline the CNN surface is compared with, and writes the kriging variance.\n"
@@ -107,7 +107,7 @@ class Krige(SubsidenceAlgorithm):
             "SILL and NUGGET in the field's units squared."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(
             QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint])
         )
@@ -117,7 +117,9 @@ class Krige(SubsidenceAlgorithm):
             )
         )
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid"), optional=True))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (without reference grid)"), optional=True))
+        self.addParameter(
+            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (without reference grid)"), optional=True)
+        )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.PIXEL_SIZE,
@@ -128,7 +130,9 @@ class Krige(SubsidenceAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterCrs(self.CRS, self.tr("Grid CRS (without reference grid; default: the points')"), optional=True)
+            QgsProcessingParameterCrs(
+                self.CRS, self.tr("Grid CRS (without reference grid; default: the points')"), optional=True
+            )
         )
         self.add_variogram_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Kriged surface")))
@@ -138,7 +142,9 @@ class Krige(SubsidenceAlgorithm):
     def add_variogram_parameters(self):
         """The variogram, its fixed parameters, the neighbourhood and the fit's subsample."""
         self.addParameter(
-            QgsProcessingParameterEnum(self.VARIOGRAM_MODEL, self.tr("Variogram model"), options=list(MODELS), defaultValue=0)
+            QgsProcessingParameterEnum(
+                self.VARIOGRAM_MODEL, self.tr("Variogram model"), options=list(MODELS), defaultValue=0
+            )
         )
         for key, label in (
             (self.SILL, "Sill, full (empty: fitted)"),
@@ -146,7 +152,9 @@ class Krige(SubsidenceAlgorithm):
             (self.NUGGET, "Nugget (empty: fitted)"),
         ):
             self.addParameter(
-                QgsProcessingParameterNumber(key, self.tr(label), QgsProcessingParameterNumber.Double, optional=True, minValue=0.0)
+                QgsProcessingParameterNumber(
+                    key, self.tr(label), QgsProcessingParameterNumber.Double, optional=True, minValue=0.0
+                )
             )
         self.addParameter(
             QgsProcessingParameterNumber(
@@ -157,7 +165,9 @@ class Krige(SubsidenceAlgorithm):
             QgsProcessingParameterNumber(
                 self.MAX_FIT_POINTS, self.tr("Points used to estimate the variogram"), defaultValue=2000, minValue=50
             ),
-            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed (variogram subsample)"), defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(
+                self.SEED, self.tr("Random seed (variogram subsample)"), defaultValue=0, minValue=0
+            ),
         ):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
@@ -166,10 +176,16 @@ class Krige(SubsidenceAlgorithm):
         """The report and the numbers every kriging run returns."""
         self.addParameter(
             QgsProcessingParameterFileDestination(
-                self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
+                self.OUTPUT_REPORT,
+                self.tr("Report"),
+                self.tr("HTML files (*.html)"),
+                optional=True,
+                createByDefault=False,
             )
         )
-        self.addOutput(QgsProcessingOutputString(self.VARIOGRAM_PARAMETERS, self.tr("Variogram parameters (PyKrige dict, JSON)")))
+        self.addOutput(
+            QgsProcessingOutputString(self.VARIOGRAM_PARAMETERS, self.tr("Variogram parameters (PyKrige dict, JSON)"))
+        )
         for key, label in (
             (self.NUGGET, "Nugget"),
             (self.SILL, "Sill (bounded models)"),
@@ -183,14 +199,14 @@ class Krige(SubsidenceAlgorithm):
         ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def checkParameterValues(self, parameters, context):
         has_reference = parameters.get(self.REFERENCE) not in (None, "")
         has_extent = parameters.get(self.EXTENT) not in (None, "") and parameters.get(self.PIXEL_SIZE) not in (None, "")
         if not (has_reference or has_extent):
             return False, self.tr("Give a reference grid, or an extent and a pixel size.")
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         try:
             return self._krige(parameters, context, feedback)
         except InputError as error:
@@ -218,10 +234,16 @@ class Krige(SubsidenceAlgorithm):
         steps.setCurrentStep(3)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
-        self._write_surfaces(kriging, grid, crs, [f"kriged {field}", f"kriging variance of {field}"], output, variance_output, steps)
+        self._write_surfaces(
+            kriging, grid, crs, [f"kriged {field}", f"kriging variance of {field}"], output, variance_output, steps
+        )
         style_raster(output)
         style_raster(variance_output, sequential=True)
-        points = [("kriged", len(z)), ("merged into coincident points", merged), *[(f"skipped: {k}", v) for k, v in skipped.items()]]
+        points = [
+            ("kriged", len(z)),
+            ("merged into coincident points", merged),
+            *[(f"skipped: {k}", v) for k, v in skipped.items()],
+        ]
         return {
             self.OUTPUT: output,
             self.OUTPUT_VARIANCE: variance_output,
@@ -281,7 +303,9 @@ class Krige(SubsidenceAlgorithm):
                 crs = source.sourceCrs()
             extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
             pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
-            grid = Grid.from_extent(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum(), pixel_size)
+            grid = Grid.from_extent(
+                extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum(), pixel_size
+            )
         if not crs.isValid():
             raise QgsProcessingException(self.tr("The grid has no CRS: set the reference grid's CRS, or CRS."))
         if crs.isGeographic():
@@ -308,7 +332,9 @@ class Krige(SubsidenceAlgorithm):
             + f"; R² of the fit {fit.r_squared:.3f} (weighted by pairs), from {fit.experimental.n_points} points"
         )
         for lag, gamma, count in zip(fit.experimental.lags, fit.experimental.semivariance, fit.experimental.counts):
-            feedback.pushDebugInfo(f"lag {lag:.6g}: experimental {gamma:.6g}, fitted {fit.variogram(lag):.6g}, {count} pairs")
+            feedback.pushDebugInfo(
+                f"lag {lag:.6g}: experimental {gamma:.6g}, fitted {fit.variogram(lag):.6g}, {count} pairs"
+            )
 
     def _write_surfaces(self, kriging, grid, crs, names, output, variance_output, feedback, adjust=None):
         """Kriges the grid by blocks of rows into the two files (band names `names`);
@@ -330,13 +356,20 @@ class Krige(SubsidenceAlgorithm):
         fig = report.figure()
         plot_variogram(fit, fig.add_subplot())
         sections = [
-            ("Warnings", "".join(report.paragraph(caution, warning=True) for caution in cautions) or report.paragraph("None.")),
+            (
+                "Warnings",
+                "".join(report.paragraph(caution, warning=True) for caution in cautions) or report.paragraph("None."),
+            ),
             ("Variogram", report.image(fig, "experimental and fitted variogram")),
             (
                 "Fitted model",
                 report.table(
                     ["parameter", "value"],
-                    [("model", fit.variogram.model), *fit.variogram.as_pykrige_dict().items(), ("R² of the fit (weighted by pairs)", fit.r_squared)],
+                    [
+                        ("model", fit.variogram.model),
+                        *fit.variogram.as_pykrige_dict().items(),
+                        ("R² of the fit (weighted by pairs)", fit.r_squared),
+                    ],
                 ),
             ),
             (

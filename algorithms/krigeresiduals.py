@@ -38,13 +38,13 @@ class KrigeResiduals(Krige):
     def name(self):
         return "krigeresiduals"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Krige the residuals of a surface (hybrid)")
 
     def tags(self):
         return self.tr("hybrid,residual kriging,regression kriging,kriging,cnn,correction,variance,ps,insar").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Corrects a predicted surface (e.g. the CNN's, from 'Predict the surface') with what the points "
             "say it misses: at every point the residual, the point's value minus the surface's value in the "
@@ -72,25 +72,40 @@ class KrigeResiduals(Krige):
             "Units: the surface's and the field's (they must agree), the variance in those units squared."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.SURFACE, self.tr("Surface to correct")))
-        self.addParameter(QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint]))
-        self.addParameter(QgsProcessingParameterField(self.FIELD, self.tr("Value field"), None, self.POINTS, QgsProcessingParameterField.Numeric))
         self.addParameter(
-            QgsProcessingParameterRasterLayer(self.SURFACE_UNCERTAINTY, self.tr("Surface's uncertainty (σ; optional, added to the variance)"), optional=True)
+            QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint])
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.FIELD, self.tr("Value field"), None, self.POINTS, QgsProcessingParameterField.Numeric
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                self.SURFACE_UNCERTAINTY,
+                self.tr("Surface's uncertainty (σ; optional, added to the variance)"),
+                optional=True,
+            )
         )
         self.addParameter(
             QgsProcessingParameterFile(
-                self.DATASET, self.tr("Training dataset of the surface's model (its training points are left out)"), extension="npz", optional=True
+                self.DATASET,
+                self.tr("Training dataset of the surface's model (its training points are left out)"),
+                extension="npz",
+                optional=True,
             )
         )
         self.add_variogram_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Corrected surface")))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_VARIANCE, self.tr("Variance of the corrected surface")))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT_VARIANCE, self.tr("Variance of the corrected surface"))
+        )
         self.add_report_and_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.N_LEFT_OUT, self.tr("Points left out as training points")))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def checkParameterValues(self, parameters, context):
         return super(Krige, self).checkParameterValues(parameters, context)
 
     def _krige(self, parameters, context, feedback):
@@ -99,17 +114,27 @@ class KrigeResiduals(Krige):
         grid, crs = grid_of_raster(surface), QgsCoordinateReferenceSystem(surface.crs())
         if not crs.isValid() or crs.isGeographic():
             raise QgsProcessingException(
-                self.tr(f"The surface's CRS ({crs.authid() or 'none'}) is not a projected one: krige in metres, e.g. the surface of a stack in the UTM zone.")
+                self.tr(
+                    f"The surface's CRS ({crs.authid() or 'none'}) is not a projected one: krige in metres, e.g. the surface of a stack in the UTM zone."
+                )
             )
         uncertainty = self.parameterAsRasterLayer(parameters, self.SURFACE_UNCERTAINTY, context)
         if uncertainty is not None and (grid_of_raster(uncertainty) != grid or uncertainty.crs() != surface.crs()):
-            raise QgsProcessingException(self.tr("SURFACE_UNCERTAINTY is not on the surface's grid: give the uncertainty written with the surface."))
+            raise QgsProcessingException(
+                self.tr(
+                    "SURFACE_UNCERTAINTY is not on the surface's grid: give the uncertainty written with the surface."
+                )
+            )
         source = self.parameterAsSource(parameters, self.POINTS, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.POINTS))
         field = self.parameterAsString(parameters, self.FIELD, context)
         if not source.fields().field(field).isNumeric():
-            raise QgsProcessingException(self.tr(f"The field '{field}' is not numeric: choose the field of the points' values (e.g. velocity or displacement)."))
+            raise QgsProcessingException(
+                self.tr(
+                    f"The field '{field}' is not numeric: choose the field of the points' values (e.g. velocity or displacement)."
+                )
+            )
 
         x, y, z, ids, _, skipped = point_values(source, field, crs, context, steps)
         surface_file = _open(surface.source())
@@ -119,7 +144,9 @@ class KrigeResiduals(Krige):
         if outside.any():
             named = ", ".join(f"feature {ids[index]}" for index in np.flatnonzero(outside)[:NAMED])
             feedback.pushWarning(
-                self.tr(f"{int(outside.sum())} of {len(z)} points lie outside the surface or on its nodata and are skipped: {named}{' …' if outside.sum() > NAMED else ''}.")
+                self.tr(
+                    f"{int(outside.sum())} of {len(z)} points lie outside the surface or on its nodata and are skipped: {named}{' …' if outside.sum() > NAMED else ''}."
+                )
             )
             skipped["outside the surface or on its nodata"] = int(outside.sum())
         learnt = self._training_cells(parameters, context, grid, crs, row, column)
@@ -136,13 +163,17 @@ class KrigeResiduals(Krige):
         kept = ~outside & ~learnt
         x, y, residuals, merged = merge_coincident(x[kept], y[kept], z[kept] - at_points[kept])
         feedback.pushInfo(
-            self.tr(f"{len(z)} points with a value in '{field}': {int(outside.sum())} outside the surface, {left_out} left out as training points, "
-                    f"{int(kept.sum())} residuals kriged ({merged} merged into coincident ones); mean residual {np.mean(residuals) if len(residuals) else float('nan'):.4g}.")
-        )  # fmt: skip
+            self.tr(
+                f"{len(z)} points with a value in '{field}': {int(outside.sum())} outside the surface, {left_out} left out as training points, "
+                f"{int(kept.sum())} residuals kriged ({merged} merged into coincident ones); mean residual {np.mean(residuals) if len(residuals) else float('nan'):.4g}."
+            )
+        )
         try:
             check_points(x, y, residuals)
         except InputError as error:
-            raise QgsProcessingException(f"{error} ({left_out} points were left out as training points, {int(outside.sum())} lie outside the surface.)") from None
+            raise QgsProcessingException(
+                f"{error} ({left_out} points were left out as training points, {int(outside.sum())} lie outside the surface.)"
+            ) from None
 
         steps.setCurrentStep(1)
         kriging, fit, statistics, cautions = self.fit_kriging(parameters, context, feedback, x, y, residuals)
@@ -155,14 +186,24 @@ class KrigeResiduals(Krige):
         style_raster(output)
         style_raster(variance_output, sequential=True)
         points = [
-            ("residuals kriged", len(residuals)), ("left out as training points", left_out), ("merged into coincident points", merged),
+            ("residuals kriged", len(residuals)),
+            ("left out as training points", left_out),
+            ("merged into coincident points", merged),
             *[(f"skipped: {k}", v) for k, v in skipped.items()],
-        ]  # fmt: skip
+        ]
         return {
             self.OUTPUT: output,
             self.OUTPUT_VARIANCE: variance_output,
             self.N_LEFT_OUT: left_out,
-            **self.finish(parameters, context, fit, statistics, cautions, f"Kriged residuals of {field} about {surface.name()}", points),
+            **self.finish(
+                parameters,
+                context,
+                fit,
+                statistics,
+                cautions,
+                f"Kriged residuals of {field} about {surface.name()}",
+                points,
+            ),
         }
 
     def _training_cells(self, parameters, context, grid, crs, row, column):
@@ -173,7 +214,9 @@ class KrigeResiduals(Krige):
         try:
             data = open_dataset(path)
         except (OSError, ValueError, KeyError) as error:
-            raise QgsProcessingException(f"{path} is not a dataset written by 'Export training patches': {error}") from None
+            raise QgsProcessingException(
+                f"{path} is not a dataset written by 'Export training patches': {error}"
+            ) from None
         train = data["split"] == TRAIN
         x, y = data["x"][train], data["y"][train]
         dataset_crs = QgsCoordinateReferenceSystem.fromWkt(str(data["crs"]))
@@ -184,7 +227,9 @@ class KrigeResiduals(Krige):
             try:
                 moved = [transform.transform(QgsPointXY(a, b)) for a, b in zip(x, y)]
             except QgsCsException as error:
-                raise QgsProcessingException(f"The dataset's points cannot be transformed to the surface's CRS: {error}") from None
+                raise QgsProcessingException(
+                    f"The dataset's points cannot be transformed to the surface's CRS: {error}"
+                ) from None
             x, y = np.array([point.x() for point in moved]), np.array([point.y() for point in moved])
         train_row, train_column = pixel_indices(grid, x, y)
         cells = set(zip(train_row.tolist(), train_column.tolist()))
@@ -194,11 +239,15 @@ class KrigeResiduals(Krige):
         def corrected(row, stop, corrections, variances):
             values = read_band(surface.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float)
             if uncertainty is not None:
-                variances = variances + read_band(uncertainty.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float) ** 2
+                variances = (
+                    variances
+                    + read_band(uncertainty.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float) ** 2
+                )
             return values + corrections, np.where(np.isfinite(values), variances, np.nan)
 
         names = [f"surface + kriged residuals of {field}", f"variance of the corrected {field}"]
         self._write_surfaces(kriging, grid, crs, names, output, variance_output, feedback, corrected)
+
 
 def _open(path):
     raster = gdal.Open(path)

@@ -103,7 +103,9 @@ def read_decimated(band, side):
     """The whole band read at most side x side cells (GDAL's nearest-neighbour decimation) as
     float32, nodata and NaN as NaN: enough to draw a map or take percentiles."""
     step = max(1, math.ceil(max(band.XSize, band.YSize) / side))
-    values = band.ReadAsArray(buf_xsize=max(1, band.XSize // step), buf_ysize=max(1, band.YSize // step)).astype(np.float32)
+    values = band.ReadAsArray(buf_xsize=max(1, band.XSize // step), buf_ysize=max(1, band.YSize // step)).astype(
+        np.float32
+    )
     return _nodata_as_nan(values, band)
 
 

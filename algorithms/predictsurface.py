@@ -48,19 +48,19 @@ class PredictSurface(SubsidenceAlgorithm):
     def name(self):
         return "predictsurface"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Predict the surface")
 
     def group(self):
         return self.tr("Modelling")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "modelling"
 
     def tags(self):
         return self.tr("predict,cnn,onnx,surface,continuous,subsidence,raster,inference").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Applies a model written by 'Train the CNN' (or any ONNX model following the plugin's "
             "conventions) to every pixel of the driver stack: the prediction at a pixel is the model "
@@ -89,36 +89,55 @@ class PredictSurface(SubsidenceAlgorithm):
             "Units: the model's target units (mm for displacement)."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (.onnx)"), extension="onnx"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.FACTORS, self.tr("Driver stack")))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole stack)"), optional=True))
         self.addParameter(
-            QgsProcessingParameterFeatureSource(self.MASK, self.tr("Mask polygons"), [QgsProcessing.TypeVectorPolygon], optional=True)
+            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole stack)"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.MASK, self.tr("Mask polygons"), [QgsProcessing.TypeVectorPolygon], optional=True
+            )
         )
         tile = QgsProcessingParameterNumber(
-            self.TILE_SIZE, self.tr("Tile size (pixels)"), QgsProcessingParameterNumber.Integer, defaultValue=512, minValue=16, maxValue=8192
+            self.TILE_SIZE,
+            self.tr("Tile size (pixels)"),
+            QgsProcessingParameterNumber.Integer,
+            defaultValue=512,
+            minValue=16,
+            maxValue=8192,
         )
         tile.setFlags(tile.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(tile)
         self.addParameter(
-            QgsProcessingParameterBoolean(self.BLANK_OUTSIDE, self.tr("Leave out pixels outside the area of applicability"), defaultValue=False)
+            QgsProcessingParameterBoolean(
+                self.BLANK_OUTSIDE, self.tr("Leave out pixels outside the area of applicability"), defaultValue=False
+            )
         )
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted surface")))
         self.addParameter(
             QgsProcessingParameterRasterDestination(
-                self.OUTPUT_UNCERTAINTY, self.tr("Uncertainty (standard deviation σ)"), optional=True, createByDefault=False
+                self.OUTPUT_UNCERTAINTY,
+                self.tr("Uncertainty (standard deviation σ)"),
+                optional=True,
+                createByDefault=False,
             )
         )
         self.addParameter(
             QgsProcessingParameterRasterDestination(
-                self.OUTPUT_APPLICABILITY, self.tr("Area of applicability (dissimilarity index, mask)"), optional=True, createByDefault=False
+                self.OUTPUT_APPLICABILITY,
+                self.tr("Area of applicability (dissimilarity index, mask)"),
+                optional=True,
+                createByDefault=False,
             )
         )
-        self.addOutput(QgsProcessingOutputNumber("APPLICABLE_PERCENT", self.tr("Pixels inside the area of applicability (%)")))
+        self.addOutput(
+            QgsProcessingOutputNumber("APPLICABLE_PERCENT", self.tr("Pixels inside the area of applicability (%)"))
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..models.dense import NotDense, dense_model
+    def processAlgorithm(self, parameters, context, feedback):
+        from ..models.dense import NotDenseError, dense_model
 
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         with open(model_path, "rb") as file:
@@ -132,7 +151,9 @@ class PredictSurface(SubsidenceAlgorithm):
         noise = float(metadata.get("noise_variance", "nan"))
         if uncertainty_path and members < 2 and not np.isfinite(noise):
             raise QgsProcessingException(
-                self.tr("The model is a single network without a calibrated noise variance: an uncertainty needs an ensemble, or a model trained with this version's 'Train the CNN'. Train it with ENSEMBLE of 2 or more (5 or more is usual).")
+                self.tr(
+                    "The model is a single network without a calibrated noise variance: an uncertainty needs an ensemble, or a model trained with this version's 'Train the CNN'. Train it with ENSEMBLE of 2 or more (5 or more is usual)."
+                )
             )
         area = _area(model_path, metadata) if applicability_path or blank else None
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
@@ -144,17 +165,35 @@ class PredictSurface(SubsidenceAlgorithm):
         if dense:
             try:
                 model_bytes, _ = dense_model(model_bytes)
-            except NotDense as reason:
-                feedback.pushWarning(self.tr("The model cannot be evaluated densely ({}): predicting patch by patch.").format(reason))
+            except NotDenseError as reason:
+                feedback.pushWarning(
+                    self.tr("The model cannot be evaluated densely ({}): predicting patch by patch.").format(reason)
+                )
                 dense = False
-        predictor = Predictor(session(model_bytes), dense, size, json.loads(metadata["band_mean"]), metadata.get("nodata_policy", "skip"), members)
+        predictor = Predictor(
+            session(model_bytes),
+            dense,
+            size,
+            json.loads(metadata["band_mean"]),
+            metadata.get("nodata_policy", "skip"),
+            members,
+        )
         stack_grid, crs = grid_of_raster(layer), layer.crs()
         grid, first_row, first_column = self._output_grid(parameters, context, stack_grid, crs)
         inside = self._mask(parameters, context, grid, crs)
-        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context) if dense else min(PATCHWISE_TILE, self.parameterAsInt(parameters, self.TILE_SIZE, context))
+        tile = (
+            self.parameterAsInt(parameters, self.TILE_SIZE, context)
+            if dense
+            else min(PATCHWISE_TILE, self.parameterAsInt(parameters, self.TILE_SIZE, context))
+        )
         feedback.pushInfo(
             self.tr("{} x {} pixels, {} evaluation in tiles of {} x {}{}.").format(
-                grid.width, grid.height, "dense" if dense else "patch-by-patch", tile, tile, f", an ensemble of {members}" if members > 1 else ""
+                grid.width,
+                grid.height,
+                "dense" if dense else "patch-by-patch",
+                tile,
+                tile,
+                f", an ensemble of {members}" if members > 1 else "",
             )
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
@@ -177,24 +216,37 @@ class PredictSurface(SubsidenceAlgorithm):
                     wanted = None if inside is None else inside[row : row + rows, column : column + columns]
                     tile_layers = [np.full((rows, columns), np.nan, np.float32)] * 4  # mean, spread, DI, inside
                     if wanted is None or wanted.any():
-                        block = _read_block(stack, bands, stack_grid, first_row + row, rows, first_column + column, columns, size)
+                        block = _read_block(
+                            stack, bands, stack_grid, first_row + row, rows, first_column + column, columns, size
+                        )
                         tile_layers = _predicted_tile(predictor, area, block, wanted, blank, noise)
                         counts += np.isfinite(tile_layers[3]).sum(), (tile_layers[3] == 1).sum()
-                    layers = [tile_layers[0]] + ([tile_layers[1]] if uncertainty_path else []) + (tile_layers[2:] if applicability_path else [])
+                    layers = (
+                        [tile_layers[0]]
+                        + ([tile_layers[1]] if uncertainty_path else [])
+                        + (tile_layers[2:] if applicability_path else [])
+                    )
                     for index, values in enumerate(layers):
                         raster.write(index, row, values, column)
                     done += 1
                     feedback.setProgress(100 * done / tiles)
                     if not dense:
                         elapsed = time.perf_counter() - start
-                        feedback.pushInfo(self.tr("Tile {}/{}, about {:.0f} s left.").format(done, tiles, elapsed / done * (tiles - done)))
+                        feedback.pushInfo(
+                            self.tr("Tile {}/{}, about {:.0f} s left.").format(
+                                done, tiles, elapsed / done * (tiles - done)
+                            )
+                        )
                 # GDAL would keep the blocks read and written in its cache (5 % of RAM by default):
                 # drop them after each row of tiles, so memory stays bounded by the tile size.
                 stack.FlushCache()
                 for index in range(len(layers)):
                     raster.flush(index)
         style_raster(output, units)
-        results = {self.OUTPUT: output, "APPLICABLE_PERCENT": 100.0 * counts[1] / counts[0] if counts[0] else float("nan")}
+        results = {
+            self.OUTPUT: output,
+            "APPLICABLE_PERCENT": 100.0 * counts[1] / counts[0] if counts[0] else float("nan"),
+        }
         if uncertainty_path:
             style_raster(uncertainty_path, units, sequential=True)
             results[self.OUTPUT_UNCERTAINTY] = uncertainty_path
@@ -202,7 +254,11 @@ class PredictSurface(SubsidenceAlgorithm):
             style_raster(applicability_path, sequential=True)
             results[self.OUTPUT_APPLICABILITY] = applicability_path
         if area is not None:
-            feedback.pushInfo(self.tr("{:.1f} % of the predicted pixels lie inside the area of applicability (DI ≤ {:.3g}).").format(results["APPLICABLE_PERCENT"], area.threshold))
+            feedback.pushInfo(
+                self.tr("{:.1f} % of the predicted pixels lie inside the area of applicability (DI ≤ {:.3g}).").format(
+                    results["APPLICABLE_PERCENT"], area.threshold
+                )
+            )
         return results
 
     def _output_grid(self, parameters, context, stack_grid, crs):
@@ -275,8 +331,12 @@ def _predicted_tile(predictor, area, block, wanted, blank, noise):
 
 def _area(path, metadata):
     if "applicability" not in metadata or "band_std" not in metadata:
-        raise QgsProcessingException(f"{path} does not record the drivers it was trained on: train it again with 'Train the CNN' (this version) for an area of applicability.")
-    return Applicability.from_metadata(json.loads(metadata["applicability"]), json.loads(metadata["band_mean"]), json.loads(metadata["band_std"]))
+        raise QgsProcessingException(
+            f"{path} does not record the drivers it was trained on: train it again with 'Train the CNN' (this version) for an area of applicability."
+        )
+    return Applicability.from_metadata(
+        json.loads(metadata["applicability"]), json.loads(metadata["band_mean"]), json.loads(metadata["band_std"])
+    )
 
 
 def _matched_bands(stack, names):

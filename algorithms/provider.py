@@ -19,7 +19,20 @@ from .terrainfactors import TerrainFactors
 from .traincnn import TrainCnn
 
 # Explicit, in the order the toolbox lists them within a group.
-ALGORITHMS = (CheckSetup, ImportPs, SelectPs, TerrainFactors, Distance, StackFactors, ExportPatches, TrainCnn, PredictSurface, Krige, KrigeResiduals, Evaluate)
+ALGORITHMS = (
+    CheckSetup,
+    ImportPs,
+    SelectPs,
+    TerrainFactors,
+    Distance,
+    StackFactors,
+    ExportPatches,
+    TrainCnn,
+    PredictSurface,
+    Krige,
+    KrigeResiduals,
+    Evaluate,
+)
 
 
 class SubsidenceProvider(QgsProcessingProvider):
@@ -29,13 +42,13 @@ class SubsidenceProvider(QgsProcessingProvider):
     def name(self):
         return "InSAR Subsidence Mapper"
 
-    def longName(self):  # noqa: N802
+    def longName(self):
         return "InSAR Subsidence Mapper: PS points to continuous subsidence maps"
 
     def icon(self):
         return QIcon(ICON_PATH)
 
-    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+    def supportedOutputRasterLayerExtensions(self):
         # Rasters are written as float32 GeoTIFF (algorithms.layers), so only .tif is offered.
         return ["tif"]
 
@@ -47,6 +60,6 @@ class SubsidenceProvider(QgsProcessingProvider):
     def unload(self):
         remove_settings()
 
-    def loadAlgorithms(self):  # noqa: N802
+    def loadAlgorithms(self):
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())

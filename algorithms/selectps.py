@@ -34,19 +34,19 @@ class SelectPs(SubsidenceAlgorithm):
     def name(self):
         return "selectps"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Select PS candidates (amplitude dispersion)")
 
     def group(self):
         return self.tr("PS points")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "points"
 
     def tags(self):
         return self.tr("psinsar,amplitude dispersion,ps candidates,stable scatterers,sar,ferretti").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Computes the amplitude dispersion index D_A = σ_A / μ_A of every pixel over a stack of "
             "co-registered, calibrated SAR amplitude images (one band per acquisition: one multi-band "
@@ -60,7 +60,7 @@ class SelectPs(SubsidenceAlgorithm):
             "the stack's CRS."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(
             QgsProcessingParameterMultipleLayers(self.INPUT, self.tr("Amplitude images"), QgsProcessing.TypeRaster)
         )
@@ -69,10 +69,14 @@ class SelectPs(SubsidenceAlgorithm):
                 self.THRESHOLD, self.tr("Dispersion threshold"), QgsProcessingParameterNumber.Double, 0.25, minValue=0.0
             )
         )
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_DISPERSION, self.tr("Amplitude dispersion")))
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("PS candidates"), QgsProcessing.TypeVectorPoint))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT_DISPERSION, self.tr("Amplitude dispersion"))
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("PS candidates"), QgsProcessing.TypeVectorPoint)
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, self.INPUT, context)
         datasets, grid = self._datasets(layers)
         images = sum(dataset.RasterCount for dataset in datasets)
@@ -97,7 +101,9 @@ class SelectPs(SubsidenceAlgorithm):
             del sink  # closes the file, so that it can be removed
             remove_output(destination)
             raise
-        feedback.pushInfo(f"{found} PS candidates with D_A < {threshold} among {grid.width * grid.height} pixels, {images} images.")
+        feedback.pushInfo(
+            f"{found} PS candidates with D_A < {threshold} among {grid.width * grid.height} pixels, {images} images."
+        )
         return {self.OUTPUT_DISPERSION: output, self.OUTPUT: destination}
 
     def _datasets(self, layers):

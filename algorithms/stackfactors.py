@@ -31,19 +31,19 @@ class StackFactors(SubsidenceAlgorithm):
     def name(self):
         return "stackfactors"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Stack driver rasters")
 
     def group(self):
         return self.tr("Driving factors")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "drivers"
 
     def tags(self):
         return self.tr("stack,drivers,factors,align,resample,warp,one-hot,categorical,land use").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Warps every driver raster (DEM products, NDVI, distances, land use, water-table change …) onto "
             "the REFERENCE grid (default: the first input) and writes them as one float32 multi-band GeoTIFF "
@@ -62,22 +62,34 @@ class StackFactors(SubsidenceAlgorithm):
             "grid is the reference's."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers(self.INPUTS, self.tr("Driver rasters"), QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid (default: first driver)"), optional=True))
+    def initAlgorithm(self, config=None):
         self.addParameter(
-            QgsProcessingParameterMultipleLayers(
-                self.CATEGORICAL, self.tr("Categorical drivers (among the drivers)"), QgsProcessing.TypeRaster, optional=True
+            QgsProcessingParameterMultipleLayers(self.INPUTS, self.tr("Driver rasters"), QgsProcessing.TypeRaster)
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                self.REFERENCE, self.tr("Reference grid (default: first driver)"), optional=True
             )
         )
         self.addParameter(
             QgsProcessingParameterMultipleLayers(
-                self.CIRCULAR, self.tr("Directions in degrees, e.g. aspect (among the drivers)"), QgsProcessing.TypeRaster, optional=True
+                self.CATEGORICAL,
+                self.tr("Categorical drivers (among the drivers)"),
+                QgsProcessing.TypeRaster,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                self.CIRCULAR,
+                self.tr("Directions in degrees, e.g. aspect (among the drivers)"),
+                QgsProcessing.TypeRaster,
+                optional=True,
             )
         )
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Driver stack")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, self.INPUTS, context)
         if not layers:
             raise QgsProcessingException(self.tr("Give at least one driver raster."))
@@ -87,9 +99,15 @@ class StackFactors(SubsidenceAlgorithm):
         for kind, chosen in (("Categorical", categorical), ("Direction", circular)):
             unknown = chosen - {layer.source() for layer in layers}
             if unknown:
-                raise QgsProcessingException(self.tr(f"{kind} layers must also be drivers: {', '.join(sorted(unknown))}."))
+                raise QgsProcessingException(
+                    self.tr(f"{kind} layers must also be drivers: {', '.join(sorted(unknown))}.")
+                )
         if categorical & circular:
-            raise QgsProcessingException(self.tr(f"A layer cannot be both categorical and a direction: {', '.join(sorted(categorical & circular))}."))
+            raise QgsProcessingException(
+                self.tr(
+                    f"A layer cannot be both categorical and a direction: {', '.join(sorted(categorical & circular))}."
+                )
+            )
         circular |= {layer.source() for layer in layers if _is_direction(layer.source())}
         grid, crs = grid_of_raster(reference), reference.crs()
         steps = QgsProcessingMultiStepFeedback(len(layers) + 1, feedback)
@@ -105,7 +123,9 @@ class StackFactors(SubsidenceAlgorithm):
             names = self._band_names(layer, layer.source() in categorical, layer.source() in circular, grid, wkt)
             clash = set(names) & set(sources)
             if clash:
-                raise QgsProcessingException(self.tr(f"Two drivers are named {', '.join(sorted(clash))}: rename a layer."))
+                raise QgsProcessingException(
+                    self.tr(f"Two drivers are named {', '.join(sorted(clash))}: rename a layer.")
+                )
             sources.update({name: (number, *band_and_class) for name, band_and_class in names.items()})
             feedback.pushInfo(f"{layer.name()}: {', '.join(names)}")
 
@@ -137,21 +157,31 @@ class StackFactors(SubsidenceAlgorithm):
         count = layer.bandCount()
         names = [layer.name()] if count == 1 else [f"{layer.name()}_b{i + 1}" for i in range(count)]
         if is_direction:
-            return {f"{name}_{component}": (len(COMPONENTS) * index + offset, None) for index, name in enumerate(names) for offset, component in enumerate(COMPONENTS)}
+            return {
+                f"{name}_{component}": (len(COMPONENTS) * index + offset, None)
+                for index, name in enumerate(names)
+                for offset, component in enumerate(COMPONENTS)
+            }
         if not is_categorical:
             return {name: (index, None) for index, name in enumerate(names)}
         found = {}
         for index, (name, values) in enumerate(zip(names, _warp(layer.source(), grid, wkt, "near"))):
             classes = np.unique(values[np.isfinite(values)])
             if len(classes) > MAX_CLASSES:
-                raise QgsProcessingException(f"{name} has {len(classes)} classes (more than {MAX_CLASSES}): is it really categorical?")
+                raise QgsProcessingException(
+                    f"{name} has {len(classes)} classes (more than {MAX_CLASSES}): is it really categorical?"
+                )
             found.update({f"{name}={_class_label(c)}": (index, float(c)) for c in classes})
         return found
 
 
 def _is_direction(path):
     dataset = gdal.Open(path)
-    return dataset is not None and dataset.RasterCount == 1 and dataset.GetRasterBand(1).GetDescription() in DIRECTION_DESCRIPTIONS
+    return (
+        dataset is not None
+        and dataset.RasterCount == 1
+        and dataset.GetRasterBand(1).GetDescription() in DIRECTION_DESCRIPTIONS
+    )
 
 
 def _components(path):
@@ -160,7 +190,9 @@ def _components(path):
     source = gdal.Open(path)
     if source is None:
         raise QgsProcessingException(f"GDAL cannot open {path}: {gdal.GetLastErrorMsg()}")
-    target = gdal.GetDriverByName("MEM").Create("", source.RasterXSize, source.RasterYSize, len(COMPONENTS) * source.RasterCount, gdal.GDT_Float32)
+    target = gdal.GetDriverByName("MEM").Create(
+        "", source.RasterXSize, source.RasterYSize, len(COMPONENTS) * source.RasterCount, gdal.GDT_Float32
+    )
     target.SetGeoTransform(source.GetGeoTransform())
     target.SetProjection(source.GetProjection())
     for index in range(source.RasterCount):
@@ -179,7 +211,12 @@ def _warp(source, grid, wkt, resampling):
     options = gdal.WarpOptions(
         format="MEM",
         dstSRS=wkt,
-        outputBounds=(grid.left, grid.top - grid.height * grid.pixel_height, grid.left + grid.width * grid.pixel_width, grid.top),
+        outputBounds=(
+            grid.left,
+            grid.top - grid.height * grid.pixel_height,
+            grid.left + grid.width * grid.pixel_width,
+            grid.top,
+        ),
         width=grid.width,
         height=grid.height,
         resampleAlg=resampling,

@@ -30,7 +30,10 @@ def style_raster(path, units="", sequential=False):
         high = high if high > low else low + 1.0
         colours = SEQUENTIAL
     steps = np.linspace(low, high, len(colours))
-    items = [QgsColorRampShader.ColorRampItem(float(value), QColor(colour), f"{value:.3g} {units}".strip()) for value, colour in zip(steps, colours)]
+    items = [
+        QgsColorRampShader.ColorRampItem(float(value), QColor(colour), f"{value:.3g} {units}".strip())
+        for value, colour in zip(steps, colours)
+    ]
     ramp = QgsColorRampShader(low, high)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
     ramp.setColorRampItemList(items)

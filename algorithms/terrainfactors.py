@@ -40,13 +40,13 @@ class TerrainFactors(SubsidenceAlgorithm):
     def name(self):
         return "terrainfactors"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Terrain factors (slope, aspect, TWI, SPI)")
 
     def group(self):
         return self.tr("Driving factors")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "drivers"
 
     def tags(self):
@@ -54,7 +54,7 @@ class TerrainFactors(SubsidenceAlgorithm):
             "slope,aspect,catchment,flow accumulation,twi,wetness,spi,stream power,dem,d8,mfd,d-infinity,fill,driver"
         ).split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Computes the terrain drivers of subsidence from a DEM (band 1), each on the DEM's grid:\n"
             "- SLOPE and ASPECT by Horn's method, as gdaldem slope/aspect in the interior. Aspect is the "
@@ -76,10 +76,16 @@ class TerrainFactors(SubsidenceAlgorithm):
             "(ln of metres, and m2/m)."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("DEM")))
-        self.addParameter(QgsProcessingParameterBoolean(self.FILL_DEPRESSIONS, self.tr("Fill depressions"), defaultValue=True))
-        self.addParameter(QgsProcessingParameterEnum(self.FLOW_METHOD, self.tr("Flow method"), options=list(terrain.METHODS), defaultValue=1))
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.FILL_DEPRESSIONS, self.tr("Fill depressions"), defaultValue=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.FLOW_METHOD, self.tr("Flow method"), options=list(terrain.METHODS), defaultValue=1
+            )
+        )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.MIN_SLOPE,
@@ -97,14 +103,16 @@ class TerrainFactors(SubsidenceAlgorithm):
             ("TWI", "Topographic wetness index"),
             ("SPI", "Stream power index"),
         ):
-            self.addParameter(QgsProcessingParameterRasterDestination(key, self.tr(label), optional=True, createByDefault=True))
+            self.addParameter(
+                QgsProcessingParameterRasterDestination(key, self.tr(label), optional=True, createByDefault=True)
+            )
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def checkParameterValues(self, parameters, context):
         if not any(parameters.get(key) for key in self.OUTPUTS):
             return False, self.tr("Choose at least one output.")
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         outputs = {key: self.parameterAsOutputLayer(parameters, key, context) for key in self.OUTPUTS}
         outputs = {key: path for key, path in outputs.items() if path}
@@ -153,11 +161,17 @@ class TerrainFactors(SubsidenceAlgorithm):
         if crs.isGeographic():
             ellipsoid = QgsEllipsoidUtils.ellipsoidParameters(crs.ellipsoidAcronym())
             if not ellipsoid.valid:
-                raise QgsProcessingException(self.tr("The DEM's CRS has no known ellipsoid to measure its cells in metres."))
+                raise QgsProcessingException(
+                    self.tr("The DEM's CRS has no known ellipsoid to measure its cells in metres.")
+                )
             feedback.pushInfo(
-                self.tr("Geographic DEM: cells measured on the {} ellipsoid, row by row.").format(crs.ellipsoidAcronym())
+                self.tr("Geographic DEM: cells measured on the {} ellipsoid, row by row.").format(
+                    crs.ellipsoidAcronym()
+                )
             )
-            return terrain.CellSizes.geographic(grid.top, grid.pixel_width, grid.pixel_height, grid.height, ellipsoid.semiMajor, ellipsoid.semiMinor)
+            return terrain.CellSizes.geographic(
+                grid.top, grid.pixel_width, grid.pixel_height, grid.height, ellipsoid.semiMajor, ellipsoid.semiMinor
+            )
         if not crs.isValid() or crs.mapUnits() == QgsUnitTypes.DistanceUnknownUnit:
             feedback.pushWarning(self.tr("The DEM has no CRS with known units: its cells are taken to be in metres."))
             return terrain.CellSizes.projected(grid.pixel_width, grid.pixel_height, grid.height)

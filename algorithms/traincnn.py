@@ -61,19 +61,19 @@ class TrainCnn(SubsidenceAlgorithm):
     def name(self):
         return "traincnn"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return self.tr("Train the CNN")
 
     def group(self):
         return self.tr("Modelling")
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return "modelling"
 
     def tags(self):
         return self.tr("cnn,deep learning,train,torch,onnx,regression,subsidence").split(",")
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return self.tr(
             "Trains a convolutional network that predicts a PS point's target (e.g. cumulative "
             "displacement) from the patch of driver rasters around it, on a dataset written by "
@@ -134,46 +134,101 @@ class TrainCnn(SubsidenceAlgorithm):
             "Units: RMSE in the dataset's target units (mm for displacement)."
         )
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz"))
-        self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Architecture"), options=list(ARCHITECTURES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.RECIPE, self.tr("Training recipe"), options=list(RECIPES), defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.ARCHITECTURE, self.tr("Architecture"), options=list(ARCHITECTURES), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.RECIPE, self.tr("Training recipe"), options=list(RECIPES), defaultValue=0)
+        )
         integer, double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0: the recipe's)"), integer, defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (0: the recipe's)"), integer, defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.LEARNING_RATE, self.tr("Peak learning rate (0: the recipe's)"), double, defaultValue=0.0, minValue=0.0))
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.PATIENCE, self.tr("Early-stopping patience (epochs after the warm-up; 0 = off)"), integer, defaultValue=PATIENCE, minValue=0
+                self.EPOCHS, self.tr("Epochs (0: the recipe's)"), integer, defaultValue=0, minValue=0
             )
         )
-        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, defaultValue=0, minValue=0))
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.ENSEMBLE, self.tr("Ensemble members (1: a single network; 5 or more for an uncertainty)"), integer, defaultValue=1, minValue=1, maxValue=MAX_MEMBERS
+                self.BATCH_SIZE, self.tr("Batch size (0: the recipe's)"), integer, defaultValue=0, minValue=0
             )
         )
-        self.addParameter(QgsProcessingParameterBoolean(self.REFIT, self.tr("Refit on every point for the final map (trains twice)"), defaultValue=False))
-        steps = QgsProcessingParameterNumber(self.STEPS, self.tr("Optimiser steps (adaptive recipe, when the epochs are the recipe's)"), integer, defaultValue=STEPS, minValue=1)
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.LEARNING_RATE,
+                self.tr("Peak learning rate (0: the recipe's)"),
+                double,
+                defaultValue=0.0,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.PATIENCE,
+                self.tr("Early-stopping patience (epochs after the warm-up; 0 = off)"),
+                integer,
+                defaultValue=PATIENCE,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, defaultValue=0, minValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.ENSEMBLE,
+                self.tr("Ensemble members (1: a single network; 5 or more for an uncertainty)"),
+                integer,
+                defaultValue=1,
+                minValue=1,
+                maxValue=MAX_MEMBERS,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.REFIT, self.tr("Refit on every point for the final map (trains twice)"), defaultValue=False
+            )
+        )
+        steps = QgsProcessingParameterNumber(
+            self.STEPS,
+            self.tr("Optimiser steps (adaptive recipe, when the epochs are the recipe's)"),
+            integer,
+            defaultValue=STEPS,
+            minValue=1,
+        )
         device = QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=0)
         for advanced in (steps, device):
             advanced.setFlags(advanced.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(advanced)
-        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model"), self.tr("ONNX models (*.onnx)")))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model"), self.tr("ONNX models (*.onnx)"))
+        )
         self.addParameter(
             QgsProcessingParameterFileDestination(
-                self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
+                self.OUTPUT_REPORT,
+                self.tr("Report"),
+                self.tr("HTML files (*.html)"),
+                optional=True,
+                createByDefault=False,
             )
         )
-        for key, label in (("TRAIN_RMSE", "Training RMSE"), ("VAL_RMSE", "Validation RMSE"), ("TEST_RMSE", "Test RMSE")):
+        for key, label in (
+            ("TRAIN_RMSE", "Training RMSE"),
+            ("VAL_RMSE", "Validation RMSE"),
+            ("TEST_RMSE", "Test RMSE"),
+        ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def checkParameterValues(self, parameters, context):
         if self.parameterAsInt(parameters, self.BATCH_SIZE, context) == 1:
-            return False, self.tr("A batch size of 1 cannot be trained (batch normalisation needs two patches): choose 0 for the recipe's, or 2 or more.")
+            return False, self.tr(
+                "A batch size of 1 cannot be trained (batch normalisation needs two patches): choose 0 for the recipe's, or 2 or more."
+            )
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         dataset_path = self.parameterAsFile(parameters, self.DATASET, context)
         data = _open(dataset_path)
         architecture = ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCHITECTURE, context)]
@@ -183,7 +238,9 @@ class TrainCnn(SubsidenceAlgorithm):
         if not (data["split"] == 0).sum() >= 2:
             raise QgsProcessingException(self.tr("The dataset has fewer than 2 training patches."))
         if not (data["split"] == 1).any():
-            feedback.pushWarning(self.tr("The dataset has no validation patches: no early stopping, the last epoch's weights are kept."))
+            feedback.pushWarning(
+                self.tr("The dataset has no validation patches: no early stopping, the last epoch's weights are kept.")
+            )
         settings = {
             "architecture": architecture,
             "recipe": RECIPES[self.parameterAsEnum(parameters, self.RECIPE, context)],
@@ -222,9 +279,19 @@ class TrainCnn(SubsidenceAlgorithm):
         calibrating, apart = calibration.calibration_points(data)
         noise = calibration.noise_variance(targets[calibrating] - predictions[calibrating], spread[calibrating])
         sigma = calibration.sigma(spread, noise)
-        scores = {name: metrics.regression(targets[split == code], predictions[split == code]) for code, name in enumerate(SPLITS)}
-        coverage = {name: metrics.coverage(targets[split == code], predictions[split == code], sigma[split == code]) for code, name in enumerate(SPLITS)}
-        feedback.pushInfo(self.tr("Area of applicability: the drivers of {} training patches.").format(int((model_data["split"] == 0).sum())))
+        scores = {
+            name: metrics.regression(targets[split == code], predictions[split == code])
+            for code, name in enumerate(SPLITS)
+        }
+        coverage = {
+            name: metrics.coverage(targets[split == code], predictions[split == code], sigma[split == code])
+            for code, name in enumerate(SPLITS)
+        }
+        feedback.pushInfo(
+            self.tr("Area of applicability: the drivers of {} training patches.").format(
+                int((model_data["split"] == 0).sum())
+            )
+        )
         area, training_di = _applicability(model_data, settings["seed"])
         spread = float(np.ptp(targets)) or 1.0
         metadata = {
@@ -244,38 +311,82 @@ class TrainCnn(SubsidenceAlgorithm):
             **({"noise_variance": repr(noise)} if np.isfinite(noise) else {}),
             "applicability": area.to_metadata(),
             "plugin_version": plugin_version(),
-            "training": {"epochs_run": len(history), "history": history, "settings": settings, "plan": schedule._asdict()},
+            "training": {
+                "epochs_run": len(history),
+                "history": history,
+                "settings": settings,
+                "plan": schedule._asdict(),
+            },
             **({"refit": refit} if refit else {}),
         }
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         try:
-            difference = finish(os.path.join(model_folder, "model.onnx"), model_path, metadata, check_inputs, check_outputs, spread)
+            difference = finish(
+                os.path.join(model_folder, "model.onnx"), model_path, metadata, check_inputs, check_outputs, spread
+            )
         except ValueError as error:
             raise QgsProcessingException(str(error)) from None
-        feedback.pushInfo(self.tr("ONNX Runtime reproduces torch on {} patches to {:.2g} {}.").format(len(check_inputs), difference, metadata["target_units"]))
+        feedback.pushInfo(
+            self.tr("ONNX Runtime reproduces torch on {} patches to {:.2g} {}.").format(
+                len(check_inputs), difference, metadata["target_units"]
+            )
+        )
         for name in SPLITS:
-            feedback.pushInfo(self.tr("{}: RMSE {:.4g}, MAE {:.4g}, R² {:.3f}, bias {:.4g} ({} points)").format(name, *(scores[name][key] for key in ("rmse", "mae", "r2", "bias", "n"))))
+            feedback.pushInfo(
+                self.tr("{}: RMSE {:.4g}, MAE {:.4g}, R² {:.3f}, bias {:.4g} ({} points)").format(
+                    name, *(scores[name][key] for key in ("rmse", "mae", "r2", "bias", "n"))
+                )
+            )
         if np.isfinite(noise):
             feedback.pushInfo(
-                self.tr("σ: the ensemble's spread plus a noise variance of {:.4g} {}² calibrated on {} validation points{}; on the test points "
-                        "{:.0f} % of the errors lie within ±1σ, {:.0f} % within ±2σ (calibrated: 68 %, 95 %).").format(
-                    noise, metadata["target_units"], len(calibrating),
-                    " (those whose patch overlaps no training patch)" if apart else f" (all of them: fewer than {calibration.MIN_POINTS} lie apart from the training patches)",
-                    *coverage["test"].values())
-            )  # fmt: skip
+                self.tr(
+                    "σ: the ensemble's spread plus a noise variance of {:.4g} {}² calibrated on {} validation points{}; on the test points "
+                    "{:.0f} % of the errors lie within ±1σ, {:.0f} % within ±2σ (calibrated: 68 %, 95 %)."
+                ).format(
+                    noise,
+                    metadata["target_units"],
+                    len(calibrating),
+                    " (those whose patch overlaps no training patch)"
+                    if apart
+                    else f" (all of them: fewer than {calibration.MIN_POINTS} lie apart from the training patches)",
+                    *coverage["test"].values(),
+                )
+            )
         feedback.pushInfo(self.tr("Area of applicability: dissimilarity threshold {:.3g}.").format(area.threshold))
         problem = nothing_learnt(scores, targets, split)
         if problem:
             feedback.pushWarning(problem)
         if refit:
-            feedback.pushInfo(self.tr("The model written was trained again on all {points} points for {epochs} epochs; the scores above are "
-                                      "those of the networks trained on the split, the estimate of its quality.").format(**refit))  # fmt: skip
+            feedback.pushInfo(
+                self.tr(
+                    "The model written was trained again on all {points} points for {epochs} epochs; the scores above are "
+                    "those of the networks trained on the split, the estimate of its quality."
+                ).format(**refit)
+            )
         results = {self.OUTPUT_MODEL: model_path, **{f"{name.upper()}_RMSE": scores[name]["rmse"] for name in SPLITS}}
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
                 log_scaled = transforms.describe(data["band_names"], scales)
-                file.write(_report(history, schedule, log_scaled, problem, scores, coverage, noise, targets, predictions, sigma, split, training_di, area.threshold, metadata, refit))
+                file.write(
+                    _report(
+                        history,
+                        schedule,
+                        log_scaled,
+                        problem,
+                        scores,
+                        coverage,
+                        noise,
+                        targets,
+                        predictions,
+                        sigma,
+                        split,
+                        training_di,
+                        area.threshold,
+                        metadata,
+                        refit,
+                    )
+                )
             results[self.OUTPUT_REPORT] = report_path
         return results
 
@@ -285,7 +396,9 @@ def _applicability(data, seed):
     train = np.flatnonzero(data["split"] == 0)
     x, y = data["x"][train], data["y"][train]
     block = default_block_size(x, y, int(data["patch_size"]) * float(np.max(data["pixel_size"])))
-    return applicability.fit(data["patches"][train], data["band_mean"], data["band_std"], x, y, block, np.random.default_rng(seed))
+    return applicability.fit(
+        data["patches"][train], data["band_mean"], data["band_std"], x, y, block, np.random.default_rng(seed)
+    )
 
 
 def _refit(data, settings, folder, feedback):
@@ -301,7 +414,9 @@ def _refit(data, settings, folder, feedback):
     points = len(data["targets"])
     dataset.write_subset(path, data, np.arange(points), np.zeros(points, np.int8))
     feedback.setCurrentStep(1)
-    feedback.pushInfo(f"Refit: training again on all {points} points for {epochs} of the split's {planned} planned epochs.")
+    feedback.pushInfo(
+        f"Refit: training again on all {points} points for {epochs} of the split's {planned} planned epochs."
+    )
     # The same schedule cut at the best epoch, not a schedule of that length: one compressed into a
     # few epochs skips the warm-up's slow start and ends at a cold learning rate, another network.
     train_in_worker(path, refit_folder, {**settings, "epochs": planned, "stop_after": epochs, "patience": 0}, feedback)
@@ -332,7 +447,7 @@ def train_in_worker(dataset_path, folder, settings, feedback):
         launch.run(command, launch.worker_env(os.environ), _Follower(feedback), feedback.isCanceled)
     except InterruptedError:
         raise QgsProcessingException("Canceled: training stopped, no model was written.") from None
-    except launch.WorkerFailed as error:
+    except launch.WorkerFailedError as error:
         raise QgsProcessingException(str(error)) from None
 
 
@@ -354,9 +469,11 @@ class _Follower:
         kind, feedback = event.get("event"), self.feedback
         member, members = event.get("member", 1), event.get("members", 1)
         of_member = f"Member {member}/{members}: " if members > 1 else ""
-        done = lambda epoch: 100 * ((member - 1) * self.epochs + epoch) / (members * self.epochs)  # noqa: E731
+        done = lambda epoch: 100 * ((member - 1) * self.epochs + epoch) / (members * self.epochs)
         if kind == "start":
-            feedback.pushInfo(f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches.")
+            feedback.pushInfo(
+                f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches."
+            )
         elif kind == "plan":
             self.epochs = event["epochs"]
             feedback.pushInfo(f"Training plan: {Plan.from_dict(event).describe()}.")
@@ -365,9 +482,13 @@ class _Follower:
         elif kind == "epoch":
             feedback.setProgress(done(event["epoch"]))
             validation = "" if event["val_loss"] is None else f", validation {event['val_loss']:.4f}"
-            feedback.pushInfo(f"{of_member}Epoch {event['epoch']}/{self.epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s")
+            feedback.pushInfo(
+                f"{of_member}Epoch {event['epoch']}/{self.epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s"
+            )
         elif kind == "stopped":
-            feedback.pushInfo(f"{of_member}Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}.")
+            feedback.pushInfo(
+                f"{of_member}Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}."
+            )
         elif kind == "transforms":
             if event["bands"]:
                 feedback.pushInfo("Log-scaled inside the model, as asinh(x / m): " + ", ".join(event["bands"]) + ".")
@@ -385,21 +506,43 @@ def nothing_learnt(scores, targets, split):
     for code, name in ((1, "validation"), (2, "test")):
         held_out = split == code
         if held_out.any():
-            mean_rmse = metrics.regression(targets[held_out], np.full(held_out.sum(), targets[split == 0].mean()))["rmse"]
+            mean_rmse = metrics.regression(targets[held_out], np.full(held_out.sum(), targets[split == 0].mean()))[
+                "rmse"
+            ]
             rmse = scores[SPLITS[code]]["rmse"]
             if not rmse < (1 - MIN_GAIN_ON_MEAN) * mean_rmse:
-                problems.append(f"its {name} RMSE ({rmse:.4g}) is not {MIN_GAIN_ON_MEAN:.0%} below the training mean's ({mean_rmse:.4g})")
+                problems.append(
+                    f"its {name} RMSE ({rmse:.4g}) is not {MIN_GAIN_ON_MEAN:.0%} below the training mean's ({mean_rmse:.4g})"
+                )
     if not problems:
         return None
     return (
-        "The model learnt nothing useful: " + " and ".join(problems) + ". Its map would be no better than a constant. Likely causes: "
+        "The model learnt nothing useful: "
+        + " and ".join(problems)
+        + ". Its map would be no better than a constant. Likely causes: "
         "targets the drivers do not explain (look for a driver that matters and is missing, or noise larger than the signal), "
         "too few training points, or training too short to converge (see the learning curves in the report; the adaptive "
         "recipe with its defaults is the first thing to try)."
     )
 
 
-def _report(history, schedule, log_scaled, problem, scores, coverage, noise, targets, predictions, sigma, split, training_di, threshold, metadata, refit):
+def _report(
+    history,
+    schedule,
+    log_scaled,
+    problem,
+    scores,
+    coverage,
+    noise,
+    targets,
+    predictions,
+    sigma,
+    split,
+    training_di,
+    threshold,
+    metadata,
+    refit,
+):
     units = metadata["target_units"]
     members = sorted({entry.get("member", 1) for entry in history})
     columns = min(len(members), 3)
@@ -413,50 +556,86 @@ def _report(history, schedule, log_scaled, problem, scores, coverage, noise, tar
         if any(entry["val_loss"] is not None for entry in entries):
             axes.plot(epochs, [entry["val_loss"] for entry in entries], label="validation")
             best = min(entries, key=lambda entry: entry["val_loss"])
-            axes.axvline(best["epoch"], color="black", linewidth=0.8, linestyle=":", label=f"best, epoch {best['epoch']}")
+            axes.axvline(
+                best["epoch"], color="black", linewidth=0.8, linestyle=":", label=f"best, epoch {best['epoch']}"
+            )
         if schedule.warmup_epochs:
             axes.axvspan(0.5, schedule.warmup_epochs + 0.5, color="0.9", label="warm-up")
         axes.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")  # the training mean's loss, about
-        axes.set(title=f"member {member}" if len(members) > 1 else "", xlabel="epoch", ylabel="MSE, standardised target", yscale="log")
+        axes.set(
+            title=f"member {member}" if len(members) > 1 else "",
+            xlabel="epoch",
+            ylabel="MSE, standardised target",
+            yscale="log",
+        )
         axes.legend(fontsize="x-small")
     scatter = report.figure(12, 4)
     for index, name in enumerate(SPLITS):
         axes = scatter.add_subplot(1, 3, index + 1)
         chosen = split == index
         if np.isfinite(sigma).all():
-            axes.errorbar(targets[chosen], predictions[chosen], yerr=sigma[chosen], fmt="o", markersize=2, elinewidth=0.5)
+            axes.errorbar(
+                targets[chosen], predictions[chosen], yerr=sigma[chosen], fmt="o", markersize=2, elinewidth=0.5
+            )
         else:
             axes.scatter(targets[chosen], predictions[chosen], s=4)
         low, high = float(np.min(targets)), float(np.max(targets))
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
         axes.set(title=f"{name} ({int(chosen.sum())})", xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
     rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for name in SPLITS]
-    sections = [("Warning: the model learnt nothing useful", report.paragraph(problem, warning=True))] if problem else []
+    sections = (
+        [("Warning: the model learnt nothing useful", report.paragraph(problem, warning=True))] if problem else []
+    )
     if refit:
-        sections.append(("Refit on every point", report.paragraph(
-            f"The model written was trained again, with the same settings, on all {refit['points']} points for {refit['epochs']} epochs "
-            f"of the split's {refit['planned_epochs']} planned (the median of the members' best epochs on the validation points). Everything below describes the networks trained on "
-            "the split, which is the estimate of its quality; the refit model has no held-out points of its own.")))  # fmt: skip
+        sections.append(
+            (
+                "Refit on every point",
+                report.paragraph(
+                    f"The model written was trained again, with the same settings, on all {refit['points']} points for {refit['epochs']} epochs "
+                    f"of the split's {refit['planned_epochs']} planned (the median of the members' best epochs on the validation points). Everything below describes the networks trained on "
+                    "the split, which is the estimate of its quality; the refit model has no held-out points of its own."
+                ),
+            )
+        )
     sections += [
         ("Scores", report.table(["points", "n", f"RMSE ({units})", f"MAE ({units})", "R²", f"bias ({units})"], rows)),
-        ("Training", report.paragraph(
-            schedule.describe() + ". Bands log-scaled inside the model as asinh(x / m): "
-            + (", ".join(log_scaled) if log_scaled else "none") + ".")),
-        ("Learning curves", report.image(curves, "training and validation loss of each member by epoch; dashed: about the loss of predicting the training mean")),
-        ("Observed and predicted", report.image(scatter, "observed versus predicted" + (" (bars: ±1σ)" if np.isfinite(sigma).all() else ""))),
+        (
+            "Training",
+            report.paragraph(
+                schedule.describe()
+                + ". Bands log-scaled inside the model as asinh(x / m): "
+                + (", ".join(log_scaled) if log_scaled else "none")
+                + "."
+            ),
+        ),
+        (
+            "Learning curves",
+            report.image(
+                curves,
+                "training and validation loss of each member by epoch; dashed: about the loss of predicting the training mean",
+            ),
+        ),
+        (
+            "Observed and predicted",
+            report.image(scatter, "observed versus predicted" + (" (bars: ±1σ)" if np.isfinite(sigma).all() else "")),
+        ),
     ]
     if np.isfinite(noise):
         rows = [[name, *(coverage[name][key] for key in metrics.COVERAGE_NAMES)] for name in SPLITS]
         rows.append(["normal distribution", *metrics.GAUSSIAN_COVERAGE])
         spread = f"the standard deviation of the {len(members)} members' predictions plus " if len(members) > 1 else ""
         sections.append(
-            ("Calibration of σ", report.paragraph(
-                f"σ² is {spread}a noise variance of {noise:.4g} {units}², the smallest that makes the mean squared standardised "
-                "error on the validation points whose patch overlaps no training patch at most 1 (the errors a network's spread does not see: noise in the data and "
-                "what the drivers cannot explain). Calibrated, about 68 % of the errors lie within ±1σ and 95 % within ±2σ; "
-                "the test points, which took no part in the calibration, tell how well it holds.")
-             + report.table(["points", "% within ±1σ", "% within ±2σ"], rows))
-        )  # fmt: skip
+            (
+                "Calibration of σ",
+                report.paragraph(
+                    f"σ² is {spread}a noise variance of {noise:.4g} {units}², the smallest that makes the mean squared standardised "
+                    "error on the validation points whose patch overlaps no training patch at most 1 (the errors a network's spread does not see: noise in the data and "
+                    "what the drivers cannot explain). Calibrated, about 68 % of the errors lie within ±1σ and 95 % within ±2σ; "
+                    "the test points, which took no part in the calibration, tell how well it holds."
+                )
+                + report.table(["points", "% within ±1σ", "% within ±2σ"], rows),
+            )
+        )
     histogram = report.figure(6, 3.5)
     axes = histogram.add_subplot()
     axes.hist(training_di, bins=40)
@@ -464,8 +643,13 @@ def _report(history, schedule, log_scaled, problem, scores, coverage, noise, tar
     axes.set(xlabel="dissimilarity index of the training patches (to other spatial folds)", ylabel="patches")
     axes.legend()
     sections.append(
-        ("Area of applicability", report.paragraph(
-            "'Predict the surface' flags the pixels whose drivers lie farther from every training patch than this "
-            "threshold (Meyer & Pebesma 2021): there the model extrapolates.") + report.image(histogram, "training dissimilarity"))
-    )  # fmt: skip
+        (
+            "Area of applicability",
+            report.paragraph(
+                "'Predict the surface' flags the pixels whose drivers lie farther from every training patch than this "
+                "threshold (Meyer & Pebesma 2021): there the model extrapolates."
+            )
+            + report.image(histogram, "training dissimilarity"),
+        )
+    )
     return report.page(f"CNN training: {metadata['architecture']} on {metadata['target_field']}", sections)

@@ -96,7 +96,9 @@ class Applicability:
         flat = features.reshape(-1, self.features.shape[1])
         distance = np.empty(len(flat))
         for start in range(0, len(flat), 64 * CHUNK):
-            distance[start : start + 64 * CHUNK] = self.tree.query(self._rotated(flat[start : start + 64 * CHUNK]), k=1, workers=-1)[0]
+            distance[start : start + 64 * CHUNK] = self.tree.query(
+                self._rotated(flat[start : start + 64 * CHUNK]), k=1, workers=-1
+            )[0]
         return (distance / self.mean_distance).reshape(features.shape[:-1])
 
     def block_dissimilarity(self, filled, size, wanted):
@@ -116,7 +118,13 @@ class Applicability:
     @classmethod
     def from_metadata(cls, values, band_mean, band_std):
         samples = np.frombuffer(base64.b64decode(values["samples"]), "<f4").reshape(-1, 2 * len(band_mean))
-        return cls(samples, float(values["mean_distance"]), float(values["threshold"]), np.asarray(band_mean), np.asarray(band_std))
+        return cls(
+            samples,
+            float(values["mean_distance"]),
+            float(values["threshold"]),
+            np.asarray(band_mean),
+            np.asarray(band_std),
+        )
 
 
 def fit(patches, band_mean, band_std, x, y, block_size, rng):
@@ -135,5 +143,7 @@ def fit(patches, band_mean, band_std, x, y, block_size, rng):
             inside = fold_of == fold
             nearest[inside] = cKDTree(features[~inside]).query(features[inside], k=1, workers=-1)[0]
     training = nearest / distance_scale
-    area = Applicability(features, distance_scale, outlier_free_maximum(training), np.asarray(band_mean), np.asarray(band_std))
+    area = Applicability(
+        features, distance_scale, outlier_free_maximum(training), np.asarray(band_mean), np.asarray(band_std)
+    )
     return area, training

@@ -32,7 +32,11 @@ def write(path, patches, index, arrays, fill=None):
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
         with archive.open("patches.npy", "w", force_zip64=True) as member:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (n, bands, size, size)}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False,
+                "shape": (n, bands, size, size),
+            }
             np.lib.format.write_array_header_2_0(member, header)
             for start in range(0, n, CHUNK):
                 block = np.asarray(patches[np.asarray(index[start : start + CHUNK])], dtype=np.float32)

@@ -25,9 +25,12 @@ from .prediction import ensemble_summary
 
 METHODS = ("mean", "kriging", "regression_kriging", "cnn", "hybrid")
 NAMES = {
-    "mean": "training mean (null model)", "kriging": "ordinary kriging", "regression_kriging": "regression kriging",
-    "cnn": "CNN", "hybrid": "hybrid (CNN + kriged residuals)",
-}  # fmt: skip
+    "mean": "training mean (null model)",
+    "kriging": "ordinary kriging",
+    "regression_kriging": "regression kriging",
+    "cnn": "CNN",
+    "hybrid": "hybrid (CNN + kriged residuals)",
+}
 
 
 @dataclass
@@ -46,7 +49,10 @@ class Comparison:
 
     def ranking(self):
         """The scored methods, lowest RMSE first."""
-        return sorted((method for method in METHODS if np.isfinite(self.scores[method]["rmse"])), key=lambda method: self.scores[method]["rmse"])
+        return sorted(
+            (method for method in METHODS if np.isfinite(self.scores[method]["rmse"])),
+            key=lambda method: self.scores[method]["rmse"],
+        )
 
 
 def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
@@ -55,7 +61,9 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
     split = data["split"]
     test = np.flatnonzero(split == TEST)
     if not len(test):
-        raise InputError("The dataset has no test points: export it with a split that keeps some (SPLIT, TEST_FRACTION).")
+        raise InputError(
+            "The dataset has no test points: export it with a split that keeps some (SPLIT, TEST_FRACTION)."
+        )
     known, validation = np.flatnonzero(split != TEST), np.flatnonzero(split == VAL)
     x, y, targets = data["x"], data["y"], data["targets"].astype(float)
     observed = targets[test]
@@ -64,7 +72,9 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
     predicted["mean"] = np.full(len(test), targets[split == TRAIN].mean())
     sigma["mean"], points["mean"] = np.full(len(test), np.nan), int((split == TRAIN).sum())
 
-    kriging, variograms["kriging"], points["kriging"] = kriged(x[known], y[known], targets[known], variogram_model, n_neighbours, seed)
+    kriging, variograms["kriging"], points["kriging"] = kriged(
+        x[known], y[known], targets[known], variogram_model, n_neighbours, seed
+    )
     predicted["kriging"], variance = kriging.predict(x[test], y[test])
     sigma["kriging"] = np.sqrt(variance)
 
@@ -77,27 +87,49 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
     correction, variance = residual_kriging.predict(x[test], y[test])
     predicted["regression_kriging"], sigma["regression_kriging"] = trend[test] + correction, np.sqrt(variance)
 
-    members = np.asarray(predict_patches(np.asarray(data["patches"][np.concatenate([test, validation])], np.float32)), float).T
+    members = np.asarray(
+        predict_patches(np.asarray(data["patches"][np.concatenate([test, validation])], np.float32)), float
+    ).T
     cnn, spread = ensemble_summary(members)
     calibrating, _ = calibration.calibration_points(data)
     chosen = len(test) + np.flatnonzero(np.isin(validation, calibrating))
     noise = calibration.noise_variance(targets[calibrating] - cnn[chosen], spread[chosen])
-    predicted["cnn"], sigma["cnn"], cnn_spread = cnn[: len(test)], calibration.sigma(spread[: len(test)], noise), spread[: len(test)]
+    predicted["cnn"], sigma["cnn"], cnn_spread = (
+        cnn[: len(test)],
+        calibration.sigma(spread[: len(test)], noise),
+        spread[: len(test)],
+    )
     points["cnn"] = int((split == TRAIN).sum())
     points["calibration"] = len(calibrating)
 
     try:
         residuals = targets[validation] - cnn[len(test) :]
-        residual_kriging, variograms["hybrid"], points["hybrid"] = kriged(x[validation], y[validation], residuals, variogram_model, n_neighbours, seed)
+        residual_kriging, variograms["hybrid"], points["hybrid"] = kriged(
+            x[validation], y[validation], residuals, variogram_model, n_neighbours, seed
+        )
         correction, variance = residual_kriging.predict(x[test], y[test])
         predicted["hybrid"], sigma["hybrid"] = predicted["cnn"] + correction, np.sqrt(variance)
     except InputError as error:
-        notes.append(f"The hybrid kriges the CNN's residuals at the {len(validation)} validation points, and cannot here: {error}")
+        notes.append(
+            f"The hybrid kriges the CNN's residuals at the {len(validation)} validation points, and cannot here: {error}"
+        )
         predicted["hybrid"] = sigma["hybrid"] = np.full(len(test), np.nan)
         points["hybrid"] = len(validation)
 
     scores = {method: metrics.regression(observed, predicted[method]) for method in METHODS}
-    return Comparison(test, observed, predicted, sigma, cnn_spread, scores, probabilistic(observed, predicted, sigma), points, variograms, noise, notes)
+    return Comparison(
+        test,
+        observed,
+        predicted,
+        sigma,
+        cnn_spread,
+        scores,
+        probabilistic(observed, predicted, sigma),
+        points,
+        variograms,
+        noise,
+        notes,
+    )
 
 
 def kriged(x, y, z, variogram_model, n_neighbours, seed):
@@ -123,7 +155,10 @@ def fit_trend(features, targets):
 def probabilistic(observed, predicted, sigma):
     """By method: the % of errors within ±1σ and ±2σ, and the mean CRPS (NaN without a σ)."""
     return {
-        method: {**metrics.coverage(observed, predicted[method], sigma[method]), "crps": metrics.crps(observed, predicted[method], sigma[method])}
+        method: {
+            **metrics.coverage(observed, predicted[method], sigma[method]),
+            "crps": metrics.crps(observed, predicted[method], sigma[method]),
+        }
         for method in predicted
     }
 
@@ -161,7 +196,9 @@ def spatial_folds(x, y, block_size, folds, rng):
     counts = np.bincount(block_of)
     blocks = len(counts)
     if blocks < folds:
-        raise InputError(f"The points fall in {blocks} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: choose fewer folds.")
+        raise InputError(
+            f"The points fall in {blocks} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: choose fewer folds."
+        )
     fold_of_block, filled = np.empty(blocks, np.int64), np.zeros(folds)
     for block in sorted(rng.permutation(blocks), key=lambda block: -counts[block]):
         fold_of_block[block] = int(np.argmin(filled))

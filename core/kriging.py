@@ -122,7 +122,10 @@ class Fit:
     @property
     def range_extrapolated(self):
         """The model levels off well beyond the lags it was fitted on: its range is a guess."""
-        return self.variogram.model in BOUNDED and self.variogram.named["range"] > RANGE_BEYOND_LAGS * self.experimental.lags.max()
+        return (
+            self.variogram.model in BOUNDED
+            and self.variogram.named["range"] > RANGE_BEYOND_LAGS * self.experimental.lags.max()
+        )
 
 
 def merge_coincident(x, y, z):
@@ -169,7 +172,9 @@ def experimental_variogram(x, y, z, max_points=2000, n_lags=N_LAGS, rng=None):
         long = distances >= short_range
         distances = np.concatenate([np.hypot(*(xy[anchors] - xy[others]).T), distances[long]])
         halves = np.concatenate([0.5 * (z[anchors] - z[others]) ** 2, halves[long]])
-        edges = np.concatenate([np.linspace(0.0, short_range, SHORT_LAGS + 1), np.linspace(short_range, max_lag, n_lags + 1)[1:]])
+        edges = np.concatenate(
+            [np.linspace(0.0, short_range, SHORT_LAGS + 1), np.linspace(short_range, max_lag, n_lags + 1)[1:]]
+        )
     inside = distances <= max_lag
     distances, halves = distances[inside], halves[inside]
     bins = np.clip(np.searchsorted(edges, distances, side="right") - 1, 0, len(edges) - 2)
@@ -211,7 +216,9 @@ def fit_variogram(experimental, model, fixed=None):
         raise InputError(f"The sill ({sill}) must not be smaller than the nugget ({fixed['nugget']}).")
     unknown = set(fixed) - set(names)
     if unknown:
-        raise InputError(f"The {model} model has no parameter {', '.join(sorted(unknown))}; its parameters are {', '.join(names)}.")
+        raise InputError(
+            f"The {model} model has no parameter {', '.join(sorted(unknown))}; its parameters are {', '.join(names)}."
+        )
     h, gamma = experimental.lags, experimental.semivariance
     scale = gamma.max()  # fit in units of the largest semivariance, so the loss scale means the same everywhere
     start, low, high = _start_and_bounds(model, h, gamma / scale)
@@ -233,9 +240,7 @@ def fit_variogram(experimental, model, fixed=None):
 
     start = np.clip(start, low, high)
     if free:
-        solution = least_squares(
-            residuals, start[free], bounds=(low[free], high[free]), loss="soft_l1"
-        )
+        solution = least_squares(residuals, start[free], bounds=(low[free], high[free]), loss="soft_l1")
         values = full(solution.x)
     else:
         values = full([])
@@ -355,8 +360,8 @@ class OrdinaryKriging:
     def _predict_local(self, targets, k, skip_nearest=False):
         # One neighbour query for the whole chunk, on every core; then the systems in batches.
         distances, index = self.tree.query(targets, k=k + skip_nearest, workers=-1)
-        distances = distances.reshape(len(targets), -1)[:, int(skip_nearest):]  # k = 1 comes squeezed
-        index = index.reshape(len(targets), -1)[:, int(skip_nearest):]
+        distances = distances.reshape(len(targets), -1)[:, int(skip_nearest) :]  # k = 1 comes squeezed
+        index = index.reshape(len(targets), -1)[:, int(skip_nearest) :]
         return self._in_batches(len(targets), lambda part: self._solve_local(distances[part], index[part]))
 
     def _solve_local(self, distances, index):

@@ -46,4 +46,6 @@ def crps(observed, predicted, sigma):
     if not len(observed) or not (np.isfinite(sigma).all() and (sigma > 0).all()):
         return float("nan")
     z = (observed - predicted) / sigma
-    return float(np.mean(sigma * (z * erf(z / np.sqrt(2)) + np.sqrt(2 / np.pi) * np.exp(-0.5 * z**2) - 1 / np.sqrt(np.pi))))
+    return float(
+        np.mean(sigma * (z * erf(z / np.sqrt(2)) + np.sqrt(2 / np.pi) * np.exp(-0.5 * z**2) - 1 / np.sqrt(np.pi)))
+    )

@@ -103,7 +103,9 @@ def spatial_blocks(x, y, block_size, val_fraction, test_fraction, rng):
                 filled[label] += counts[block]
                 break
     if blocks < 3:
-        raise InputError(f"The points fall in {blocks} blocks of {block_size:g} map units: choose a smaller BLOCK_SIZE.")
+        raise InputError(
+            f"The points fall in {blocks} blocks of {block_size:g} map units: choose a smaller BLOCK_SIZE."
+        )
     return labels_of_block[block_of]
 
 
@@ -117,7 +119,16 @@ def random_split(n, val_fraction, test_fraction, rng):
 
 
 def split_from_values(values):
-    names = {"train": TRAIN, "training": TRAIN, "0": TRAIN, "val": VAL, "validation": VAL, "1": VAL, "test": TEST, "2": TEST}
+    names = {
+        "train": TRAIN,
+        "training": TRAIN,
+        "0": TRAIN,
+        "val": VAL,
+        "validation": VAL,
+        "1": VAL,
+        "test": TEST,
+        "2": TEST,
+    }
     labels = []
     for value in values:
         key = str(value).strip().lower().removesuffix(".0")
@@ -135,7 +146,9 @@ def drop_test_overlaps(rows, columns, labels, size):
     Overlapping means closer than `size` cells in both rows and columns (rows and columns: the
     points' cell indices, or positions in cells as floats). Returns the new labels and the count."""
     labels = labels.copy()
-    dropped = _drop_near(rows, columns, labels, TEST, (TRAIN, VAL), size) + _drop_near(rows, columns, labels, VAL, (TRAIN,), size)
+    dropped = _drop_near(rows, columns, labels, TEST, (TRAIN, VAL), size) + _drop_near(
+        rows, columns, labels, VAL, (TRAIN,), size
+    )
     return labels, dropped
 
 

@@ -49,7 +49,11 @@ def session(model_bytes):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     options.log_severity_level = 3  # no warnings about initializers on the console
-    providers = [provider for provider in ("CUDAExecutionProvider", "CPUExecutionProvider") if provider in onnxruntime.get_available_providers()]
+    providers = [
+        provider
+        for provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
+        if provider in onnxruntime.get_available_providers()
+    ]
     return onnxruntime.InferenceSession(model_bytes, options, providers=providers)
 
 
@@ -88,7 +92,9 @@ class Predictor:
             values = self.run.run([self.output], {self.input: filled[None]})[0][0, :, :rows, :columns]
             out[:, wanted] = values[:, wanted]
         else:
-            windows = np.lib.stride_tricks.sliding_window_view(filled, (size, size), axis=(1, 2))  # (bands, rows, columns, P, P)
+            windows = np.lib.stride_tricks.sliding_window_view(
+                filled, (size, size), axis=(1, 2)
+            )  # (bands, rows, columns, P, P)
             cells = np.flatnonzero(wanted)
             for start in range(0, len(cells), PATCH_BATCH):
                 chosen = cells[start : start + PATCH_BATCH]

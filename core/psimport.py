@@ -24,7 +24,16 @@ DAYS_PER_YEAR = 365.25
 MATLAB_DATENUM_OFFSET = 366  # Matlab datenum = Python date ordinal + 366
 
 DATE_COLUMN = re.compile(r"^(?:d_?|D_?)?(\d{8})$")
-COHERENCE_NAMES = ("temporal_coherence", "coherence", "coher", "coer", "pnt_enscoh", "coh", "coh_mean", "mean_coherence")
+COHERENCE_NAMES = (
+    "temporal_coherence",
+    "coherence",
+    "coher",
+    "coer",
+    "pnt_enscoh",
+    "coh",
+    "coh_mean",
+    "mean_coherence",
+)
 UP_NAMES = ("los_up", "cosu", "cos_u", "up")
 INCIDENCE_NAMES = ("incidence_angle", "inc_angle", "incidence", "theta")
 VELOCITY_NAMES = ("mean_velocity", "vel", "velocity", "v", "vel_mmyr")
@@ -105,11 +114,18 @@ def detect(columns, has_geometry, x_field=None, y_field=None):
         return PsFormat("x, y table", x=x_field, y=y_field, **common)
     if {"pid", "easting", "northing", "mean_velocity"} <= has:
         name = "EGMS L2a/L2b" if "los_up" in has else "EGMS L3 (Ortho)"
-        return PsFormat(name, x=_find(columns, ["easting"]), y=_find(columns, ["northing"]), crs="EPSG:3035", units="mm", **common)
+        return PsFormat(
+            name, x=_find(columns, ["easting"]), y=_find(columns, ["northing"]), crs="EPSG:3035", units="mm", **common
+        )
     if {"id", "lat", "lon", "vel"} <= has and has & {"coher", "cumul.disp.", "svet", "lvet"}:
         return PsFormat(
-            "SARPROZ", x=_find(columns, ["lon"]), y=_find(columns, ["lat"]), crs="EPSG:4326", units="mm",
-            cumulative=_find(columns, ["cumul.disp."]), **common,
+            "SARPROZ",
+            x=_find(columns, ["lon"]),
+            y=_find(columns, ["lat"]),
+            crs="EPSG:4326",
+            units="mm",
+            cumulative=_find(columns, ["cumul.disp."]),
+            **common,
         )
     if {"code", "vel", "v_stdev", "coherence"} <= has:
         coordinates = _latlon(columns) if not has_geometry else {}
@@ -117,11 +133,24 @@ def detect(columns, has_geometry, x_field=None, y_field=None):
     ordered = _stamps_columns(columns)
     if ordered:
         return PsFormat(
-            "StaMPS-Visualizer", x=ordered[0], y=ordered[1], crs="EPSG:4326", velocity=ordered[2], units="mm",
-            dates=[(column, None) for column in ordered[3:]], dates_in_first_row=True,
+            "StaMPS-Visualizer",
+            x=ordered[0],
+            y=ordered[1],
+            crs="EPSG:4326",
+            velocity=ordered[2],
+            units="mm",
+            dates=[(column, None) for column in ordered[3:]],
+            dates_in_first_row=True,
         )
     if {"pnt_lat", "pnt_lon"} <= has:
-        return PsFormat("TU Delft DePSI", x=_find(columns, ["pnt_lon"]), y=_find(columns, ["pnt_lat"]), crs="EPSG:4326", units="m", **common)
+        return PsFormat(
+            "TU Delft DePSI",
+            x=_find(columns, ["pnt_lon"]),
+            y=_find(columns, ["pnt_lat"]),
+            crs="EPSG:4326",
+            units="m",
+            **common,
+        )
     if common["dates"] or common["velocity"]:
         if has_geometry:
             return PsFormat("generic (D<YYYYMMDD> columns)", **common)
@@ -180,8 +209,17 @@ class Points:
     notes: list  # what the log should say
 
 
-def convert(table, fmt, geometry_xy=None, start=None, end=None, units="auto", min_coherence=0.0,
-            los_to_vertical=False, value_field=None):
+def convert(
+    table,
+    fmt,
+    geometry_xy=None,
+    start=None,
+    end=None,
+    units="auto",
+    min_coherence=0.0,
+    los_to_vertical=False,
+    value_field=None,
+):
     """The points of `table` in format `fmt`: displacement between the epochs nearest to `start`
     and `end` (default first and last), velocity as the least-squares slope over the epochs in
     between (or the file's velocity when there are no epochs), both in mm."""
@@ -203,15 +241,26 @@ def convert(table, fmt, geometry_xy=None, start=None, end=None, units="auto", mi
     pid = [str(v) for v in table[fmt.pid]] if fmt.pid else [str(i + 1) for i in range(n_rows)]
 
     if value_field:
-        displacement, velocity, n_epochs, first, last = numeric(table[value_field], value_field) * scale, np.full(n_rows, np.nan), 0, "", ""
+        displacement, velocity, n_epochs, first, last = (
+            numeric(table[value_field], value_field) * scale,
+            np.full(n_rows, np.nan),
+            0,
+            "",
+            "",
+        )
     elif dates:
         series = np.column_stack([numeric(table[column], column) for column, _ in dates]) * scale
         displacement, velocity, n_epochs, first, last = _over_window(series, [d for _, d in dates], start, end, notes)
     elif fmt.velocity:
         velocity = numeric(table[fmt.velocity], fmt.velocity) * scale
-        cumulative = numeric(table[fmt.cumulative], fmt.cumulative) * scale if fmt.cumulative else np.full(n_rows, np.nan)
+        cumulative = (
+            numeric(table[fmt.cumulative], fmt.cumulative) * scale if fmt.cumulative else np.full(n_rows, np.nan)
+        )
         displacement, n_epochs, first, last = cumulative, 0, "", ""
-        notes.append(f"No epoch columns: velocity from '{fmt.velocity}'" + (f", displacement from '{fmt.cumulative}'." if fmt.cumulative else "; displacement left empty."))
+        notes.append(
+            f"No epoch columns: velocity from '{fmt.velocity}'"
+            + (f", displacement from '{fmt.cumulative}'." if fmt.cumulative else "; displacement left empty.")
+        )
     else:
         raise InputError("The table has neither epoch columns (DYYYYMMDD…) nor a velocity column: nothing to import.")
 
@@ -237,7 +286,9 @@ def convert(table, fmt, geometry_xy=None, start=None, end=None, units="auto", mi
         raise InputError(f"No point is left: {', '.join(f'{n} dropped ({r})' for r, n in dropped.items() if n)}.")
     x, y, displacement, velocity, coherence = (a[index] for a in (x, y, displacement, velocity, coherence))
     pid = [pid[i] for i in index]
-    x, y, pid, displacement, velocity, coherence, merged = _merge_duplicates(x, y, pid, displacement, velocity, coherence)
+    x, y, pid, displacement, velocity, coherence, merged = _merge_duplicates(
+        x, y, pid, displacement, velocity, coherence
+    )
     dropped["merged into a point at the same location"] = merged
     return Points(x, y, pid, displacement, velocity, coherence, n_epochs, first, last, dropped, notes)
 
@@ -298,7 +349,9 @@ def _vertical_factor(table, fmt):
 
 
 def _merge_duplicates(x, y, pid, displacement, velocity, coherence):
-    unique, first, inverse, counts = np.unique(np.column_stack([x, y]), axis=0, return_index=True, return_inverse=True, return_counts=True)
+    unique, first, inverse, counts = np.unique(
+        np.column_stack([x, y]), axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
     inverse = inverse.ravel()
 
     def mean(values):
@@ -308,6 +361,11 @@ def _merge_duplicates(x, y, pid, displacement, velocity, coherence):
             return np.where(finite > 0, sums / finite, np.nan)
 
     return (
-        unique[:, 0], unique[:, 1], [pid[i] for i in first],
-        mean(displacement), mean(velocity), mean(coherence), len(x) - len(unique),
+        unique[:, 0],
+        unique[:, 1],
+        [pid[i] for i in first],
+        mean(displacement),
+        mean(velocity),
+        mean(coherence),
+        len(x) - len(unique),
     )

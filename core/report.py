@@ -45,4 +45,4 @@ def page(title, sections):
 
 
 def paragraph(text, warning=False):
-    return f'<p{" class=warning" if warning else ""}>{html.escape(text)}</p>'
+    return f"<p{' class=warning' if warning else ''}>{html.escape(text)}</p>"

@@ -30,9 +30,15 @@ NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -
 NORTH, NORTH_EAST, EAST, SOUTH_EAST, SOUTH, SOUTH_WEST, WEST, NORTH_WEST = range(8)
 # D-infinity facets: (cardinal, diagonal) neighbours bounding each of the eight triangles.
 FACETS = (
-    (NORTH, NORTH_EAST), (EAST, NORTH_EAST), (EAST, SOUTH_EAST), (SOUTH, SOUTH_EAST),
-    (SOUTH, SOUTH_WEST), (WEST, SOUTH_WEST), (WEST, NORTH_WEST), (NORTH, NORTH_WEST),
-)  # fmt: skip
+    (NORTH, NORTH_EAST),
+    (EAST, NORTH_EAST),
+    (EAST, SOUTH_EAST),
+    (SOUTH, SOUTH_EAST),
+    (SOUTH, SOUTH_WEST),
+    (WEST, SOUTH_WEST),
+    (WEST, NORTH_WEST),
+    (NORTH, NORTH_WEST),
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,14 @@ def slope_aspect(z, sizes):
     for first in range(0, rows, STRIP_ROWS):
         last = min(first + STRIP_ROWS, rows)
         window = padded[first : last + 2]
-        around = [window[1 + row : window.shape[0] - 1 + row, 1 + column : columns + 1 + column] for row, column in NEIGHBOURS]
-        top, middle, bottom = width[first : last, None], width[first + 1 : last + 1, None], width[first + 2 : last + 2, None]
+        around = [
+            window[1 + row : window.shape[0] - 1 + row, 1 + column : columns + 1 + column] for row, column in NEIGHBOURS
+        ]
+        top, middle, bottom = (
+            width[first:last, None],
+            width[first + 1 : last + 1, None],
+            width[first + 2 : last + 2, None],
+        )
         east, south = _horn_gradient(around, top, middle, bottom, sizes.height[first:last, None])
         # Cells with a missing neighbour: again, with the missing values extrapolated.
         edge_rows, edge_columns = np.nonzero(np.isnan(east) & ~np.isnan(window[1:-1, 1:-1]))
@@ -93,7 +105,11 @@ def slope_aspect(z, sizes):
             centre = window[1 + edge_rows, 1 + edge_columns]
             known = [values[edge_rows, edge_columns] for values in around]
             east[edge_rows, edge_columns], south[edge_rows, edge_columns] = _horn_gradient(
-                _extrapolated(centre, known), top[edge_rows, 0], middle[edge_rows, 0], bottom[edge_rows, 0], sizes.height[first + edge_rows]
+                _extrapolated(centre, known),
+                top[edge_rows, 0],
+                middle[edge_rows, 0],
+                bottom[edge_rows, 0],
+                sizes.height[first + edge_rows],
             )
         east, south = east.astype(np.float32), south.astype(np.float32)
         slope[first:last] = np.degrees(np.arctan(np.hypot(east, south)))
@@ -361,7 +377,9 @@ OUTPUTS = ("SLOPE", "ASPECT", "CATCHMENT", "TWI", "SPI")
 STEPS = ("Slope and aspect", "Filling depressions", "Flow directions", "Flow accumulation", "TWI and SPI")
 
 
-def factors(z, sizes, wanted, emit, method="MFD", fill=True, min_slope=0.1, step=lambda index: None, cancelled=lambda: False):
+def factors(
+    z, sizes, wanted, emit, method="MFD", fill=True, min_slope=0.1, step=lambda index: None, cancelled=lambda: False
+):
     """Compute the `wanted` OUTPUTS of the DEM z and pass each to emit(name, array) as soon as it
     is ready. step(index) announces STEPS[index]; cancelled() is polled and raises
     InterruptedError. Depressions are filled in a second thread while slope and aspect are
@@ -388,7 +406,9 @@ def factors(z, sizes, wanted, emit, method="MFD", fill=True, min_slope=0.1, step
         if not routed:
             return
         start(1)
-        filled = _wait(filling, cancelled) if filling else np.asarray(z, np.float32 if z.dtype == np.float32 else np.float64)
+        filled = (
+            _wait(filling, cancelled) if filling else np.asarray(z, np.float32 if z.dtype == np.float32 else np.float64)
+        )
     finally:
         pool.shutdown(wait=False)  # after a cancel, the filling thread ends on its own
     start(2)

@@ -47,7 +47,12 @@ def apply(patches, scales):
 
 def to_metadata(names, scales):
     """The model metadata's `band_transforms`: per band, in band order, its transform."""
-    return [{"band": str(name), "transform": "asinh", "scale": float(scale)} if scale > 0 else {"band": str(name), "transform": "none"} for name, scale in zip(names, scales)]
+    return [
+        {"band": str(name), "transform": "asinh", "scale": float(scale)}
+        if scale > 0
+        else {"band": str(name), "transform": "none"}
+        for name, scale in zip(names, scales)
+    ]
 
 
 def describe(names, scales):

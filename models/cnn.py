@@ -52,10 +52,12 @@ class Deployed(nn.Module):
     def __init__(self, networks, log_scales, band_mean, band_std, target_mean, target_std):
         super().__init__()
         self.networks = nn.ModuleList(networks)
-        as_bands = lambda values: torch.as_tensor(values, dtype=torch.float32).reshape(1, -1, 1, 1)  # noqa: E731
+        as_bands = lambda values: torch.as_tensor(values, dtype=torch.float32).reshape(1, -1, 1, 1)
         scales, std = torch.as_tensor(log_scales, dtype=torch.float32), torch.as_tensor(band_std, dtype=torch.float32)
         self.register_buffer("linear_band", as_bands(scales <= 0))  # 1 for the bands left as they are, else 0
-        self.register_buffer("log_inverse", as_bands(torch.where(scales > 0, 1 / scales, torch.zeros_like(scales))))  # 0: asinh(0) = 0
+        self.register_buffer(
+            "log_inverse", as_bands(torch.where(scales > 0, 1 / scales, torch.zeros_like(scales)))
+        )  # 0: asinh(0) = 0
         self.register_buffer("band_mean", as_bands(band_mean))
         self.register_buffer("band_scale", as_bands(torch.where(std > 0, 1 / std, torch.ones_like(std))))
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
@@ -69,7 +71,9 @@ class Deployed(nn.Module):
 
     def forward(self, patches):
         normalised = self.normalise(patches)
-        members = torch.cat([network(normalised) for network in self.networks], dim=1) * self.target_std + self.target_mean
+        members = (
+            torch.cat([network(normalised) for network in self.networks], dim=1) * self.target_std + self.target_mean
+        )
         return members.mean(dim=1, keepdim=True), members
 
 

@@ -10,7 +10,7 @@ becomes a convolution whose kernel is the last feature map (dilation d), and lat
 steps work on any spatial size unchanged. The result is exact, not an approximation.
 
 Only the layers the `dense` and `small` architectures use are accepted, in any order; anything
-else (padding, strides, other pooling) raises NotDense, and the caller evaluates patch by patch.
+else (padding, strides, other pooling) raises NotDenseError, and the caller evaluates patch by patch.
 """
 
 from typing import NamedTuple
@@ -20,7 +20,7 @@ import numpy as np
 POINTWISE = {"Relu", "BatchNormalization", "Sub", "Mul", "Add", "Abs", "Sign", "Sqrt", "Log", "Identity", "Dropout"}
 
 
-class NotDense(Exception):
+class NotDenseError(Exception):
     pass
 
 
@@ -54,17 +54,34 @@ def dense_model(model_bytes):
         elif node.op_type in POINTWISE:
             nodes.append(node)
         elif reach is None:
-            raise NotDense(f"{node.name}: a {node.op_type} layer on weights alone")
+            raise NotDenseError(f"{node.name}: a {node.op_type} layer on weights alone")
         elif node.op_type == "Conv":
-            if any(value != 1 for value in attributes.get("strides", [1, 1]) + attributes.get("dilations", [1, 1])) or any(attributes.get("pads", [0] * 4)):
-                raise NotDense(f"{node.name}: only unpadded convolutions of stride 1 can be evaluated densely")
+            if any(
+                value != 1 for value in attributes.get("strides", [1, 1]) + attributes.get("dilations", [1, 1])
+            ) or any(attributes.get("pads", [0] * 4)):
+                raise NotDenseError(f"{node.name}: only unpadded convolutions of stride 1 can be evaluated densely")
             kernel = weights[node.input[1]].shape
             nodes.append(_conv(helper, node.input, node.output, reach.dilation, kernel[2:], node.name))
             reach = Reach(reach.dilation, kernel[0], reach.extent + (kernel[2] - 1) * reach.dilation)
         elif node.op_type == "MaxPool":
-            if attributes.get("kernel_shape") != [2, 2] or attributes.get("strides") != [2, 2] or any(attributes.get("pads", [0] * 4)) or attributes.get("ceil_mode", 0):
-                raise NotDense(f"{node.name}: only 2 x 2 max-pooling of stride 2 can be evaluated densely")
-            nodes.append(helper.make_node("MaxPool", node.input, node.output, name=node.name, kernel_shape=[2, 2], strides=[1, 1], dilations=[reach.dilation] * 2))
+            if (
+                attributes.get("kernel_shape") != [2, 2]
+                or attributes.get("strides") != [2, 2]
+                or any(attributes.get("pads", [0] * 4))
+                or attributes.get("ceil_mode", 0)
+            ):
+                raise NotDenseError(f"{node.name}: only 2 x 2 max-pooling of stride 2 can be evaluated densely")
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    node.input,
+                    node.output,
+                    name=node.name,
+                    kernel_shape=[2, 2],
+                    strides=[1, 1],
+                    dilations=[reach.dilation] * 2,
+                )
+            )
             reach = Reach(2 * reach.dilation, reach.channels, reach.extent + reach.dilation)
         elif node.op_type == "Flatten" and node.input[0] not in flattened.values():
             flattened[node.output[0]] = node.input[0]
@@ -75,22 +92,22 @@ def dense_model(model_bytes):
             nodes.append(_conv(helper, inputs, node.output, reach.dilation, kernel.shape[2:], node.name))
         elif node.op_type == "Concat":
             if attributes.get("axis") != 1 or not all(name in state for name in node.input):
-                raise NotDense(f"{node.name}: only outputs can be joined")
+                raise NotDenseError(f"{node.name}: only outputs can be joined")
             if len({(state[name].dilation, state[name].extent) for name in node.input}) != 1:
-                raise NotDense(f"{node.name}: members of different receptive fields")
+                raise NotDenseError(f"{node.name}: members of different receptive fields")
             reach = Reach(reach.dilation, sum(state[name].channels for name in node.input), reach.extent)
             nodes.append(node)
         elif node.op_type == "ReduceMean":  # the ensemble's mean over its members
             if attributes.get("axes") != [1] or attributes.get("keepdims", 1) != 1:
-                raise NotDense(f"{node.name}: only a mean over the members can be evaluated densely")
+                raise NotDenseError(f"{node.name}: only a mean over the members can be evaluated densely")
             reach = Reach(reach.dilation, 1, reach.extent)
             nodes.append(node)
         else:
-            raise NotDense(f"{node.name}: {node.op_type} layers cannot be evaluated densely")
+            raise NotDenseError(f"{node.name}: {node.op_type} layers cannot be evaluated densely")
         if reach is not None:  # None: an Identity of weights
             state.update((name, reach) for name in node.output)
     if not flattened:
-        raise NotDense("the model has no dense layers to turn into convolutions")
+        raise NotDenseError("the model has no dense layers to turn into convolutions")
     _refuse_per_feature_operands(nodes, weights)
     del graph.node[:]
     graph.node.extend(nodes)
@@ -107,23 +124,32 @@ def _gemm_as_conv(node, attributes, weights, reach, flattened):
     """A dense layer as a convolution: (its output's reach, kernel, inputs). The first dense
     layer of a branch reads the flattened last feature map, so its kernel is that map's shape."""
     if attributes.get("transB") != 1 or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
-        raise NotDense(f"{node.name}: unexpected dense layer")
+        raise NotDenseError(f"{node.name}: unexpected dense layer")
     weight = weights[node.input[1]]
     if node.input[0] in flattened:
         side = int(round(np.sqrt(weight.shape[1] / reach.channels)))
         if side * side * reach.channels != weight.shape[1]:
-            raise NotDense(f"{node.name}: its inputs are not a square feature map")
+            raise NotDenseError(f"{node.name}: its inputs are not a square feature map")
         kernel = weight.reshape(weight.shape[0], reach.channels, side, side)
         source, extent = flattened[node.input[0]], reach.extent + (side - 1) * reach.dilation
     elif reach.channels == weight.shape[1]:
         kernel, source, extent = weight.reshape(*weight.shape, 1, 1), node.input[0], reach.extent
     else:
-        raise NotDense(f"{node.name}: a dense layer before the feature map is flattened")
+        raise NotDenseError(f"{node.name}: a dense layer before the feature map is flattened")
     return Reach(reach.dilation, weight.shape[0], extent), kernel, [source, *node.input[1:3]]
 
 
 def _conv(helper, inputs, outputs, dilation, kernel, name):
-    return helper.make_node("Conv", inputs, outputs, name=name, dilations=[dilation, dilation], kernel_shape=list(kernel), strides=[1, 1], pads=[0, 0, 0, 0])
+    return helper.make_node(
+        "Conv",
+        inputs,
+        outputs,
+        name=name,
+        dilations=[dilation, dilation],
+        kernel_shape=list(kernel),
+        strides=[1, 1],
+        pads=[0, 0, 0, 0],
+    )
 
 
 def _refuse_per_feature_operands(nodes, weights):
@@ -134,7 +160,7 @@ def _refuse_per_feature_operands(nodes, weights):
         if node.op_type in {"Sub", "Mul", "Add"}:
             for name in node.input:
                 if name in weights and weights[name].ndim == 1 and weights[name].size > 1:
-                    raise NotDense(f"{node.name}: a per-feature {node.op_type}")
+                    raise NotDenseError(f"{node.name}: a per-feature {node.op_type}")
 
 
 def _dimensions(*values):

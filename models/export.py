@@ -29,7 +29,9 @@ def finish(raw_model, destination, metadata, check_inputs, check_outputs, spread
     got = session.run(list(check_outputs), {session.get_inputs()[0].name: np.asarray(check_inputs, np.float32)})
     error = max(float(np.max(np.abs(value - expected))) for value, expected in zip(got, check_outputs.values()))
     if not error <= TOLERANCE * max(spread, 1e-12):
-        raise ValueError(f"ONNX Runtime's output differs from torch's by {error:.3g} (allowed {TOLERANCE * spread:.3g}); the model was not written.")
+        raise ValueError(
+            f"ONNX Runtime's output differs from torch's by {error:.3g} (allowed {TOLERANCE * spread:.3g}); the model was not written."
+        )
     folder = os.path.dirname(os.path.abspath(destination))
     handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=folder)
     with os.fdopen(handle, "wb") as file:

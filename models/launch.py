@@ -18,25 +18,56 @@ ERROR_LINES = 12  # of the worker's stderr, quoted when it fails
 POLL_S = 0.2  # how often a waiting run looks at the cancel flag
 
 
-def worker_command(python, dataset, output_dir, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, recipe="adaptive", steps=STEPS, stop_after=0):
+def worker_command(
+    python,
+    dataset,
+    output_dir,
+    architecture,
+    epochs,
+    batch_size,
+    learning_rate,
+    patience,
+    seed,
+    device,
+    members=1,
+    recipe="adaptive",
+    steps=STEPS,
+    stop_after=0,
+):
     """The worker's command line; 0 for epochs, batch_size or learning_rate: the recipe's; 0 for
     stop_after: the plan's last epoch."""
     return [
-        python, "-u", "-m", f"{PACKAGE}.models.worker",
-        "--dataset", dataset,
-        "--output-dir", output_dir,
-        "--architecture", architecture,
-        "--recipe", recipe,
-        "--epochs", str(epochs),
-        "--steps", str(steps),
-        "--batch-size", str(batch_size),
-        "--learning-rate", repr(float(learning_rate)),
-        "--patience", str(patience),
-        "--seed", str(seed),
-        "--device", device,
-        "--members", str(members),
-        "--stop-after", str(stop_after),
-    ]  # fmt: skip
+        python,
+        "-u",
+        "-m",
+        f"{PACKAGE}.models.worker",
+        "--dataset",
+        dataset,
+        "--output-dir",
+        output_dir,
+        "--architecture",
+        architecture,
+        "--recipe",
+        recipe,
+        "--epochs",
+        str(epochs),
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch_size),
+        "--learning-rate",
+        repr(float(learning_rate)),
+        "--patience",
+        str(patience),
+        "--seed",
+        str(seed),
+        "--device",
+        device,
+        "--members",
+        str(members),
+        "--stop-after",
+        str(stop_after),
+    ]
 
 
 def worker_env(environ, plugin_dir=PLUGIN_DIR):
@@ -48,16 +79,18 @@ def worker_env(environ, plugin_dir=PLUGIN_DIR):
     return env
 
 
-class WorkerFailed(Exception):
+class WorkerFailedError(Exception):
     pass
 
 
 def run(command, env, on_event, cancelled):
     """Run the worker; on_event(dict) for each JSON line it prints. Raises InterruptedError
-    (after killing it) when cancelled() turns true, WorkerFailed with its last error lines when it
+    (after killing it) when cancelled() turns true, WorkerFailedError with its last error lines when it
     exits with an error."""
     # As a context manager, Popen closes the pipes and waits for the worker however this ends.
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1) as process:
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+    ) as process:
         lines = queue.Queue()
         errors = collections.deque(maxlen=ERROR_LINES)
         readers = [
@@ -88,7 +121,7 @@ def run(command, env, on_event, cancelled):
         while not lines.empty():
             _dispatch(lines.get(), on_event)
     if process.returncode != 0:
-        raise WorkerFailed(_failure(process.returncode, list(errors)))
+        raise WorkerFailedError(_failure(process.returncode, list(errors)))
 
 
 def _read(stream, put):

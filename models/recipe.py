@@ -32,8 +32,23 @@ FINAL_RATE_FRACTION = 0.01
 PATIENCE = 30
 
 _DEFAULTS = {
-    "adaptive": {"optimiser": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "schedule": "warm-up and cosine", "clip_norm": 1.0},
-    "paper": {"optimiser": "adam", "learning_rate": 1e-4, "weight_decay": 0.0, "batch_size": 128, "schedule": "constant", "clip_norm": 0.0, "epochs": 150},
+    "adaptive": {
+        "optimiser": "adamw",
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 32,
+        "schedule": "warm-up and cosine",
+        "clip_norm": 1.0,
+    },
+    "paper": {
+        "optimiser": "adam",
+        "learning_rate": 1e-4,
+        "weight_decay": 0.0,
+        "batch_size": 128,
+        "schedule": "constant",
+        "clip_norm": 0.0,
+        "epochs": 150,
+    },
 }
 
 
@@ -85,6 +100,14 @@ def plan(recipe, n_train, epochs=0, batch_size=0, learning_rate=0.0, steps=STEPS
         epochs = defaults.get("epochs") or min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(steps / steps_per_epoch)))
     warmup = math.ceil(WARMUP_FRACTION * epochs) if recipe == "adaptive" else 0
     return Plan(
-        recipe, defaults["optimiser"], float(learning_rate) or defaults["learning_rate"], defaults["weight_decay"], batch_size,
-        int(epochs), steps_per_epoch, min(warmup, int(epochs) - 1), defaults["schedule"], defaults["clip_norm"],
-    )  # fmt: skip
+        recipe,
+        defaults["optimiser"],
+        float(learning_rate) or defaults["learning_rate"],
+        defaults["weight_decay"],
+        batch_size,
+        int(epochs),
+        steps_per_epoch,
+        min(warmup, int(epochs) - 1),
+        defaults["schedule"],
+        defaults["clip_norm"],
+    )

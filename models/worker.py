@@ -8,6 +8,7 @@ as one JSON object per line; errors to stderr, the last line a message for the u
 """
 
 import argparse
+import functools
 import json
 import os
 import queue
@@ -46,13 +47,27 @@ def parse(argv):
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="dense")
     parser.add_argument("--recipe", choices=RECIPES, default=RECIPES[0])
     parser.add_argument("--epochs", type=int, default=0, help="0: the recipe's")
-    parser.add_argument("--steps", type=int, default=STEPS, help="the adaptive recipe's budget in optimiser steps, when --epochs is 0")
+    parser.add_argument(
+        "--steps", type=int, default=STEPS, help="the adaptive recipe's budget in optimiser steps, when --epochs is 0"
+    )
     parser.add_argument("--batch-size", type=int, default=0, help="0: the recipe's")
     parser.add_argument("--learning-rate", type=float, default=0.0, help="peak rate; 0: the recipe's")
-    parser.add_argument("--patience", type=int, default=PATIENCE, help="epochs after the warm-up without a better validation loss before stopping; 0: off")
-    parser.add_argument("--stop-after", type=int, default=0, help="the last epoch to run, the plan's schedule unchanged; 0: the plan's last")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=PATIENCE,
+        help="epochs after the warm-up without a better validation loss before stopping; 0: off",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="the last epoch to run, the plan's schedule unchanged; 0: the plan's last",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--members", type=int, default=1, help="ensemble members, trained from seeds seed, seed + 1, ...")
+    parser.add_argument(
+        "--members", type=int, default=1, help="ensemble members, trained from seeds seed, seed + 1, ..."
+    )
     parser.add_argument("--device", choices=DEVICES, default="auto")
     return parser.parse_args(argv)
 
@@ -95,11 +110,27 @@ def predict(model, patches, index, device, batch_size=1024):
     with torch.no_grad():
         for start in range(0, len(index), batch_size):
             chosen = index[start : start + batch_size]
-            out[start : start + len(chosen)] = model(torch.from_numpy(np.asarray(patches[chosen])).to(device))[1].cpu().numpy()
+            out[start : start + len(chosen)] = (
+                model(torch.from_numpy(np.asarray(patches[chosen])).to(device))[1].cpu().numpy()
+            )
     return out
 
 
-def train(data, architecture, epochs, batch_size, learning_rate, patience, seed, device, members=1, progress=emit, recipe=RECIPES[0], steps=STEPS, stop_after=0):
+def train(
+    data,
+    architecture,
+    epochs,
+    batch_size,
+    learning_rate,
+    patience,
+    seed,
+    device,
+    members=1,
+    progress=emit,
+    recipe=RECIPES[0],
+    steps=STEPS,
+    stop_after=0,
+):
     """Train `members` networks on data (open_dataset's dict), member k from seed + k (its weights
     and the order of its batches), along recipe.plan(recipe, …), up to epoch stop_after if given; returns (the deployed ensemble
     with each member's best weights, the history: one dict per member and epoch, the plan, the
@@ -120,7 +151,7 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
     scales = transforms.log_scales(patches, train_index, np.random.default_rng(seed))
     progress("transforms", bands=transforms.describe(data["band_names"], scales))
     band_mean, band_std = band_statistics(patches, train_index, transform=lambda block: transforms.apply(block, scales))
-    deploy = lambda networks: Deployed(networks, scales, band_mean, band_std, target_mean, target_std).to(device)  # noqa: E731
+    deploy = lambda networks: Deployed(networks, scales, band_mean, band_std, target_mean, target_std).to(device)
     # The same seed gives the same model: torch's deterministic kernels, and oneDNN's (the CPU
     # convolutions) in its own deterministic mode, a separate switch.
     torch.use_deterministic_algorithms(True)
@@ -130,8 +161,22 @@ def train(data, architecture, epochs, batch_size, learning_rate, patience, seed,
         torch.manual_seed(seed + member)
         rng = np.random.default_rng(seed + member)
         model = deploy([build(architecture, bands, patch_size)])
-        step = lambda event, **values: progress(event, member=member + 1, members=members, **values)  # noqa: B023, E731
-        entries = _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, step, stop_after)
+        step = functools.partial(progress, member=member + 1, members=members)
+        entries = _train_member(
+            model,
+            patches,
+            standardised,
+            targets,
+            train_index,
+            val_index,
+            target_std,
+            rng,
+            schedule,
+            patience,
+            device,
+            step,
+            stop_after,
+        )
         history += [{"member": member + 1, **entry} for entry in entries]
         networks.append(model.networks[0])
     return deploy(networks).eval(), history, schedule, scales
@@ -142,7 +187,21 @@ def _optimiser(network, schedule):
     return kind(network.parameters(), lr=schedule.learning_rate, weight_decay=schedule.weight_decay)
 
 
-def _train_member(model, patches, standardised, targets, train_index, val_index, target_std, rng, schedule, patience, device, progress, stop_after=0):
+def _train_member(
+    model,
+    patches,
+    standardised,
+    targets,
+    train_index,
+    val_index,
+    target_std,
+    rng,
+    schedule,
+    patience,
+    device,
+    progress,
+    stop_after=0,
+):
     """Trains the one network of `model` in place, leaving it with the weights (and batch
     statistics) of the best validation loss, or of the last epoch without validation points;
     returns one history dict per epoch."""
@@ -179,8 +238,17 @@ def _train_member(model, patches, standardised, targets, train_index, val_index,
                 reported = time.perf_counter()
         train_loss, train_seconds = total / max(seen, 1), time.perf_counter() - start
         recompute_batch_norm(network, model.normalise, patches, statistics_index, device)
-        val_loss = _standardised_loss(model, patches, targets, val_index, target_std, device) if len(val_index) else None
-        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "learning_rate": optimiser.param_groups[0]["lr"], "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+        val_loss = (
+            _standardised_loss(model, patches, targets, val_index, target_std, device) if len(val_index) else None
+        )
+        entry = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "learning_rate": optimiser.param_groups[0]["lr"],
+            "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - start,
+        }
         history.append(entry)
         progress("epoch", epochs=epochs, **entry)
         if val_loss is None or val_loss < best_loss:
@@ -211,7 +279,9 @@ def recompute_batch_norm(network, normalise, patches, index, device):
         norm.train()
     with torch.no_grad():
         for chosen in np.array_split(index, max(1, len(index) // RECOMPUTE_BATCH)):
-            network(normalise(torch.from_numpy(np.asarray(patches[np.sort(chosen)])).to(device)))  # sorted: sequential reads
+            network(
+                normalise(torch.from_numpy(np.asarray(patches[np.sort(chosen)])).to(device))
+            )  # sorted: sequential reads
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
         norm.eval()
@@ -249,8 +319,18 @@ def main(argv=None):
         data = open_dataset(args.dataset)
         emit("start", device=str(device), threads=torch.get_num_threads(), samples=int(len(data["targets"])))
         model, history, schedule, scales = train(
-            data, args.architecture, args.epochs, args.batch_size, args.learning_rate, args.patience, args.seed, device, args.members,
-            recipe=args.recipe, steps=args.steps, stop_after=args.stop_after,
+            data,
+            args.architecture,
+            args.epochs,
+            args.batch_size,
+            args.learning_rate,
+            args.patience,
+            args.seed,
+            device,
+            args.members,
+            recipe=args.recipe,
+            steps=args.steps,
+            stop_after=args.stop_after,
         )
         everything = np.arange(len(data["targets"]))
         predictions = predict(model, data["patches"], everything, device)

@@ -20,7 +20,10 @@ def known_function_dataset(path, n=3000, bands=3, size=22, seed=0, blocks=False,
     if bands > 2:
         patches[:, 2] = np.exp(1.5 * patches[:, 2])
     centre = size // 2
-    targets = (patches[:, 0, centre, centre] + 3 * patches[:, 1, centre - 2 : centre + 3, centre - 2 : centre + 3].mean(axis=(1, 2))).astype(np.float32)
+    targets = (
+        patches[:, 0, centre, centre]
+        + 3 * patches[:, 1, centre - 2 : centre + 3, centre - 2 : centre + 3].mean(axis=(1, 2))
+    ).astype(np.float32)
     if shuffled:
         targets = rng.permutation(targets)
     x, y = rng.uniform(0, 1000, n), rng.uniform(0, 1000, n)
@@ -67,17 +70,43 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
 
     known_function_dataset(folder / "data.npz", n=600, size=size)
     data = open_dataset(folder / "data.npz")
-    model, _, _, scales = train(data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), members, progress=lambda *args, **values: None)
+    model, _, _, scales = train(
+        data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), members, progress=lambda *args, **values: None
+    )
     inputs, outputs = export(model, data["patches"], str(folder))
     train = data["split"] == 0
-    area, _ = applicability.fit(data["patches"][train], data["band_mean"], data["band_std"], data["x"][train], data["y"][train], 250.0, np.random.default_rng(0))
+    area, _ = applicability.fit(
+        data["patches"][train],
+        data["band_mean"],
+        data["band_std"],
+        data["x"][train],
+        data["y"][train],
+        250.0,
+        np.random.default_rng(0),
+    )
     metadata = {
-        "band_names": [str(name) for name in data["band_names"]], "band_mean": data["band_mean"].tolist(),
-        "band_std": data["band_std"].tolist(), "patch_size": str(size), "target_field": "displacement", "target_units": "mm",
-        "nodata_policy": policy, "architecture": architecture, "dense_exact": "true" if dense_exact(architecture) else "false",
-        "ensemble_members": str(members), "applicability": area.to_metadata(), "metrics": {}, "plugin_version": "test",
-    }  # fmt: skip
-    finish(str(folder / "model.onnx"), str(folder / f"{architecture}{members}.onnx"), metadata, inputs, outputs, spread=float(np.ptp(data["targets"])))
+        "band_names": [str(name) for name in data["band_names"]],
+        "band_mean": data["band_mean"].tolist(),
+        "band_std": data["band_std"].tolist(),
+        "patch_size": str(size),
+        "target_field": "displacement",
+        "target_units": "mm",
+        "nodata_policy": policy,
+        "architecture": architecture,
+        "dense_exact": "true" if dense_exact(architecture) else "false",
+        "ensemble_members": str(members),
+        "applicability": area.to_metadata(),
+        "metrics": {},
+        "plugin_version": "test",
+    }
+    finish(
+        str(folder / "model.onnx"),
+        str(folder / f"{architecture}{members}.onnx"),
+        metadata,
+        inputs,
+        outputs,
+        spread=float(np.ptp(data["targets"])),
+    )
     return str(folder / f"{architecture}{members}.onnx")
 
 

@@ -43,13 +43,13 @@ class LogFeedback(QgsProcessingFeedback):
         if self.cancel_at is not None and value >= self.cancel_at:
             self.cancel()
 
-    def pushInfo(self, info):  # noqa: N802
+    def pushInfo(self, info):
         self.lines.append(info)
 
-    def pushWarning(self, warning):  # noqa: N802
+    def pushWarning(self, warning):
         self.lines.append("WARNING " + warning)
 
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803
+    def reportError(self, error, fatalError=False):
         self.lines.append(error)
 
     @property
@@ -218,7 +218,13 @@ def _small_training_dataset(tmp_path):
 def _driver_stack(tmp_path):
     from cnn_data import smooth_fields
 
-    return write_geotiff(tmp_path / "drivers.tif", smooth_fields(3, 40, 50), (400000, 10, 0, 4500000, 0, -10), 32630, names=["band0", "band1", "band2"])
+    return write_geotiff(
+        tmp_path / "drivers.tif",
+        smooth_fields(3, 40, 50),
+        (400000, 10, 0, 4500000, 0, -10),
+        32630,
+        names=["band0", "band1", "band2"],
+    )
 
 
 def write_geotiff(path, values, geotransform, epsg, nodata=None, names=None):
@@ -227,7 +233,9 @@ def write_geotiff(path, values, geotransform, epsg, nodata=None, names=None):
 
     values = np.asarray(values)
     values = values[None] if values.ndim == 2 else values
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), values.shape[2], values.shape[1], values.shape[0], gdal.GDT_Float32)
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path), values.shape[2], values.shape[1], values.shape[0], gdal.GDT_Float32
+    )
     dataset.SetGeoTransform(geotransform)
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(epsg)

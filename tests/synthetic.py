@@ -9,7 +9,9 @@ def subsidence_bowls(n, noise_sd=2.0, extent=1e5, seed=0):
     rng = np.random.default_rng(seed)
     x, y = rng.uniform(0, extent, n), rng.uniform(0, extent, n)
     centres, depth, width = rng.uniform(0, extent, (12, 2)), rng.uniform(20, 120, 12), rng.uniform(3000, 15000, 12)
-    field = -sum(d * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * w**2)) for (cx, cy), d, w in zip(centres, depth, width))
+    field = -sum(
+        d * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * w**2)) for (cx, cy), d, w in zip(centres, depth, width)
+    )
     return x, y, field + rng.normal(0, noise_sd, n)
 
 
@@ -38,7 +40,9 @@ def subsidence_scenario(rows=300, columns=300, cell=25.0, seed=0, noise=1.0):
     urban, farmed = smooth(10), smooth(14)
     landuse = np.where(urban > 0.3, 1, np.where(farmed > -0.3, 2, 3))
     well_rows, well_columns = rng.integers(0, rows, 12), rng.integers(0, columns, 12)
-    distance = np.min(np.hypot(r[None] - well_rows[:, None, None], c[None] - well_columns[:, None, None]), axis=0) * cell
+    distance = (
+        np.min(np.hypot(r[None] - well_rows[:, None, None], c[None] - well_columns[:, None, None]), axis=0) * cell
+    )
     drawdown = 30 * np.exp(-distance / 1200.0)  # m, the nearest well's cone
     truth = -3 * drawdown * (clay / 30) ** 1.5 - 8 * (landuse == 2) + 4 * smooth(16)  # mm
     chance = np.select([landuse == 1, landuse == 2], [0.04, 0.0015], 0.005)

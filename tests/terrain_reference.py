@@ -84,7 +84,7 @@ def downstream_of_flats(receivers, filled):
     """True on flat cells (no receiver, not on the border), on the cells of the same elevation
     next to them (the flats' outlets) and on everything downstream of those."""
     shape = filled.shape
-    on_border = lambda cell: cell[0] in (0, shape[0] - 1) or cell[1] in (0, shape[1] - 1)  # noqa: E731
+    on_border = lambda cell: cell[0] in (0, shape[0] - 1) or cell[1] in (0, shape[1] - 1)
     touched = np.zeros(shape, bool)
     for cell, shares in receivers.items():
         if shares or on_border(cell):
@@ -104,7 +104,7 @@ def route_flats(receivers, filled):
     """Give every flat cell (no receiver, not on the border) the neighbour of the same
     elevation it is first reached from, searching breadth-first from the cells that drain."""
     shape = filled.shape
-    on_border = lambda cell: cell[0] in (0, shape[0] - 1) or cell[1] in (0, shape[1] - 1)  # noqa: E731
+    on_border = lambda cell: cell[0] in (0, shape[0] - 1) or cell[1] in (0, shape[1] - 1)
     flat = {cell for cell, shares in receivers.items() if not shares and not on_border(cell)}
     queue = deque(cell for cell in sorted(receivers) if cell not in flat)
     while queue:
@@ -116,4 +116,3 @@ def route_flats(receivers, filled):
                 receivers[near] = {cell: 1.0}
                 queue.append(near)
     return receivers
-

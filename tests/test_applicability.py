@@ -47,7 +47,9 @@ def test_training_dissimilarity_is_to_the_nearest_sample_of_another_fold():
     np.testing.assert_allclose(by_block[wanted], cdist(own[wanted], features).min(axis=1) / mean_distance, rtol=1e-5)
     assert np.isnan(by_block[0, 1])
     np.testing.assert_allclose(area.dissimilarity(query), cdist(query, features).min(axis=1) / mean_distance, rtol=1e-5)
-    few = applicability.Applicability(features[:3], 1.0, 1.0, np.zeros(3), np.ones(3))  # fewer samples than features: the rotation stays whole
+    few = applicability.Applicability(
+        features[:3], 1.0, 1.0, np.zeros(3), np.ones(3)
+    )  # fewer samples than features: the rotation stays whole
     np.testing.assert_allclose(few.dissimilarity(query), cdist(query, features[:3]).min(axis=1), rtol=1e-5)
 
 
@@ -75,21 +77,33 @@ def training_dataset(path, values):
     half = SIZE // 2
     rows, columns = np.meshgrid(np.arange(half, 89, 3), np.arange(half, 109, 3), indexing="ij")
     rows, columns = rows.ravel(), columns.ravel()
-    patches = np.stack([values[:, r - half : r - half + SIZE, c - half : c - half + SIZE] for r, c in zip(rows, columns)]).astype(np.float32)
+    patches = np.stack(
+        [values[:, r - half : r - half + SIZE, c - half : c - half + SIZE] for r, c in zip(rows, columns)]
+    ).astype(np.float32)
     targets = patches[:, 0, half, half] + 3 * patches[:, 1, half - 2 : half + 3, half - 2 : half + 3].mean(axis=(1, 2))
     split = np.random.default_rng(0).choice(3, len(rows), p=[0.7, 0.15, 0.15]).astype(np.int8)
     training = patches[split == 0]
     dataset.write(
-        path, patches, np.arange(len(rows)),
+        path,
+        patches,
+        np.arange(len(rows)),
         {
-            "targets": targets.astype(np.float32), "x": LEFT + (columns + 0.5) * PIXEL, "y": TOP - (rows + 0.5) * PIXEL,
-            "pid": np.array([f"p{i}" for i in range(len(rows))]), "split": split,
+            "targets": targets.astype(np.float32),
+            "x": LEFT + (columns + 0.5) * PIXEL,
+            "y": TOP - (rows + 0.5) * PIXEL,
+            "pid": np.array([f"p{i}" for i in range(len(rows))]),
+            "split": split,
             "band_names": np.array(["band0", "band1", "band2"]),
-            "band_mean": training.mean(axis=(0, 2, 3)).astype(np.float64), "band_std": training.std(axis=(0, 2, 3)).astype(np.float64),
-            "patch_size": SIZE, "pixel_size": np.array([PIXEL, PIXEL]), "crs": "EPSG:32630",
-            "target_field": "displacement", "target_units": "mm", "nodata_policy": "fill",
+            "band_mean": training.mean(axis=(0, 2, 3)).astype(np.float64),
+            "band_std": training.std(axis=(0, 2, 3)).astype(np.float64),
+            "patch_size": SIZE,
+            "pixel_size": np.array([PIXEL, PIXEL]),
+            "crs": "EPSG:32630",
+            "target_field": "displacement",
+            "target_units": "mm",
+            "nodata_policy": "fill",
         },
-    )  # fmt: skip
+    )
     return patches[split == 0], training.mean(axis=(0, 2, 3)), training.std(axis=(0, 2, 3))
 
 
@@ -108,17 +122,36 @@ def test_drivers_outside_the_training_range_are_flagged_and_less_certain(plugin,
     patches, mean, std = training_dataset(tmp_path / "data.npz", values)
     model = processing.run(
         "subsidence:traincnn",
-        {"DATASET": str(tmp_path / "data.npz"), "EPOCHS": 25, "BATCH_SIZE": 32, "LEARNING_RATE": 2e-3, "PATIENCE": 0, "ENSEMBLE": 5, "OUTPUT_MODEL": str(tmp_path / "m.onnx")},
+        {
+            "DATASET": str(tmp_path / "data.npz"),
+            "EPOCHS": 25,
+            "BATCH_SIZE": 32,
+            "LEARNING_RATE": 2e-3,
+            "PATIENCE": 0,
+            "ENSEMBLE": 5,
+            "OUTPUT_MODEL": str(tmp_path / "m.onnx"),
+        },
     )["OUTPUT_MODEL"]
     assert read_metadata(model)["ensemble_members"] == "5"
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     prediction, members = session.run(["prediction", "members"], {"patches": patches[:10]})
-    assert [output.name for output in session.get_outputs()] == ["prediction", "members"]  # DESIGN.md: the first is (N, 1)
+    assert [output.name for output in session.get_outputs()] == [
+        "prediction",
+        "members",
+    ]  # DESIGN.md: the first is (N, 1)
     assert prediction.shape == (10, 1) and members.shape == (10, 5)
     np.testing.assert_allclose(prediction[:, 0], members.mean(axis=1), rtol=1e-5)
-    outputs = {"OUTPUT": str(tmp_path / "s.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "sd.tif"), "OUTPUT_APPLICABILITY": str(tmp_path / "aoa.tif")}
+    outputs = {
+        "OUTPUT": str(tmp_path / "s.tif"),
+        "OUTPUT_UNCERTAINTY": str(tmp_path / "sd.tif"),
+        "OUTPUT_APPLICABILITY": str(tmp_path / "aoa.tif"),
+    }
     result = processing.run("subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, **outputs})
-    sd, di, mask = read(result["OUTPUT_UNCERTAINTY"], 1), read(result["OUTPUT_APPLICABILITY"], 1), read(result["OUTPUT_APPLICABILITY"], 2)
+    sd, di, mask = (
+        read(result["OUTPUT_UNCERTAINTY"], 1),
+        read(result["OUTPUT_APPLICABILITY"], 1),
+        read(result["OUTPUT_APPLICABILITY"], 2),
+    )
     trained = (slice(SIZE // 2, 89), slice(SIZE // 2, 109))
     outside = (slice(None), slice(SHIFTED_FROM + SIZE // 2, None))  # patches wholly in the shifted part
     assert np.mean(mask[trained] == 1) > 0.95
@@ -130,10 +163,18 @@ def test_drivers_outside_the_training_range_are_flagged_and_less_certain(plugin,
     features = (features - np.tile(mean, 2)) / scale
     mean_distance = pdist(features).mean()
     for row, column in [(20, 30), (50, 100), (50, 140), (60, 200), (5, 5)]:
-        patch = np.pad(values, ((0, 0), (SIZE // 2, SIZE // 2), (SIZE // 2, SIZE // 2)), mode="reflect")[:, row : row + SIZE, column : column + SIZE]
+        patch = np.pad(values, ((0, 0), (SIZE // 2, SIZE // 2), (SIZE // 2, SIZE // 2)), mode="reflect")[
+            :, row : row + SIZE, column : column + SIZE
+        ]
         here = (np.concatenate([patch[:, SIZE // 2, SIZE // 2], patch.mean(axis=(1, 2))]) - np.tile(mean, 2)) / scale
-        assert di[row, column] == pytest.approx(cdist(here[None], features).min() / mean_distance, rel=1e-4), (row, column)
-    blanked = processing.run("subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, "BLANK_OUTSIDE": True, "OUTPUT": str(tmp_path / "b.tif")})
+        assert di[row, column] == pytest.approx(cdist(here[None], features).min() / mean_distance, rel=1e-4), (
+            row,
+            column,
+        )
+    blanked = processing.run(
+        "subsidence:predictsurface",
+        {"MODEL": model, "FACTORS": stack, "BLANK_OUTSIDE": True, "OUTPUT": str(tmp_path / "b.tif")},
+    )
     surface = read(blanked["OUTPUT"], 1)
     np.testing.assert_array_equal(np.isnan(surface), mask == 0)
     np.testing.assert_allclose(surface[mask == 1], read(result["OUTPUT"], 1)[mask == 1], rtol=1e-6)

@@ -53,10 +53,14 @@ def test_calibration_points_are_the_validation_points_apart_from_every_training_
     chosen, apart = calibration.calibration_points(data)
     # Brute force: a patch is 80 m wide and 160 m high; overlapping means closer in both directions.
     train = np.flatnonzero(split == 0)
-    overlaps = [((np.abs(x[i] - x[train]) < 80) & (np.abs(y[i] - y[train]) < 160)).any() for i in np.flatnonzero(split == 1)]
+    overlaps = [
+        ((np.abs(x[i] - x[train]) < 80) & (np.abs(y[i] - y[train]) < 160)).any() for i in np.flatnonzero(split == 1)
+    ]
     assert apart and np.array_equal(chosen, np.flatnonzero(split == 1)[~np.array(overlaps)])
     assert 0 < len(chosen) < (split == 1).sum()
-    data.update(x=x / 3, y=y / 3, split=np.where(rng.random(n) < 0.2, 1, 0).astype(np.int8))  # mixed in, dense: too few apart
+    data.update(
+        x=x / 3, y=y / 3, split=np.where(rng.random(n) < 0.2, 1, 0).astype(np.int8)
+    )  # mixed in, dense: too few apart
     chosen, apart = calibration.calibration_points(data)
     assert not apart and np.array_equal(chosen, np.flatnonzero(data["split"] == 1))
 

@@ -45,9 +45,13 @@ def test_paper_replica_has_the_published_layers_and_about_21_million_weights():
     assert kinds == block * 3 + ["Flatten"] + head
     convolutions = [layer for layer in model if isinstance(layer, nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.padding) for c in convolutions] == [
-        (32, (1, 1), (0, 0)), (32, (3, 3), (1, 1)), (32, (1, 1), (0, 0)), (32, (3, 3), (1, 1)),
-        (1024, (1, 1), (0, 0)), (1024, (3, 3), (1, 1)),
-    ]  # fmt: skip
+        (32, (1, 1), (0, 0)),
+        (32, (3, 3), (1, 1)),
+        (32, (1, 1), (0, 0)),
+        (32, (3, 3), (1, 1)),
+        (1024, (1, 1), (0, 0)),
+        (1024, (3, 3), (1, 1)),
+    ]
     assert [layer.out_features for layer in model if isinstance(layer, nn.Linear)] == [1024, 1024, 512, 512, 256, 1]
     assert all(layer.p == 0.1 for layer in model if isinstance(layer, nn.Dropout))
     count = sum(parameter.numel() for parameter in model.parameters())
@@ -66,7 +70,12 @@ def test_small_has_dense_layer_types_with_one_pooling_and_60_thousand_weights():
     head = ["Linear", "ReLU", "BatchNorm1d", "Dropout"] * 2 + ["Linear", "ReLU", "BatchNorm1d", "Linear"]
     assert kinds == block + ["MaxPool2d", "Dropout"] + block + ["Dropout", "Flatten"] + head
     convolutions = [layer for layer in model if isinstance(layer, nn.Conv2d)]
-    assert [(c.out_channels, c.kernel_size, c.padding) for c in convolutions] == [(32, (1, 1), (0, 0)), (32, (3, 3), (0, 0)), (64, (1, 1), (0, 0)), (64, (3, 3), (0, 0))]
+    assert [(c.out_channels, c.kernel_size, c.padding) for c in convolutions] == [
+        (32, (1, 1), (0, 0)),
+        (32, (3, 3), (0, 0)),
+        (64, (1, 1), (0, 0)),
+        (64, (3, 3), (0, 0)),
+    ]
     assert [layer.out_features for layer in model if isinstance(layer, nn.Linear)] == [64, 64, 32, 1]
     assert all(layer.p == 0.1 for layer in model if isinstance(layer, nn.Dropout))
     count = sum(parameter.numel() for parameter in model.parameters())
@@ -79,7 +88,9 @@ def test_small_convolves_pools_and_convolves_again(size, side):
     assert architecture.feature_size("small", size) == side
 
 
-@pytest.mark.parametrize("name, sizes", [("dense", (22, 23, 30, 41)), ("paper", (8, 15, 30)), ("small", (8, 9, 11, 21, 30))])
+@pytest.mark.parametrize(
+    "name, sizes", [("dense", (22, 23, 30, 41)), ("paper", (8, 15, 30)), ("small", (8, 9, 11, 21, 30))]
+)
 def test_each_takes_any_bands_and_allowed_patch_sizes(name, sizes):
     for bands in (1, 9):
         for size in sizes:
@@ -94,7 +105,14 @@ def test_too_small_patches_are_refused_with_the_minimum(name, smallest):
         cnn.build(name, 3, smallest - 1)
 
 
-@pytest.mark.parametrize("size, advice", [(12, "Choose the small architecture"), (8, "Choose the small architecture"), (7, "Export patches of that size or larger")])
+@pytest.mark.parametrize(
+    "size, advice",
+    [
+        (12, "Choose the small architecture"),
+        (8, "Choose the small architecture"),
+        (7, "Export patches of that size or larger"),
+    ],
+)
 def test_patches_too_small_for_dense_point_to_small_when_it_takes_them(size, advice):
     problem = architecture.check_patch_size("dense", size)
     assert "at least 22 x 22" in problem and advice in problem
@@ -103,4 +121,8 @@ def test_patches_too_small_for_dense_point_to_small_when_it_takes_them(size, adv
 
 def test_the_enum_order_is_kept_and_only_valid_convolutions_are_dense_exact():
     names = architecture.ARCHITECTURES
-    assert list(zip(names, map(architecture.dense_exact, names))) == [("dense", True), ("paper", False), ("small", True)]
+    assert list(zip(names, map(architecture.dense_exact, names))) == [
+        ("dense", True),
+        ("paper", False),
+        ("small", True),
+    ]

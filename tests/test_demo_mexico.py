@@ -9,15 +9,33 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import REPO, qgis_process_environment
-from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 
 DATA = REPO / "resources" / "sample_data" / "mexico_city"
 MAPS = {"CNN": "cnn_surface.tif", "ordinary kriging": "kriged_surface.tif", "hybrid": "hybrid_surface.tif"}
 OUTPUTS = (
-    "ps_points.gpkg", "driver_stack.tif", "dataset.npz", "cnn_model.onnx", "training_report.html", "cnn_uncertainty.tif",
-    "cnn_applicability.tif", "kriging_variance.tif", "hybrid_variance.tif", "comparison.csv", "evaluation_report.html",
-    "gap_scores.csv", "surfaces.png", *MAPS.values(),
-)  # fmt: skip
+    "ps_points.gpkg",
+    "driver_stack.tif",
+    "dataset.npz",
+    "cnn_model.onnx",
+    "training_report.html",
+    "cnn_uncertainty.tif",
+    "cnn_applicability.tif",
+    "kriging_variance.tif",
+    "hybrid_variance.tif",
+    "comparison.csv",
+    "evaluation_report.html",
+    "gap_scores.csv",
+    "surfaces.png",
+    *MAPS.values(),
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +45,14 @@ def demo(tmp_path_factory):
     profile = folder / "profile"
     profile.mkdir()
     env = {**qgis_process_environment(profile), "ENSEMBLE": "2", "EPOCHS": "3"}
-    done = subprocess.run(["bash", "tools/demo_mexico.sh", "qgis_process.bin", str(folder / "out")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        ["bash", "tools/demo_mexico.sh", "qgis_process.bin", str(folder / "out")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder / "out", done.stdout
 
@@ -55,7 +80,12 @@ def test_printed_gap_scores_equal_a_recomputation_from_the_rasters(demo):
     provider, extent = truth.dataProvider(), truth.extent()
     width, height = truth.rasterUnitsPerPixelX(), truth.rasterUnitsPerPixelY()
     block = provider.block(1, extent, truth.width(), truth.height())
-    values = np.array([[np.nan if block.isNoData(r, c) else block.value(r, c) for c in range(truth.width())] for r in range(truth.height())])
+    values = np.array(
+        [
+            [np.nan if block.isNoData(r, c) else block.value(r, c) for c in range(truth.width())]
+            for r in range(truth.height())
+        ]
+    )
     # The cells holding a PS point (the points are in the truth's CRS, EPSG:4326).
     has_ps = np.zeros(values.shape, bool)
     ps = QgsVectorLayer(str(folder / "ps_points.gpkg"), "ps", "ogr")
@@ -67,7 +97,10 @@ def test_printed_gap_scores_equal_a_recomputation_from_the_rasters(demo):
     rows, columns = np.nonzero(np.isfinite(values) & ~has_ps)
     ps_rows, ps_columns = np.nonzero(has_ps)
     nearest = np.sqrt(np.min((rows[:, None] - ps_rows) ** 2 + (columns[:, None] - ps_columns) ** 2, axis=1))
-    centres = [QgsPointXY(extent.xMinimum() + (c + 0.5) * width, extent.yMaximum() - (r + 0.5) * height) for r, c in zip(rows, columns)]
+    centres = [
+        QgsPointXY(extent.xMinimum() + (c + 0.5) * width, extent.yMaximum() - (r + 0.5) * height)
+        for r, c in zip(rows, columns)
+    ]
     predicted = {"PS mean (null model)": np.full(len(rows), np.mean(ps_values))}
     for method, name in MAPS.items():
         layer = QgsRasterLayer(str(folder / name))
@@ -79,7 +112,13 @@ def test_printed_gap_scores_equal_a_recomputation_from_the_rasters(demo):
     expected, truth_at_gaps, far = {}, values[rows, columns][common], nearest[common] > 3
     for method, values_at_gaps in predicted.items():
         error = values_at_gaps[common] - truth_at_gaps
-        expected[method] = (int(common.sum()), np.sqrt(np.mean(error**2)), np.mean(np.abs(error)), np.mean(error), np.sqrt(np.mean(error[far] ** 2)))
+        expected[method] = (
+            int(common.sum()),
+            np.sqrt(np.mean(error**2)),
+            np.mean(np.abs(error)),
+            np.mean(error),
+            np.sqrt(np.mean(error[far] ** 2)),
+        )
     assert len(rows) == 4324  # every valid cell that is not a PS cell
     scores, n_far = printed_scores(printed)
     assert n_far == far.sum() > 100

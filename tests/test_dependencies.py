@@ -23,13 +23,13 @@ class NeedsOnnxruntime(SubsidenceAlgorithm):
     def name(self):
         return "needsonnxruntime"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Needs onnxruntime"
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addOutput(QgsProcessingOutputString("RAN", "Ran"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         import onnxruntime
 
         return {"RAN": onnxruntime.__name__}

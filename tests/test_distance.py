@@ -32,7 +32,9 @@ def layer_of(kind, wkts, crs="EPSG:32630"):
 
 
 def distance(tmp_path, layer, reference):
-    result = processing.run("subsidence:distance", {"INPUT": layer, "REFERENCE": reference, "OUTPUT": str(tmp_path / "d.tif")})
+    result = processing.run(
+        "subsidence:distance", {"INPUT": layer, "REFERENCE": reference, "OUTPUT": str(tmp_path / "d.tif")}
+    )
     dataset = gdal.Open(result["OUTPUT"])  # must outlive its band
     return dataset.GetRasterBand(1).ReadAsArray().astype(float)
 
@@ -49,7 +51,13 @@ def test_a_horizontal_line_and_a_square(plugin, tmp_path, reference):
     x, y = centres()
     line = distance(tmp_path, layer_of("LineString", ["LINESTRING (499000 4099500, 502000 4099500)"]), reference)
     np.testing.assert_allclose(line, np.abs(y - 4099500), rtol=1e-6, atol=1e-6)
-    square = distance(tmp_path, layer_of("Polygon", ["POLYGON ((500300 4099300, 500700 4099300, 500700 4099700, 500300 4099700, 500300 4099300))"]), reference)
+    square = distance(
+        tmp_path,
+        layer_of(
+            "Polygon", ["POLYGON ((500300 4099300, 500700 4099300, 500700 4099700, 500300 4099700, 500300 4099300))"]
+        ),
+        reference,
+    )
     dx = np.maximum.reduce([500300 - x, np.zeros_like(x), x - 500700])
     dy = np.maximum.reduce([4099300 - y, np.zeros_like(y), y - 4099700])
     np.testing.assert_allclose(square, np.hypot(dx, dy), rtol=1e-6, atol=1e-6)
@@ -60,7 +68,9 @@ def test_random_lines_match_qgis_geometry_distance(plugin, tmp_path, reference):
     rng = np.random.default_rng(0)
     wkts = []
     for _ in range(6):
-        vertices = rng.uniform([LEFT - 200, TOP - HEIGHT * PIXEL - 200], [LEFT + WIDTH * PIXEL + 200, TOP + 200], (5, 2))
+        vertices = rng.uniform(
+            [LEFT - 200, TOP - HEIGHT * PIXEL - 200], [LEFT + WIDTH * PIXEL + 200, TOP + 200], (5, 2)
+        )
         wkts.append("LINESTRING (" + ", ".join(f"{a} {b}" for a, b in vertices) + ")")
     result = distance(tmp_path, layer_of("LineString", wkts), reference)
     geometries = [QgsGeometry.fromWkt(wkt) for wkt in wkts]
@@ -74,9 +84,13 @@ def test_features_in_another_crs_are_reprojected(plugin, tmp_path, reference):
     from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject
 
     utm = QgsPointXY(500600.0, 4099600.0)
-    transform = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32630"), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    transform = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:32630"), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance()
+    )
     geographic = transform.transform(utm)
-    result = distance(tmp_path, layer_of("Point", [f"POINT ({geographic.x():.12f} {geographic.y():.12f})"], "EPSG:4326"), reference)
+    result = distance(
+        tmp_path, layer_of("Point", [f"POINT ({geographic.x():.12f} {geographic.y():.12f})"], "EPSG:4326"), reference
+    )
     x, y = centres()
     np.testing.assert_allclose(result, np.hypot(x - utm.x(), y - utm.y()), atol=1e-3)
 

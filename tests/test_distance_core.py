@@ -18,7 +18,9 @@ def test_segments_exact_near_and_far(piece):
     starts = rng.uniform(0, 1000, (60, 2))
     ends = starts + rng.normal(0, 150, (60, 2))
     targets = np.concatenate([rng.uniform(-100, 1100, (3000, 2)), rng.uniform(5000, 20000, (300, 2))])  # far ones too
-    np.testing.assert_allclose(distance.to_segments(starts, ends, targets, piece), brute_force(starts, ends, targets), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(
+        distance.to_segments(starts, ends, targets, piece), brute_force(starts, ends, targets), rtol=1e-12, atol=1e-9
+    )
 
 
 def test_points_exact():

@@ -14,7 +14,13 @@ from insar_subsidence.core.dataset import open_dataset
 def run(tmp_path, dataset, model, **parameters):
     return processing.run(
         "subsidence:evaluate",
-        {"DATASET": str(dataset), "MODEL": model, "OUTPUT_TABLE": str(tmp_path / "table.csv"), "OUTPUT_REPORT": str(tmp_path / "r.html"), **parameters},
+        {
+            "DATASET": str(dataset),
+            "MODEL": model,
+            "OUTPUT_TABLE": str(tmp_path / "table.csv"),
+            "OUTPUT_REPORT": str(tmp_path / "r.html"),
+            **parameters,
+        },
     )
 
 
@@ -37,16 +43,21 @@ def test_table_metrics_equal_numpy_on_its_rows(plugin, tmp_path, dense_model):
     assert [p["pid"] for p in points] == [str(pid) for pid in data["pid"][test]]
     observed = np.array([float(p["observed"]) for p in points])
     np.testing.assert_allclose(observed, data["targets"][test], rtol=1e-6)
-    np.testing.assert_allclose([float(p["mean"]) for p in points], data["targets"][data["split"] == 0].astype(float).mean(), rtol=1e-9)
+    np.testing.assert_allclose(
+        [float(p["mean"]) for p in points], data["targets"][data["split"] == 0].astype(float).mean(), rtol=1e-9
+    )
     assert sorted(summary) == sorted(evaluation.METHODS)
     for method in evaluation.METHODS:
         predicted = np.array([float(p[method]) for p in points])
         error = predicted - observed
         np.testing.assert_allclose([float(p[f"{method}_error"]) for p in points], error, rtol=1e-6, atol=1e-9)
         expected = {
-            "rmse": np.sqrt(np.mean(error**2)), "mae": np.mean(np.abs(error)), "bias": np.mean(error),
-            "r2": 1 - np.sum(error**2) / np.sum((observed - observed.mean()) ** 2), "n": test.sum(),
-        }  # fmt: skip
+            "rmse": np.sqrt(np.mean(error**2)),
+            "mae": np.mean(np.abs(error)),
+            "bias": np.mean(error),
+            "r2": 1 - np.sum(error**2) / np.sum((observed - observed.mean()) ** 2),
+            "n": test.sum(),
+        }
         for key, value in expected.items():
             assert float(summary[method][key]) == pytest.approx(value, rel=1e-6)
         assert result[f"{method.upper()}_RMSE"] == pytest.approx(expected["rmse"], rel=1e-6)
@@ -74,29 +85,60 @@ def test_calibration_is_the_share_of_errors_within_one_and_two_sigma(plugin, tmp
     members = run_model.run(["members"], {"patches": np.array(data["patches"][data["split"] == 2])})[0].astype(float)
     validation = run_model.run(["members"], {"patches": np.array(data["patches"][data["split"] == 1])})[0].astype(float)
     residuals, spread = data["targets"][data["split"] == 1] - validation.mean(axis=1), validation.std(axis=1, ddof=1)
-    noise = float(np.square(np.array([float(p["cnn_sigma"]) for p in points])).mean() - np.square(members.std(axis=1, ddof=1)).mean())
+    noise = float(
+        np.square(np.array([float(p["cnn_sigma"]) for p in points])).mean()
+        - np.square(members.std(axis=1, ddof=1)).mean()
+    )
     assert noise > 0 and np.mean(residuals**2 / (spread**2 + noise)) == pytest.approx(1.0, rel=1e-4)
     observed = np.array([float(p["observed"]) for p in points])
     np.testing.assert_allclose([float(p["cnn_spread"]) for p in points], members.std(axis=1, ddof=1), rtol=1e-5)
-    np.testing.assert_allclose([float(p["cnn_sigma"]) for p in points], np.sqrt(members.std(axis=1, ddof=1) ** 2 + noise), rtol=1e-5)
+    np.testing.assert_allclose(
+        [float(p["cnn_sigma"]) for p in points], np.sqrt(members.std(axis=1, ddof=1) ** 2 + noise), rtol=1e-5
+    )
     np.testing.assert_allclose([float(p["cnn"]) for p in points], members.mean(axis=1), rtol=1e-5)
     sigmas = {"kriging": np.sqrt([float(p["kriging_variance"]) for p in points])}
-    sigmas.update({method: np.array([float(p[f"{method}_sigma"]) for p in points]) for method in ("regression_kriging", "cnn", "hybrid")})
+    sigmas.update(
+        {
+            method: np.array([float(p[f"{method}_sigma"]) for p in points])
+            for method in ("regression_kriging", "cnn", "hybrid")
+        }
+    )
     for method, sigma in sigmas.items():
         error = np.array([float(p[method]) for p in points]) - observed
         for k in (1, 2):
             expected = 100 * np.mean(np.abs(error) <= k * sigma)
             assert float(summary[method][f"within_{k}_sigma"]) == pytest.approx(expected)
             assert result[f"{method.upper()}_WITHIN_{k}_SIGMA"] == pytest.approx(expected)
-        assert result[f"{method.upper()}_CRPS"] == pytest.approx(float(summary[method]["crps"])) and float(summary[method]["crps"]) > 0
+        assert (
+            result[f"{method.upper()}_CRPS"] == pytest.approx(float(summary[method]["crps"]))
+            and float(summary[method]["crps"]) > 0
+        )
     assert not summary["mean"]["within_1_sigma"] and not summary["mean"]["crps"]  # empty: the null model has no σ
     grid = (400000.0, 10.0, 0, 4500000.0, 0, -10.0)
     stack = geotiff(tmp_path / "stack.tif", smooth_fields(3, 60, 80), grid, 32630, names=["band0", "band1", "band2"])
     surfaces = processing.run(
-        "subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, "OUTPUT": str(tmp_path / "s.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif")}
+        "subsidence:predictsurface",
+        {
+            "MODEL": model,
+            "FACTORS": stack,
+            "OUTPUT": str(tmp_path / "s.tif"),
+            "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif"),
+        },
     )
-    area = geotiff(tmp_path / "aoa.tif", np.stack([np.linspace(0, 2, 4800).reshape(60, 80), np.linspace(0, 2, 4800).reshape(60, 80) < 1]), grid, 32630)
-    mapped = run(tmp_path, tmp_path / "data.npz", model, SURFACE=surfaces["OUTPUT"], UNCERTAINTY=surfaces["OUTPUT_UNCERTAINTY"], APPLICABILITY=area)
+    area = geotiff(
+        tmp_path / "aoa.tif",
+        np.stack([np.linspace(0, 2, 4800).reshape(60, 80), np.linspace(0, 2, 4800).reshape(60, 80) < 1]),
+        grid,
+        32630,
+    )
+    mapped = run(
+        tmp_path,
+        tmp_path / "data.npz",
+        model,
+        SURFACE=surfaces["OUTPUT"],
+        UNCERTAINTY=surfaces["OUTPUT_UNCERTAINTY"],
+        APPLICABILITY=area,
+    )
     page = open(mapped["OUTPUT_REPORT"], encoding="utf-8").read()
     assert "Calibration of the uncertainties" in page and "calibration curve" in page
     assert 'alt="maps of the surface, its uncertainty and its area of applicability"' in page
@@ -105,9 +147,9 @@ def test_calibration_is_the_share_of_errors_within_one_and_two_sigma(plugin, tmp
 def pykrige(fit, x, y, z, tx, ty, neighbours):
     from pykrige.ok import OrdinaryKriging as PyKrige
 
-    return PyKrige(x, y, z, variogram_model=fit.variogram.model, variogram_parameters=fit.variogram.as_pykrige_dict()).execute(
-        "points", tx, ty, backend="C", n_closest_points=neighbours
-    )
+    return PyKrige(
+        x, y, z, variogram_model=fit.variogram.model, variogram_parameters=fit.variogram.as_pykrige_dict()
+    ).execute("points", tx, ty, backend="C", n_closest_points=neighbours)
 
 
 def test_regression_kriging_and_the_hybrid_equal_least_squares_and_pykrige(tmp_path):
@@ -128,11 +170,15 @@ def test_regression_kriging_and_the_hybrid_equal_least_squares_and_pykrige(tmp_p
     features = np.column_stack([np.ones(len(targets)), patches[:, :, 11, 11], patches.mean(axis=(2, 3))])
     coefficients = np.linalg.lstsq(features[known], targets[known], rcond=None)[0]
     trend = features @ coefficients
-    correction, variance = pykrige(result.variograms["regression_kriging"], x[known], y[known], (targets - trend)[known], x[test], y[test], 16)
+    correction, variance = pykrige(
+        result.variograms["regression_kriging"], x[known], y[known], (targets - trend)[known], x[test], y[test], 16
+    )
     np.testing.assert_allclose(result.predicted["regression_kriging"], trend[test] + correction, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(result.sigma["regression_kriging"] ** 2, variance, rtol=1e-6, atol=1e-10)
     cnn = predict(patches).mean(axis=1)
-    correction, variance = pykrige(result.variograms["hybrid"], x[validation], y[validation], (targets - cnn)[validation], x[test], y[test], 16)
+    correction, variance = pykrige(
+        result.variograms["hybrid"], x[validation], y[validation], (targets - cnn)[validation], x[test], y[test], 16
+    )
     np.testing.assert_allclose(result.predicted["hybrid"], cnn[test] + correction, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(result.sigma["hybrid"] ** 2, variance, rtol=1e-6, atol=1e-10)
     assert result.points["hybrid"] == validation.sum() and result.points["regression_kriging"] == known.sum()
@@ -152,7 +198,9 @@ def test_no_kriging_sees_a_test_point(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation, "OrdinaryKriging", Spy)
     result = evaluation.compare(data, lambda patches: np.zeros((len(patches), 1)), "spherical", 16)
     test = {tuple(point) for point in np.column_stack([data["x"], data["y"]])[data["split"] == 2]}
-    assert len(given) == 3 and not any(test & {tuple(point) for point in points} for points in given)  # kriging, regression kriging, hybrid
+    assert len(given) == 3 and not any(
+        test & {tuple(point) for point in points} for points in given
+    )  # kriging, regression kriging, hybrid
     assert len(given[0]) == len(given[1]) == (data["split"] != 2).sum() == result.points["kriging"]
     assert len(given[2]) == (data["split"] == 1).sum() == result.points["hybrid"]
 
@@ -215,7 +263,13 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
     spread_out(tmp_path / "data.npz")
     trained = processing.run(
         "subsidence:traincnn",
-        {"DATASET": str(tmp_path / "data.npz"), "EPOCHS": 2, "LEARNING_RATE": 1e-3, "ENSEMBLE": 2, "OUTPUT_MODEL": str(tmp_path / "model.onnx")},
+        {
+            "DATASET": str(tmp_path / "data.npz"),
+            "EPOCHS": 2,
+            "LEARNING_RATE": 1e-3,
+            "ENSEMBLE": 2,
+            "OUTPUT_MODEL": str(tmp_path / "model.onnx"),
+        },
     )
     given = []  # the points each kriging was given
 
@@ -237,7 +291,10 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
     # Three krigings (kriging, regression kriging, hybrid) for the dataset's own split, then three
     # per fold, which never saw the fold's test points (nor the points left out for overlapping them).
     assert len(given) == 12
-    unseen = [min(sum(tuple(point) not in seen for point in points) for seen in given[3 * fold : 3 * fold + 3]) for fold in (1, 2, 3)]
+    unseen = [
+        min(sum(tuple(point) not in seen for point in points) for seen in given[3 * fold : 3 * fold + 3])
+        for fold in (1, 2, 3)
+    ]
     for method in evaluation.METHODS:
         n = np.array([float(folds[f][method]["n"]) for f in sorted(folds)])
         rmse = np.array([float(folds[f][method]["rmse"]) for f in sorted(folds)])
@@ -246,5 +303,9 @@ def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin
         pooled = np.sqrt(np.sum(n * rmse**2) / n.sum())  # the pooled RMSE from the folds' own
         assert result[f"CV_{method.upper()}_RMSE"] == pytest.approx(pooled, rel=1e-6)
     assert "Spatial cross-validation" in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
-    pooled_rows = [row for row in rows if row["row"] == "cross-validation" and row["method"] != "mean"]  # each fold's σ of each method
-    assert len(pooled_rows) == 4 and all(0 <= float(row["within_1_sigma"]) <= float(row["within_2_sigma"]) <= 100 for row in pooled_rows)
+    pooled_rows = [
+        row for row in rows if row["row"] == "cross-validation" and row["method"] != "mean"
+    ]  # each fold's σ of each method
+    assert len(pooled_rows) == 4 and all(
+        0 <= float(row["within_1_sigma"]) <= float(row["within_2_sigma"]) <= 100 for row in pooled_rows
+    )

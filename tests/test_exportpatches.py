@@ -17,7 +17,9 @@ def stack_path(tmp_path, geotiff):
     rng = np.random.default_rng(0)
     values = rng.normal(0, 1, (BANDS, HEIGHT, WIDTH)).astype(np.float32)
     values[1, 40:44, 60:63] = NODATA
-    return geotiff(tmp_path / "stack.tif", values, (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, NODATA, ["elevation", "ndvi", "twi"])
+    return geotiff(
+        tmp_path / "stack.tif", values, (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, NODATA, ["elevation", "ndvi", "twi"]
+    )
 
 
 def points_layer(cells, split=None):
@@ -26,7 +28,9 @@ def points_layer(cells, split=None):
     features = []
     for number, (row, column) in enumerate(cells):
         feature = QgsFeature(layer.fields())
-        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(LEFT + (column + 0.5) * PIXEL, TOP - (row + 0.5) * PIXEL)))
+        feature.setGeometry(
+            QgsGeometry.fromPointXY(QgsPointXY(LEFT + (column + 0.5) * PIXEL, TOP - (row + 0.5) * PIXEL))
+        )
         feature.setAttributes([float(row + column / 1000), split[number] if split else None])
         features.append(feature)
     assert layer.dataProvider().addFeatures(features)[0]
@@ -34,7 +38,13 @@ def points_layer(cells, split=None):
 
 
 def export(tmp_path, layer, stack, **parameters):
-    defaults = {"POINTS": layer, "FIELD": "displacement", "FACTORS": stack, "PATCH_SIZE": SIZE, "OUTPUT": str(tmp_path / "d.npz")}
+    defaults = {
+        "POINTS": layer,
+        "FIELD": "displacement",
+        "FACTORS": stack,
+        "PATCH_SIZE": SIZE,
+        "OUTPUT": str(tmp_path / "d.npz"),
+    }
     results = processing.run("subsidence:exportpatches", {**defaults, **parameters})
     return results, open_dataset(results["OUTPUT"])
 
@@ -76,7 +86,10 @@ def test_patches_equal_gdal_windows_with_edges_and_nodata(plugin, tmp_path, stac
         np.testing.assert_array_equal(data["patches"][i], filled.astype(np.float32))
         assert data["targets"][i] == np.float32(row + column / 1000)
         centre = gdal_patch(stack_path, row, column)[:, SIZE // 2, SIZE // 2]
-        assert np.array_equal(data["patches"][i][:, SIZE // 2, SIZE // 2][np.isfinite(centre)], centre[np.isfinite(centre)].astype(np.float32))
+        assert np.array_equal(
+            data["patches"][i][:, SIZE // 2, SIZE // 2][np.isfinite(centre)],
+            centre[np.isfinite(centre)].astype(np.float32),
+        )
         checked += 1
     assert checked > 100
 
@@ -90,7 +103,9 @@ def test_skip_policy_drops_and_statistics_come_from_training_only(plugin, tmp_pa
     training = np.asarray(data["patches"])[data["split"] == 0].astype(float)
     np.testing.assert_allclose(data["band_mean"], training.mean(axis=(0, 2, 3)), rtol=1e-9)
     np.testing.assert_allclose(data["band_std"], training.std(axis=(0, 2, 3)), rtol=1e-9)
-    assert (results["N_TRAIN"], results["N_VAL"], results["N_TEST"]) == tuple(int((data["split"] == k).sum()) for k in range(3))
+    assert (results["N_TRAIN"], results["N_VAL"], results["N_TEST"]) == tuple(
+        int((data["split"] == k).sum()) for k in range(3)
+    )
 
 
 def overlaps(data, held_out=2, others=(0, 1)):
@@ -99,7 +114,9 @@ def overlaps(data, held_out=2, others=(0, 1)):
     columns = np.round((data["x"] - LEFT) / PIXEL - 0.5).astype(int)
     test = data["split"] == held_out
     others = np.isin(data["split"], others)
-    close = (np.abs(rows[others][:, None] - rows[test][None]) < SIZE) & (np.abs(columns[others][:, None] - columns[test][None]) < SIZE)
+    close = (np.abs(rows[others][:, None] - rows[test][None]) < SIZE) & (
+        np.abs(columns[others][:, None] - columns[test][None]) < SIZE
+    )
     return int(close.any(axis=1).sum())
 
 
@@ -107,14 +124,20 @@ def test_spatial_split_leaves_no_training_patch_over_a_test_patch(plugin, tmp_pa
     cells = random_cells(600, seed=3)
     results, data = export(tmp_path, points_layer(cells), stack_path, NODATA_POLICY=1, BLOCK_SIZE=200)
     assert results["N_TEST"] > 0 and results["N_TRAIN"] > 0 and results["N_VAL"] > 0
-    assert overlaps(data) == 0 and overlaps(data, held_out=1, others=(0,)) == 0  # nor a training patch over a validation patch
+    assert (
+        overlaps(data) == 0 and overlaps(data, held_out=1, others=(0,)) == 0
+    )  # nor a training patch over a validation patch
     _, randomly = export(tmp_path, points_layer(cells), stack_path, NODATA_POLICY=1, SPLIT=1)
-    assert overlaps(randomly) > 0 and overlaps(randomly, held_out=1, others=(0,)) > 0  # the checks above can fail: a random split leaks
+    assert (
+        overlaps(randomly) > 0 and overlaps(randomly, held_out=1, others=(0,)) > 0
+    )  # the checks above can fail: a random split leaks
 
 
 def test_split_from_a_field(plugin, tmp_path, stack_path):
     cells = [(20, 20), (50, 50), (80, 100), (30, 90)]
-    _, data = export(tmp_path, points_layer(cells, ["train", "test", "val", "train"]), stack_path, SPLIT=2, SPLIT_FIELD="part")
+    _, data = export(
+        tmp_path, points_layer(cells, ["train", "test", "val", "train"]), stack_path, SPLIT=2, SPLIT_FIELD="part"
+    )
     assert sorted(data["split"].tolist()) == [0, 0, 1, 2]
 
 

@@ -41,8 +41,12 @@ def read_output(path):
     for feature in layer:
         point = feature.GetGeometryRef()
         rows[feature.GetField("pid")] = {
-            "x": point.GetX(), "y": point.GetY(),
-            **{name: feature.GetField(name) for name in ("displacement", "velocity", "coherence", "n_epochs", "start_date", "end_date")},
+            "x": point.GetX(),
+            "y": point.GetY(),
+            **{
+                name: feature.GetField(name)
+                for name in ("displacement", "velocity", "coherence", "n_epochs", "start_date", "end_date")
+            },
         }
     return rows, layer.GetSpatialRef().GetAuthorityCode(None)
 
@@ -69,7 +73,13 @@ def test_donana_matches_a_direct_computation(run, tmp_path):
     for feature in layer:
         point = feature.GetGeometryRef().GetGeometryRef(0)
         up = feature.GetField("cosU")
-        d, v, first, last = oracle(dates, [feature.GetField(n) for n in date_names], datetime.date(2016, 1, 1), datetime.date(2019, 6, 30), 10.0)
+        d, v, first, last = oracle(
+            dates,
+            [feature.GetField(n) for n in date_names],
+            datetime.date(2016, 1, 1),
+            datetime.date(2019, 6, 30),
+            10.0,
+        )
         groups.setdefault((point.GetX(), point.GetY()), []).append((d / up, v / up, feature.GetField("Coer")))
     assert len(rows) == len(groups) == 442 and "131 merged" in log
     by_location = {(r["x"], r["y"]): r for r in rows.values()}
@@ -112,12 +122,80 @@ def write_csv(path, header, rows, delimiter=","):
 
 
 def test_egms_l2a_csv_with_numeric_date_headers(run, tmp_path):
-    header = ["pid", "mp_type", "latitude", "longitude", "easting", "northing", "height", "rmse", "temporal_coherence",
-              "amplitude_dispersion", "incidence_angle", "track_angle", "los_east", "los_north", "los_up",
-              "mean_velocity", "mean_velocity_std", "acceleration", "20180105", "20180117", "20180129"]
-    rows = [["1AbC", "PS", 52.1, 5.1, 3950000.0, 3200000.0, 10, 1.2, 0.9, 0.2, 35, -10, -0.6, -0.1, 0.8, -4.0, 0.3, 0.0, 0.0, -1.0, -2.5],
-            ["2XyZ", "PS", 52.2, 5.2, 3950500.0, 3200500.0, 12, 1.1, 0.5, 0.3, 35, -10, -0.6, -0.1, 0.8, 1.0, 0.3, 0.0, 0.0, 0.5, 1.0]]
-    (out, epsg), log = run(INPUT=write_csv(tmp_path / "egms.csv", header, rows), MIN_COHERENCE=0.8, LOS_TO_VERTICAL=True)
+    header = [
+        "pid",
+        "mp_type",
+        "latitude",
+        "longitude",
+        "easting",
+        "northing",
+        "height",
+        "rmse",
+        "temporal_coherence",
+        "amplitude_dispersion",
+        "incidence_angle",
+        "track_angle",
+        "los_east",
+        "los_north",
+        "los_up",
+        "mean_velocity",
+        "mean_velocity_std",
+        "acceleration",
+        "20180105",
+        "20180117",
+        "20180129",
+    ]
+    rows = [
+        [
+            "1AbC",
+            "PS",
+            52.1,
+            5.1,
+            3950000.0,
+            3200000.0,
+            10,
+            1.2,
+            0.9,
+            0.2,
+            35,
+            -10,
+            -0.6,
+            -0.1,
+            0.8,
+            -4.0,
+            0.3,
+            0.0,
+            0.0,
+            -1.0,
+            -2.5,
+        ],
+        [
+            "2XyZ",
+            "PS",
+            52.2,
+            5.2,
+            3950500.0,
+            3200500.0,
+            12,
+            1.1,
+            0.5,
+            0.3,
+            35,
+            -10,
+            -0.6,
+            -0.1,
+            0.8,
+            1.0,
+            0.3,
+            0.0,
+            0.0,
+            0.5,
+            1.0,
+        ],
+    ]
+    (out, epsg), log = run(
+        INPUT=write_csv(tmp_path / "egms.csv", header, rows), MIN_COHERENCE=0.8, LOS_TO_VERTICAL=True
+    )
     assert epsg == "3035" and "EGMS L2a/L2b" in log and list(out) == ["1AbC"]
     assert "coherence below 0.8" in log
     point = out["1AbC"]
@@ -128,15 +206,41 @@ def test_egms_l2a_csv_with_numeric_date_headers(run, tmp_path):
 
 
 def test_egms_l3_semicolon_csv(run, tmp_path):
-    header = ["pid", "easting", "northing", "height", "rmse", "mean_velocity", "mean_velocity_std", "20190101", "20190107"]
+    header = [
+        "pid",
+        "easting",
+        "northing",
+        "height",
+        "rmse",
+        "mean_velocity",
+        "mean_velocity_std",
+        "20190101",
+        "20190107",
+    ]
     rows = [["p1", 4000000, 3000000, 5, 1, -3, 0.1, 0.0, -0.7]]
     (out, epsg), log = run(INPUT=write_csv(tmp_path / "l3.csv", header, rows, ";"))
     assert epsg == "3035" and "EGMS L3" in log and out["p1"]["displacement"] == pytest.approx(-0.7)
 
 
 def test_sarproz_without_epochs_uses_its_velocity_and_cumulative_displacement(run, tmp_path):
-    header = ["ID", "LAT", "LON", "SVET", "LVET", "HEIGHT", "HEIGHT WRT DEM", "SIGMA HEIGHT", "VEL", "SIGMA VEL", "CUMUL.DISP.", "COHER"]
-    rows = [[1, 37.1, -6.5, 100, 200, 30, 2, 0.5, -7.5, 0.4, -30.2, 0.92], [2, 37.2, -6.4, 101, 201, 31, 2, 0.5, 2.0, 0.4, 8.0, 0.85]]
+    header = [
+        "ID",
+        "LAT",
+        "LON",
+        "SVET",
+        "LVET",
+        "HEIGHT",
+        "HEIGHT WRT DEM",
+        "SIGMA HEIGHT",
+        "VEL",
+        "SIGMA VEL",
+        "CUMUL.DISP.",
+        "COHER",
+    ]
+    rows = [
+        [1, 37.1, -6.5, 100, 200, 30, 2, 0.5, -7.5, 0.4, -30.2, 0.92],
+        [2, 37.2, -6.4, 101, 201, 31, 2, 0.5, 2.0, 0.4, 8.0, 0.85],
+    ]
     (out, epsg), log = run(INPUT=write_csv(tmp_path / "sarproz.csv", header, rows))
     assert epsg == "4326" and "SARPROZ" in log and "No epoch columns" in log
     assert (out["1"]["velocity"], out["1"]["displacement"], out["1"]["coherence"]) == (-7.5, -30.2, 0.92)
@@ -154,8 +258,10 @@ def test_mintpy_save_qgis_shapefile(run, tmp_path):
     for name in ("HEIGHT", "H_STDEV", "VEL", "V_STDEV", "COHERENCE", "EFF_AREA", "D20150101", "D20150113", "D20150125"):
         layer.CreateField(ogr.FieldDefn(name, ogr.OFTReal))
     feature = ogr.Feature(layer.GetLayerDefn())
-    for name, value in zip(("CODE", "HEIGHT", "H_STDEV", "VEL", "V_STDEV", "COHERENCE", "EFF_AREA", "D20150101", "D20150113", "D20150125"),
-                           ("0001", 12.0, 1.0, -9.0, 0.5, 0.95, 1.0, 0.0, -0.4, -0.9)):
+    for name, value in zip(
+        ("CODE", "HEIGHT", "H_STDEV", "VEL", "V_STDEV", "COHERENCE", "EFF_AREA", "D20150101", "D20150113", "D20150125"),
+        ("0001", 12.0, 1.0, -9.0, 0.5, 0.95, 1.0, 0.0, -0.4, -0.9),
+    ):
         feature.SetField(name, value)
     feature.SetGeometry(ogr.CreateGeometryFromWkt("POINT (-6.5 37.1)"))
     layer.CreateFeature(feature)
@@ -181,7 +287,9 @@ def test_stamps_visualizer_csv_with_its_metadata_row(run, tmp_path):
 
 
 def test_plain_table_needs_fields_and_crs(run, tmp_path):
-    path = write_csv(tmp_path / "plain.csv", ["east", "north", "subsidence_cm"], [[500000, 4100000, -1.5], [500100, 4100100, 0.5]])
+    path = write_csv(
+        tmp_path / "plain.csv", ["east", "north", "subsidence_cm"], [[500000, 4100000, -1.5], [500100, 4100100, 0.5]]
+    )
     with pytest.raises(QgsProcessingException, match="Columns found: east, north, subsidence_cm"):
         run(INPUT=path)
     common = dict(INPUT=path, X_FIELD="east", Y_FIELD="north", VALUE_FIELD="subsidence_cm")
@@ -197,7 +305,15 @@ def test_mexico_city_cells_as_a_plain_table_keep_the_coherent_ones(run):
     name and MIN_COHERENCE keeps exactly the cells the CSV says are at or above it."""
     path = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "mexico_city" / "insar_pixels.csv"
     table = np.genfromtxt(path, delimiter=",", names=True)
-    (out, epsg), log = run(INPUT=str(path), X_FIELD="lon", Y_FIELD="lat", VALUE_FIELD="vel_vert_mmyr", CRS="EPSG:4326", UNITS=3, MIN_COHERENCE=0.65)
+    (out, epsg), log = run(
+        INPUT=str(path),
+        X_FIELD="lon",
+        Y_FIELD="lat",
+        VALUE_FIELD="vel_vert_mmyr",
+        CRS="EPSG:4326",
+        UNITS=3,
+        MIN_COHERENCE=0.65,
+    )
     kept = table[table["coh_mean"] >= 0.65]
     assert epsg == "4326" and len(out) == len(kept) == 1574
     assert sorted(p["displacement"] for p in out.values()) == pytest.approx(sorted(kept["vel_vert_mmyr"]))
@@ -207,17 +323,43 @@ def test_mexico_city_cells_as_a_plain_table_keep_the_coherent_ones(run):
 @pytest.mark.parametrize(
     "header, rows, parameters, message",
     [
-        (["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"], [["a", 1, 2, 0, 0.0, 1.0]],
-         {"START_DATE": "2018-02-01", "END_DATE": "2018-01-01"}, "must be before END_DATE"),
-        (["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"], [["a", 1, 2, 0, 0.0, 1.0]],
-         {"START_DATE": "2019-01-01"}, "must be before END_DATE|outside the epochs"),
-        (["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"], [["a", 1, 2, 0, 0.0, "n/a"]],
-         {}, "non-numeric value 'n/a' in row 1"),
+        (
+            ["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"],
+            [["a", 1, 2, 0, 0.0, 1.0]],
+            {"START_DATE": "2018-02-01", "END_DATE": "2018-01-01"},
+            "must be before END_DATE",
+        ),
+        (
+            ["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"],
+            [["a", 1, 2, 0, 0.0, 1.0]],
+            {"START_DATE": "2019-01-01"},
+            "must be before END_DATE|outside the epochs",
+        ),
+        (
+            ["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"],
+            [["a", 1, 2, 0, 0.0, "n/a"]],
+            {},
+            "non-numeric value 'n/a' in row 1",
+        ),
         (["ID", "Lat", "Lon", "Height"], [[1, 37.0, -6.0, 5.0]], {}, "Unrecognised PS layout"),
-        (["name", "height", "D20180105", "D20180117"], [["a", 5.0, 0.0, 1.0]], {}, "no geometry and no recognised coordinate"),
-        (["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"], [["a", 1, 2, 0, 0.0, 1.0]],
-         {"MIN_COHERENCE": 0.5}, "no coherence column"),
-        (["pid", "easting", "northing", "mean_velocity", "20180105"], [["a", 1, 2, 0, 0.0]], {}, "Only one epoch column"),
+        (
+            ["name", "height", "D20180105", "D20180117"],
+            [["a", 5.0, 0.0, 1.0]],
+            {},
+            "no geometry and no recognised coordinate",
+        ),
+        (
+            ["pid", "easting", "northing", "mean_velocity", "20180105", "20180117"],
+            [["a", 1, 2, 0, 0.0, 1.0]],
+            {"MIN_COHERENCE": 0.5},
+            "no coherence column",
+        ),
+        (
+            ["pid", "easting", "northing", "mean_velocity", "20180105"],
+            [["a", 1, 2, 0, 0.0]],
+            {},
+            "Only one epoch column",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(run, tmp_path, header, rows, parameters, message):

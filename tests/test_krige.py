@@ -63,7 +63,11 @@ def test_real_points_match_pykrige_on_the_written_grid(plugin, donana, tmp_path)
     assert results["N_POINTS"] == len(z) == 442  # the file has 573 points at 442 locations
     parameters = json.loads(results["VARIOGRAM_PARAMETERS"])
     model = parameters.pop("model")
-    assert (parameters["sill"], parameters["range"], parameters["nugget"]) == (results["SILL"], results["RANGE"], results["NUGGET"])
+    assert (parameters["sill"], parameters["range"], parameters["nugget"]) == (
+        results["SILL"],
+        results["RANGE"],
+        results["NUGGET"],
+    )
     gx, gy = centres(geotransform, values.shape)
     reference = PyKrige(x, y, z, variogram_model=model, variogram_parameters=parameters)
     expected, expected_variance = reference.execute("grid", gx, gy, backend="C", n_closest_points=16)
@@ -86,7 +90,15 @@ def test_points_in_another_crs_are_reprojected(plugin, donana, tmp_path):
     geographic = processing.run(
         "native:reprojectlayer", {"INPUT": str(path), "TARGET_CRS": "EPSG:4326", "OUTPUT": str(tmp_path / "wgs84.gpkg")}
     )["OUTPUT"]
-    common = {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 500, "CRS": "EPSG:25830", "NUGGET": 0.01, "SILL": 0.1, "RANGE": 3000}
+    common = {
+        "FIELD": "Vel",
+        "EXTENT": extent,
+        "PIXEL_SIZE": 500,
+        "CRS": "EPSG:25830",
+        "NUGGET": 0.01,
+        "SILL": 0.1,
+        "RANGE": 3000,
+    }
     for folder in ("original", "reprojected"):
         (tmp_path / folder).mkdir()
     original = krige(tmp_path / "original", POINTS=str(path), **common)
@@ -96,13 +108,32 @@ def test_points_in_another_crs_are_reprojected(plugin, donana, tmp_path):
 
 def test_manual_variogram_is_used_as_given(plugin, donana, tmp_path):
     path, extent = donana
-    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", EXTENT=extent, PIXEL_SIZE=2000, VARIOGRAM_MODEL=1, SILL=0.2, RANGE=4000, NUGGET=0.01)
-    assert json.loads(results["VARIOGRAM_PARAMETERS"]) == pytest.approx({"model": "exponential", "sill": 0.2, "range": 4000, "nugget": 0.01})
+    results = krige(
+        tmp_path,
+        POINTS=str(path),
+        FIELD="Vel",
+        EXTENT=extent,
+        PIXEL_SIZE=2000,
+        VARIOGRAM_MODEL=1,
+        SILL=0.2,
+        RANGE=4000,
+        NUGGET=0.01,
+    )
+    assert json.loads(results["VARIOGRAM_PARAMETERS"]) == pytest.approx(
+        {"model": "exponential", "sill": 0.2, "range": 4000, "nugget": 0.01}
+    )
 
 
 def test_report_has_the_variogram_plot_and_cross_validation(plugin, donana, tmp_path):
     path, extent = donana
-    results = krige(tmp_path, POINTS=str(path), FIELD="Vel", EXTENT=extent, PIXEL_SIZE=2000, OUTPUT_REPORT=str(tmp_path / "report.html"))
+    results = krige(
+        tmp_path,
+        POINTS=str(path),
+        FIELD="Vel",
+        EXTENT=extent,
+        PIXEL_SIZE=2000,
+        OUTPUT_REPORT=str(tmp_path / "report.html"),
+    )
     page = (tmp_path / "report.html").read_text()
     assert results["OUTPUT_REPORT"] == str(tmp_path / "report.html")
     assert "data:image/png;base64," in page and "MSSE" in page
@@ -127,8 +158,14 @@ def memory_points(values, crs="EPSG:25830"):
         ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "CRS": "EPSG:4326"}, "geographic"),
         ({}, "reference grid, or an extent and a pixel size"),
         ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 0.0001}, "wrong units|units of the grid"),
-        ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "VARIOGRAM_MODEL": 3, "RANGE": 100}, "no parameter range"),
-        ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "SILL": 0, "RANGE": 500, "NUGGET": 0}, "zero at every distance"),
+        (
+            {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "VARIOGRAM_MODEL": 3, "RANGE": 100},
+            "no parameter range",
+        ),
+        (
+            {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "SILL": 0, "RANGE": 500, "NUGGET": 0},
+            "zero at every distance",
+        ),
     ],
 )
 def test_bad_settings_are_clear_errors(plugin, tmp_path, parameters, message, log_feedback):
@@ -138,12 +175,19 @@ def test_bad_settings_are_clear_errors(plugin, tmp_path, parameters, message, lo
 
 def test_constant_values_are_a_clear_error(plugin, tmp_path, log_feedback):
     with pytest.raises(QgsProcessingException, match="values are equal"):
-        run_and_capture(tmp_path, memory_points([3.0] * 20), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500}, log_feedback())
+        run_and_capture(
+            tmp_path,
+            memory_points([3.0] * 20),
+            {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500},
+            log_feedback(),
+        )
 
 
 def test_null_values_are_skipped_and_counted(plugin, tmp_path, log_feedback):
     results, log = run_and_capture(
-        tmp_path, memory_points([None, float("nan"), *np.arange(30.0)]), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500},
+        tmp_path,
+        memory_points([None, float("nan"), *np.arange(30.0)]),
+        {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 500},
         log_feedback(),
     )
     assert results["N_POINTS"] == 30
@@ -151,7 +195,12 @@ def test_null_values_are_skipped_and_counted(plugin, tmp_path, log_feedback):
 
 
 def run_and_capture(tmp_path, layer, parameters, feedback):
-    defaults = {"POINTS": layer, "FIELD": "value", "OUTPUT": str(tmp_path / "k.tif"), "OUTPUT_VARIANCE": str(tmp_path / "v.tif")}
+    defaults = {
+        "POINTS": layer,
+        "FIELD": "value",
+        "OUTPUT": str(tmp_path / "k.tif"),
+        "OUTPUT_VARIANCE": str(tmp_path / "v.tif"),
+    }
     try:
         results = processing.run("subsidence:krige", {**defaults, **parameters}, feedback=feedback)
     except QgsProcessingException as error:
@@ -161,7 +210,9 @@ def run_and_capture(tmp_path, layer, parameters, feedback):
 
 def test_white_noise_warns_that_the_nugget_dominates(plugin, tmp_path, log_feedback):
     noise = np.random.default_rng(3).standard_normal(300)
-    _, log = run_and_capture(tmp_path, memory_points(noise), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 1000}, log_feedback())
+    _, log = run_and_capture(
+        tmp_path, memory_points(noise), {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 1000}, log_feedback()
+    )
     assert "WARNING The nugget is" in log
 
 
@@ -169,7 +220,9 @@ def test_clustered_real_points_warn_about_range_and_variance(plugin, donana, tmp
     # PS points cluster in towns: the spherical fit levels off far beyond the lags, and
     # cross-validation shows the variance understating the errors. The user must be told.
     path, extent = donana
-    results, log = run_and_capture(tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 2000}, log_feedback())
+    results, log = run_and_capture(
+        tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 2000}, log_feedback()
+    )
     assert "WARNING The fitted range" in log and "does not level off" in log
     assert results["LOO_MSSE"] > 2 and "WARNING Leave-one-out MSSE" in log
 

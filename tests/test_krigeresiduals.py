@@ -45,7 +45,12 @@ def points_layer(n=150, seed=1, crs="EPSG:32630", kind="double"):
 
 
 def run(tmp_path, **parameters):
-    defaults = {"FIELD": "value", "N_NEIGHBOURS": 16, "OUTPUT": str(tmp_path / "hybrid.tif"), "OUTPUT_VARIANCE": str(tmp_path / "variance.tif")}
+    defaults = {
+        "FIELD": "value",
+        "N_NEIGHBOURS": 16,
+        "OUTPUT": str(tmp_path / "hybrid.tif"),
+        "OUTPUT_VARIANCE": str(tmp_path / "variance.tif"),
+    }
     return processing.run("subsidence:krigeresiduals", {**defaults, **parameters})
 
 
@@ -54,7 +59,9 @@ def pykrige_of_residuals(result, x, y, residuals):
     model = parameters.pop("model")
     gx = GRID[0] + (np.arange(SHAPE[1]) + 0.5) * GRID[1]
     gy = GRID[3] + (np.arange(SHAPE[0]) + 0.5) * GRID[5]
-    return PyKrige(x, y, residuals, variogram_model=model, variogram_parameters=parameters).execute("grid", gx, gy, backend="C", n_closest_points=16)
+    return PyKrige(x, y, residuals, variogram_model=model, variogram_parameters=parameters).execute(
+        "grid", gx, gy, backend="C", n_closest_points=16
+    )
 
 
 def test_the_surface_plus_pykriges_kriging_of_the_residuals(plugin, tmp_path, geotiff):
@@ -62,10 +69,14 @@ def test_the_surface_plus_pykriges_kriging_of_the_residuals(plugin, tmp_path, ge
     sigma = np.full(SHAPE, 0.5) + 0.01 * np.arange(SHAPE[1])
     uncertainty = geotiff(tmp_path / "sigma.tif", sigma, GRID, 32630)
     layer, x, y, values, row, column = points_layer()
-    result = run(tmp_path, SURFACE=surface, POINTS=layer, SURFACE_UNCERTAINTY=uncertainty, OUTPUT_REPORT=str(tmp_path / "r.html"))
+    result = run(
+        tmp_path, SURFACE=surface, POINTS=layer, SURFACE_UNCERTAINTY=uncertainty, OUTPUT_REPORT=str(tmp_path / "r.html")
+    )
     residuals = values - surface_values()[row, column]
     correction, variance = pykrige_of_residuals(result, x, y, residuals)
-    np.testing.assert_allclose(read(result["OUTPUT"]), surface_values() + correction, rtol=1e-6, atol=1e-6 * np.ptp(values))
+    np.testing.assert_allclose(
+        read(result["OUTPUT"]), surface_values() + correction, rtol=1e-6, atol=1e-6 * np.ptp(values)
+    )
     # The documented variance: the residuals' kriging variance plus the surface's σ².
     np.testing.assert_allclose(read(result["OUTPUT_VARIANCE"]), variance + sigma**2, rtol=1e-5)
     assert result["N_POINTS"] == len(values) and result["N_LEFT_OUT"] == 0
@@ -93,12 +104,19 @@ def test_the_training_points_of_the_dataset_are_left_out(plugin, tmp_path, geoti
     layer, x, y, values, row, column = points_layer(seed=3)
     split = np.arange(len(x)) % 3  # a third each: training, validation, test
     dataset.write(
-        tmp_path / "data.npz", np.zeros((len(x), 1, 3, 3), np.float32), np.arange(len(x)),
+        tmp_path / "data.npz",
+        np.zeros((len(x), 1, 3, 3), np.float32),
+        np.arange(len(x)),
         {"targets": values.astype(np.float32), "x": x, "y": y, "split": split.astype(np.int8), "crs": "EPSG:32630"},
-    )  # fmt: skip
+    )
     result = run(tmp_path, SURFACE=surface, POINTS=layer, DATASET=str(tmp_path / "data.npz"))
     # Brute force: the points in a cell of a training point.
-    learnt = np.array([any((row[i] == row[j]) and (column[i] == column[j]) for j in np.flatnonzero(split == 0)) for i in range(len(x))])
+    learnt = np.array(
+        [
+            any((row[i] == row[j]) and (column[i] == column[j]) for j in np.flatnonzero(split == 0))
+            for i in range(len(x))
+        ]
+    )
     assert result["N_LEFT_OUT"] == learnt.sum() >= (split == 0).sum()
     kept = ~learnt
     correction, _ = pykrige_of_residuals(result, x[kept], y[kept], (values - surface_values()[row, column])[kept])
@@ -108,7 +126,9 @@ def test_the_training_points_of_the_dataset_are_left_out(plugin, tmp_path, geoti
 def test_points_in_another_crs_are_reprojected(plugin, tmp_path, geotiff):
     surface = geotiff(tmp_path / "surface.tif", surface_values(), GRID, 32630)
     layer, *_ = points_layer(seed=4)
-    geographic = processing.run("native:reprojectlayer", {"INPUT": layer, "TARGET_CRS": "EPSG:4326", "OUTPUT": "memory:"})["OUTPUT"]
+    geographic = processing.run(
+        "native:reprojectlayer", {"INPUT": layer, "TARGET_CRS": "EPSG:4326", "OUTPUT": "memory:"}
+    )["OUTPUT"]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     original = run(tmp_path / "a", SURFACE=surface, POINTS=layer)

@@ -176,7 +176,9 @@ def test_global_kriging_is_refused_for_large_sets_with_advice():
     n = GLOBAL_MAX_POINTS + 1
     rng = np.random.default_rng(0)
     with pytest.raises(InputError, match="N_NEIGHBOURS"):
-        OrdinaryKriging(rng.uniform(size=n), rng.uniform(size=n), rng.uniform(size=n), Variogram("linear", (1.0, 0.0)), 0)
+        OrdinaryKriging(
+            rng.uniform(size=n), rng.uniform(size=n), rng.uniform(size=n), Variogram("linear", (1.0, 0.0)), 0
+        )
 
 
 def test_openblas_is_held_to_one_thread_and_restored():

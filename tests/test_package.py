@@ -22,7 +22,14 @@ def package(tmp_path_factory):
 def test_zip_holds_the_plugin_folder_and_no_development_files(package):
     names = zipfile.ZipFile(package).namelist()
     assert all(name.startswith("insar_subsidence/") for name in names)
-    for required in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", "algorithms/provider.py", "resources/icon.svg"):
+    for required in (
+        "metadata.txt",
+        "__init__.py",
+        "plugin.py",
+        "LICENSE",
+        "algorithms/provider.py",
+        "resources/icon.svg",
+    ):
         assert f"insar_subsidence/{required}" in names
     for excluded in ("tests/", "tools/", ".ci/", "Makefile", "pytest.ini", "requirements-dev.txt", ".venv/"):
         assert not any(name.startswith(f"insar_subsidence/{excluded}") for name in names), excluded

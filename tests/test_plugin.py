@@ -16,9 +16,7 @@ def test_provider_is_registered_with_its_algorithms(provider):
     assert registered is provider
     assert registered.name() == "InSAR Subsidence Mapper"
     assert not registered.icon().isNull()
-    assert sorted(a.id() for a in registered.algorithms()) == sorted(
-        f"subsidence:{cls().name()}" for cls in ALGORITHMS
-    )
+    assert sorted(a.id() for a in registered.algorithms()) == sorted(f"subsidence:{cls().name()}" for cls in ALGORITHMS)
 
 
 def test_raster_outputs_are_geotiff_only(provider):
@@ -71,7 +69,8 @@ def test_qt_is_imported_only_through_qgis_pyqt():
     offenders = [
         str(path.relative_to(REPO))
         for path in REPO.glob("**/*.py")
-        if ".venv" not in path.parts and "build" not in path.parts
+        if ".venv" not in path.parts
+        and "build" not in path.parts
         and re.search(r"^\s*(from|import)\s+PyQt[456]", path.read_text(), re.MULTILINE)
     ]
     assert offenders == []

@@ -22,7 +22,14 @@ LEFT, TOP, PIXEL = 400000.0, 4500000.0, 10.0
 def models(tmp_path_factory):
     """Briefly trained models, by (architecture, patch size, nodata policy, ensemble members)."""
     made = {}
-    for architecture, size, policy, members in (("dense", 22, "fill", 1), ("dense", 23, "skip", 1), ("paper", 8, "fill", 1), ("dense", 22, "fill", 3), ("paper", 8, "fill", 2), ("small", 9, "fill", 1)):
+    for architecture, size, policy, members in (
+        ("dense", 22, "fill", 1),
+        ("dense", 23, "skip", 1),
+        ("paper", 8, "fill", 1),
+        ("dense", 22, "fill", 3),
+        ("paper", 8, "fill", 2),
+        ("small", 9, "fill", 1),
+    ):
         folder = tmp_path_factory.mktemp(f"{architecture}{size}")
         made[(architecture, size, policy, members)] = trained_model(folder, architecture, size, policy, members=members)
     return made
@@ -34,7 +41,9 @@ def write_stack(path, geotiff, rows=70, columns=90, holes=True, order=(0, 1, 2),
         values[1, 30:33, 40:44] = -9999  # nodata in one band
         values[:, 60:62, 5:9] = -9999  # in all bands
     values = values[list(order)]
-    return geotiff(path, values, (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, nodata=-9999, names=[NAMES[i] for i in order]), values
+    return geotiff(
+        path, values, (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, nodata=-9999, names=[NAMES[i] for i in order]
+    ), values
 
 
 def by_hand(model, values, row, column, size, policy):
@@ -63,14 +72,26 @@ def read(path, number=1):
 
 
 def predict(tmp_path, model, stack, **parameters):
-    result = processing.run("subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, "OUTPUT": str(tmp_path / "out.tif"), **parameters})
+    result = processing.run(
+        "subsidence:predictsurface",
+        {"MODEL": model, "FACTORS": stack, "OUTPUT": str(tmp_path / "out.tif"), **parameters},
+    )
     return read(result["OUTPUT"]), gdal.Open(result["OUTPUT"]).GetGeoTransform()
 
 
 def sample_pixels(shape, rng):
     """Corners, edges, pixels next to the nodata blocks and random interior ones."""
     rows, columns = shape
-    chosen = [(0, 0), (0, columns - 1), (rows - 1, 0), (rows - 1, columns - 1), (0, 37), (rows - 1, 50), (20, 0), (33, columns - 1)]
+    chosen = [
+        (0, 0),
+        (0, columns - 1),
+        (rows - 1, 0),
+        (rows - 1, columns - 1),
+        (0, 37),
+        (rows - 1, 50),
+        (20, 0),
+        (33, columns - 1),
+    ]
     chosen += [(29, 40), (31, 45), (33, 44), (30, 39), (59, 6), (62, 9), (50, 10), (45, 45)]
     chosen += [tuple(pixel) for pixel in rng.integers(0, [rows, columns], (30, 2))]
     return chosen
@@ -78,9 +99,18 @@ def sample_pixels(shape, rng):
 
 @pytest.mark.parametrize(
     "architecture, size, policy, members, tile",
-    [("dense", 22, "fill", 1, 32), ("dense", 23, "skip", 1, 512), ("paper", 8, "fill", 1, 512), ("dense", 22, "fill", 3, 40), ("paper", 8, "fill", 2, 512), ("small", 9, "fill", 1, 24)],
+    [
+        ("dense", 22, "fill", 1, 32),
+        ("dense", 23, "skip", 1, 512),
+        ("paper", 8, "fill", 1, 512),
+        ("dense", 22, "fill", 3, 40),
+        ("paper", 8, "fill", 2, 512),
+        ("small", 9, "fill", 1, 24),
+    ],
 )
-def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, models, architecture, size, policy, members, tile):
+def test_every_pixel_is_the_model_on_its_own_patch(
+    plugin, tmp_path, geotiff, models, architecture, size, policy, members, tile
+):
     """To 1e-4 of the output's range, at corners, edges, next to nodata and at random; for an
     ensemble the surface is the members' mean and the uncertainty their standard deviation. The
     models log-scale band2 in their graph (a skewed band, see cnn_data)."""
@@ -88,7 +118,7 @@ def test_every_pixel_is_the_model_on_its_own_patch(plugin, tmp_path, geotiff, mo
     assert "Log" in {node.op_type for node in onnx.load(model).graph.node}  # the transform is in
     if architecture != "paper":  # 'valid' convolutions only
         with open(model, "rb") as file:
-            dense_model(file.read())  # raises NotDense if the surface would come patch by patch
+            dense_model(file.read())  # raises NotDenseError if the surface would come patch by patch
     stack, values = write_stack(tmp_path / "stack.tif", geotiff)
     uncertainty = {"OUTPUT_UNCERTAINTY": str(tmp_path / "sd.tif")} if members > 1 else {}
     out, transform = predict(tmp_path, model, stack, TILE_SIZE=tile, **uncertainty)
@@ -133,10 +163,14 @@ def test_the_dense_form_is_the_patch_model_at_every_window(tmp_path, architectur
     patches = np.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4).reshape(-1, 3, size, size))
     export(model, patches, str(tmp_path))
     patch_model = (tmp_path / "model.onnx").read_bytes()
-    expected = onnxruntime.InferenceSession(patch_model, providers=["CPUExecutionProvider"]).run(["members"], {"patches": patches})[0]
+    expected = onnxruntime.InferenceSession(patch_model, providers=["CPUExecutionProvider"]).run(
+        ["members"], {"patches": patches}
+    )[0]
     expected = expected.reshape(rows, columns, 2).transpose(2, 0, 1)
     dense_bytes, extent = dense_model(patch_model)
-    dense = onnxruntime.InferenceSession(dense_bytes, providers=["CPUExecutionProvider"]).run(["members"], {"patches": block[None]})[0][0]
+    dense = onnxruntime.InferenceSession(dense_bytes, providers=["CPUExecutionProvider"]).run(
+        ["members"], {"patches": block[None]}
+    )[0][0]
     assert extent <= size and dense.shape[1:] == (block.shape[1] - extent + 1, block.shape[2] - extent + 1)
     np.testing.assert_allclose(dense[:, :rows, :columns], expected, rtol=0, atol=1e-5 * np.ptp(expected))
 
@@ -164,7 +198,13 @@ def test_bands_are_matched_by_name_whatever_their_order(plugin, tmp_path, geotif
 
 def test_missing_or_extra_bands_are_refused(plugin, tmp_path, geotiff, models):
     model = models[("dense", 22, "fill", 1)]
-    stack = geotiff(tmp_path / "s.tif", np.zeros((3, 30, 30)), (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32630, names=["band0", "band1", "slope"])
+    stack = geotiff(
+        tmp_path / "s.tif",
+        np.zeros((3, 30, 30)),
+        (LEFT, PIXEL, 0, TOP, 0, -PIXEL),
+        32630,
+        names=["band0", "band1", "slope"],
+    )
     with pytest.raises(QgsProcessingException, match="missing .*: band2; in the stack but not in the model: slope"):
         predict(tmp_path, model, stack)
 
@@ -179,7 +219,11 @@ def test_extent_and_mask_limit_the_output(plugin, tmp_path, geotiff, models):
     np.testing.assert_allclose(part, whole[10:40, 20:50], rtol=1e-6)
     mask = QgsVectorLayer("Polygon?crs=EPSG:32630", "mask", "memory")
     feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({LEFT} {TOP}, {LEFT + 300} {TOP}, {LEFT + 300} {TOP - 200}, {LEFT} {TOP - 200}, {LEFT} {TOP}))"))
+    feature.setGeometry(
+        QgsGeometry.fromWkt(
+            f"POLYGON(({LEFT} {TOP}, {LEFT + 300} {TOP}, {LEFT + 300} {TOP - 200}, {LEFT} {TOP - 200}, {LEFT} {TOP}))"
+        )
+    )
     mask.dataProvider().addFeatures([feature])
     masked, _ = predict(tmp_path, model, stack, MASK=mask)
     np.testing.assert_allclose(masked[:20, :30], whole[:20, :30], rtol=1e-6)

@@ -11,17 +11,33 @@ from insar_subsidence.models import recipe
 from insar_subsidence.models.cnn import Deployed
 
 
-@pytest.mark.parametrize("n_train, epochs", [(200, 572), (800, 160), (5000, 26), (50_000, recipe.MIN_EPOCHS), (20, recipe.MAX_EPOCHS)])
+@pytest.mark.parametrize(
+    "n_train, epochs", [(200, 572), (800, 160), (5000, 26), (50_000, recipe.MIN_EPOCHS), (20, recipe.MAX_EPOCHS)]
+)
 def test_the_adaptive_budget_is_in_steps(n_train, epochs):
     plan = recipe.plan("adaptive", n_train)
-    assert (plan.optimiser, plan.learning_rate, plan.weight_decay, plan.batch_size, plan.clip_norm) == ("adamw", 1e-3, 1e-4, 32, 1.0)
+    assert (plan.optimiser, plan.learning_rate, plan.weight_decay, plan.batch_size, plan.clip_norm) == (
+        "adamw",
+        1e-3,
+        1e-4,
+        32,
+        1.0,
+    )
     assert plan.steps_per_epoch == math.ceil(n_train / 32) and plan.epochs == epochs
     assert plan.warmup_epochs == math.ceil(0.1 * epochs)
 
 
 def test_the_paper_recipe_is_the_published_one_and_given_values_win():
     plan = recipe.plan("paper", 48_790)
-    assert (plan.optimiser, plan.learning_rate, plan.weight_decay, plan.batch_size, plan.epochs, plan.warmup_epochs, plan.clip_norm) == ("adam", 1e-4, 0.0, 128, 150, 0, 0.0)
+    assert (
+        plan.optimiser,
+        plan.learning_rate,
+        plan.weight_decay,
+        plan.batch_size,
+        plan.epochs,
+        plan.warmup_epochs,
+        plan.clip_norm,
+    ) == ("adam", 1e-4, 0.0, 128, 150, 0, 0.0)
     assert [plan.rate_factor(step) for step in (0, 1000, 50_000)] == [1.0, 1.0, 1.0]
     given = recipe.plan("adaptive", 1000, epochs=20, batch_size=64, learning_rate=3e-3)
     assert (given.epochs, given.batch_size, given.learning_rate, given.warmup_epochs) == (20, 64, 3e-3, 2)

@@ -24,7 +24,12 @@ def stack(seed=0):
 def run(tmp_path, inputs, threshold=0.25, feedback=None):
     return processing.run(
         "subsidence:selectps",
-        {"INPUT": inputs, "THRESHOLD": threshold, "OUTPUT_DISPERSION": str(tmp_path / "da.tif"), "OUTPUT": str(tmp_path / "ps.gpkg")},
+        {
+            "INPUT": inputs,
+            "THRESHOLD": threshold,
+            "OUTPUT_DISPERSION": str(tmp_path / "da.tif"),
+            "OUTPUT": str(tmp_path / "ps.gpkg"),
+        },
         feedback=feedback,
     )
 
@@ -43,7 +48,12 @@ def read_band(path):
 def points(path):
     source = ogr.Open(path)
     return sorted(
-        (round(f.GetGeometryRef().GetX(), 6), round(f.GetGeometryRef().GetY(), 6), f.GetField("dispersion"), f.GetField("mean_amplitude"))
+        (
+            round(f.GetGeometryRef().GetX(), 6),
+            round(f.GetGeometryRef().GetY(), 6),
+            f.GetField("dispersion"),
+            f.GetField("mean_amplitude"),
+        )
         for f in source.GetLayer()
     )
 

@@ -21,7 +21,9 @@ def read_stack(path):
 @pytest.fixture
 def raster(geotiff):
     """raster(path, values, geotransform=GRID, epsg=25830, nodata=None) -> path."""
-    return lambda path, values, geotransform=GRID, epsg=25830, nodata=None: geotiff(path, values, geotransform, epsg, nodata)
+    return lambda path, values, geotransform=GRID, epsg=25830, nodata=None: geotiff(
+        path, values, geotransform, epsg, nodata
+    )
 
 
 @pytest.fixture
@@ -50,20 +52,31 @@ def warp_with_gdal(path, reference, resampling):
     reference_dataset = gdal.Open(reference)
     left, width, _, top, _, height = reference_dataset.GetGeoTransform()
     bounds = (left, top + reference_dataset.RasterYSize * height, left + reference_dataset.RasterXSize * width, top)
-    options = gdal.WarpOptions(format="MEM", dstSRS=reference_dataset.GetProjection(), outputBounds=bounds,
-                               width=reference_dataset.RasterXSize, height=reference_dataset.RasterYSize,
-                               resampleAlg=resampling, outputType=gdal.GDT_Float32, dstNodata=float("nan"))
+    options = gdal.WarpOptions(
+        format="MEM",
+        dstSRS=reference_dataset.GetProjection(),
+        outputBounds=bounds,
+        width=reference_dataset.RasterXSize,
+        height=reference_dataset.RasterYSize,
+        resampleAlg=resampling,
+        outputType=gdal.GDT_Float32,
+        dstNodata=float("nan"),
+    )
     warped = gdal.Warp("", path, options=options)
     return warped.GetRasterBand(1).ReadAsArray().astype(float)
 
 
 def test_bands_are_named_sorted_one_hot_and_on_the_reference_grid(plugin, tmp_path, drivers):
-    names, values, geotransform = stack(tmp_path, [drivers["elevation"], drivers["ndvi"], drivers["landuse"]], [drivers["landuse"]])
+    names, values, geotransform = stack(
+        tmp_path, [drivers["elevation"], drivers["ndvi"], drivers["landuse"]], [drivers["landuse"]]
+    )
     assert names == ["elevation", "landuse=1", "landuse=2", "landuse=5", "ndvi"]
     assert geotransform == GRID and values.shape == (5, 30, 40)
     rows, columns = np.mgrid[0:30, 0:40]
     np.testing.assert_allclose(values[0], 100 + 2 * rows + 0.5 * columns, rtol=1e-6)
-    np.testing.assert_allclose(values[4], warp_with_gdal(drivers["ndvi"], drivers["elevation"], "bilinear"), rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(
+        values[4], warp_with_gdal(drivers["ndvi"], drivers["elevation"], "bilinear"), rtol=1e-6, equal_nan=True
+    )
     classes = drivers["classes"]
     for band, value in zip(values[1:4], (1, 2, 5)):
         np.testing.assert_array_equal(band[classes != 0], (classes[classes != 0] == value).astype(float))
@@ -96,20 +109,34 @@ def test_one_hot_bands_and_names_survive_into_the_dataset(plugin, tmp_path, driv
 
     stacked = processing.run(
         "subsidence:stackfactors",
-        {"INPUTS": [drivers["landuse"], drivers["elevation"]], "CATEGORICAL": [drivers["landuse"]], "OUTPUT": str(tmp_path / "s.tif")},
+        {
+            "INPUTS": [drivers["landuse"], drivers["elevation"]],
+            "CATEGORICAL": [drivers["landuse"]],
+            "OUTPUT": str(tmp_path / "s.tif"),
+        },
     )["OUTPUT"]
     points = QgsVectorLayer("Point?crs=EPSG:25830&field=displacement:double", "ps", "memory")
     features = []
     for row, column in [(10, 10), (20, 30), (15, 20), (25, 8)]:
         feature = QgsFeature(points.fields())
-        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(180000 + (column + 0.5) * 10, 4130000 - (row + 0.5) * 10)))
+        feature.setGeometry(
+            QgsGeometry.fromPointXY(QgsPointXY(180000 + (column + 0.5) * 10, 4130000 - (row + 0.5) * 10))
+        )
         feature.setAttributes([float(row)])
         features.append(feature)
     points.dataProvider().addFeatures(features)
     result = processing.run(
         "subsidence:exportpatches",
-        {"POINTS": points, "FIELD": "displacement", "FACTORS": stacked, "PATCH_SIZE": 3, "SPLIT": 1,
-         "VAL_FRACTION": 0.0, "TEST_FRACTION": 0.25, "OUTPUT": str(tmp_path / "d.npz")},
+        {
+            "POINTS": points,
+            "FIELD": "displacement",
+            "FACTORS": stacked,
+            "PATCH_SIZE": 3,
+            "SPLIT": 1,
+            "VAL_FRACTION": 0.0,
+            "TEST_FRACTION": 0.25,
+            "OUTPUT": str(tmp_path / "d.npz"),
+        },
     )
     data = open_dataset(result["OUTPUT"])
     assert list(data["band_names"]) == ["elevation", "landuse=1", "landuse=2", "landuse=5"]
@@ -133,7 +160,8 @@ def test_directions_become_east_and_north_before_resampling(plugin, tmp_path, ra
     # 20 m cells whose centres lie halfway between the 10 m cells'.
     coarse = raster(tmp_path / "coarse.tif", np.zeros((15, 20), np.float32), (GRID[0], 20.0, 0, GRID[3], 0, -20.0))
     results = processing.run(
-        "subsidence:stackfactors", {"INPUTS": [coarse, aspect], "CIRCULAR": [aspect], "OUTPUT": str(tmp_path / "stack.tif")}
+        "subsidence:stackfactors",
+        {"INPUTS": [coarse, aspect], "CIRCULAR": [aspect], "OUTPUT": str(tmp_path / "stack.tif")},
     )
     names, values, _ = read_stack(results["OUTPUT"])
     assert names == ["aspect_east", "aspect_north", "coarse"]
@@ -154,7 +182,9 @@ def test_directions_become_east_and_north_before_resampling(plugin, tmp_path, ra
 def test_the_aspect_of_terrain_factors_is_recognised_as_a_direction(plugin, tmp_path, raster):
     rows, columns = np.mgrid[0:30, 0:40]
     dem = raster(tmp_path / "dem.tif", (100 + 2 * rows).astype(np.float32))  # rising southwards: faces north
-    aspect = processing.run("subsidence:terrainfactors", {"INPUT": dem, "ASPECT": str(tmp_path / "aspect.tif")})["ASPECT"]
+    aspect = processing.run("subsidence:terrainfactors", {"INPUT": dem, "ASPECT": str(tmp_path / "aspect.tif")})[
+        "ASPECT"
+    ]
     names, values, _ = stack(tmp_path, [dem, aspect])
     assert names == ["aspect_east", "aspect_north", "dem"]
     np.testing.assert_allclose(values[1], 1.0, atol=1e-6)
@@ -165,5 +195,10 @@ def test_a_layer_cannot_be_both_categorical_and_a_direction(plugin, tmp_path, dr
     with pytest.raises(QgsProcessingException, match="both categorical and a direction"):
         processing.run(
             "subsidence:stackfactors",
-            {"INPUTS": [drivers["landuse"]], "CATEGORICAL": [drivers["landuse"]], "CIRCULAR": [drivers["landuse"]], "OUTPUT": str(tmp_path / "s.tif")},
+            {
+                "INPUTS": [drivers["landuse"]],
+                "CATEGORICAL": [drivers["landuse"]],
+                "CIRCULAR": [drivers["landuse"]],
+                "OUTPUT": str(tmp_path / "s.tif"),
+            },
         )

@@ -163,7 +163,9 @@ def test_pit_is_filled_and_drains():
     z = 10 + 0.1 * np.arange(15)[:, None] + 0.2 * np.arange(15)[None, :]
     z[6:9, 6:9] -= 5
     filled = terrain.fill_depressions(z)
-    spill = min(z[row, column] for row in range(5, 10) for column in range(5, 10) if not (6 <= row < 9 and 6 <= column < 9))
+    spill = min(
+        z[row, column] for row in range(5, 10) for column in range(5, 10) if not (6 <= row < 9 and 6 <= column < 9)
+    )
     np.testing.assert_array_equal(filled[6:9, 6:9], np.full((3, 3), spill))
     mask = np.ones(z.shape, bool)
     mask[6:9, 6:9] = False
@@ -230,7 +232,9 @@ def test_factors_emits_every_output_finite_on_valid_cells(real_crop, method):
     z = real_crop.copy()
     z[0:3, 0:5] = np.nan
     emitted = {}
-    terrain.factors(z, terrain.CellSizes.projected(1, 1, z.shape[0]), terrain.OUTPUTS, emitted.__setitem__, method=method)
+    terrain.factors(
+        z, terrain.CellSizes.projected(1, 1, z.shape[0]), terrain.OUTPUTS, emitted.__setitem__, method=method
+    )
     assert set(emitted) == set(terrain.OUTPUTS)
     valid = ~np.isnan(z)
     for name, array in emitted.items():
@@ -242,7 +246,14 @@ def test_factors_emits_every_output_finite_on_valid_cells(real_crop, method):
 def test_factors_cancel_raises():
     z = tilted_v_valley()
     with pytest.raises(InterruptedError):
-        terrain.factors(z, terrain.CellSizes.projected(1, 1, z.shape[0]), terrain.OUTPUTS, lambda *_: None, method="MFD", cancelled=lambda: True)
+        terrain.factors(
+            z,
+            terrain.CellSizes.projected(1, 1, z.shape[0]),
+            terrain.OUTPUTS,
+            lambda *_: None,
+            method="MFD",
+            cancelled=lambda: True,
+        )
 
 
 @pytest.mark.parametrize("degrees, dx, dy", [(10.0, 1.0, 1.0), (30.0, 2.0, 3.0), (40.0, 1.0, 1.0)])

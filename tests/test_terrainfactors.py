@@ -12,14 +12,22 @@ from conftest import MINNESOTA_DEM
 from osgeo import gdal
 from qgis import processing
 from qgis.core import QgsProcessingException
-from terrain_reference import downstream_of_flats, reference_accumulation, reference_fill, reference_receivers, route_flats
+from terrain_reference import (
+    downstream_of_flats,
+    reference_accumulation,
+    reference_fill,
+    reference_receivers,
+    route_flats,
+)
 
 OUTPUTS = ("SLOPE", "ASPECT", "CATCHMENT", "TWI", "SPI")
 
 
 def run(tmp_path, dem, feedback=None, **parameters):
     outputs = {key: str(tmp_path / f"{key.lower()}.tif") for key in OUTPUTS}
-    result = processing.run("subsidence:terrainfactors", {"INPUT": str(dem), **outputs, **parameters}, feedback=feedback)
+    result = processing.run(
+        "subsidence:terrainfactors", {"INPUT": str(dem), **outputs, **parameters}, feedback=feedback
+    )
     return {key: read(result[key]) for key in OUTPUTS if result.get(key)}
 
 
@@ -61,7 +69,9 @@ def test_real_dem_gives_finite_twi_and_spi_everywhere(plugin, tmp_path, method):
     for key in OUTPUTS:
         assert np.isfinite(ours[key]).all(), key
     assert (ours["CATCHMENT"] >= 1.0 - 1e-6).all()  # at least the cell itself: 1 m2 over 1 m
-    np.testing.assert_allclose(ours["TWI"], np.log(ours["CATCHMENT"] / np.tan(np.radians(np.maximum(ours["SLOPE"], 0.1)))), rtol=1e-5)
+    np.testing.assert_allclose(
+        ours["TWI"], np.log(ours["CATCHMENT"] / np.tan(np.radians(np.maximum(ours["SLOPE"], 0.1)))), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("method, agreeing", [(0, 0.99), (1, 0.90)])
@@ -80,7 +90,9 @@ def test_catchment_equals_the_cell_by_cell_reference_on_the_real_dem(plugin, tmp
     flats = downstream_of_flats(receivers, filled)
     assert (~flats).mean() > 0.2
     np.testing.assert_allclose(ours[~flats], expected[~flats], rtol=1e-5)
-    off_flats = (filled == z) & np.array([[bool(receivers[(row, column)]) for column in range(z.shape[1])] for row in range(z.shape[0])])
+    off_flats = (filled == z) & np.array(
+        [[bool(receivers[(row, column)]) for column in range(z.shape[1])] for row in range(z.shape[0])]
+    )
     expected = reference_accumulation(route_flats(receivers, filled), z.shape)
     relative = np.abs(ours / expected - 1)[off_flats]
     assert off_flats.mean() > 0.5
@@ -134,7 +146,9 @@ def test_cells_in_us_feet_are_measured_in_metres(plugin, tmp_path, geotiff):
 
 
 def test_only_the_requested_outputs_are_written(plugin, tmp_path):
-    result = processing.run("subsidence:terrainfactors", {"INPUT": str(MINNESOTA_DEM), "TWI": str(tmp_path / "twi.tif")})
+    result = processing.run(
+        "subsidence:terrainfactors", {"INPUT": str(MINNESOTA_DEM), "TWI": str(tmp_path / "twi.tif")}
+    )
     assert os.path.exists(result["TWI"]) and sorted(os.listdir(tmp_path)) == ["twi.tif"]
 
 

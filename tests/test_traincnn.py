@@ -17,9 +17,17 @@ from insar_subsidence.models import launch
 from insar_subsidence.models.export import read_metadata
 
 REQUIRED_METADATA = {
-    "band_names", "band_mean", "band_std", "patch_size", "target_field", "target_units",
-    "architecture", "dense_exact", "metrics", "plugin_version",
-}  # fmt: skip
+    "band_names",
+    "band_mean",
+    "band_std",
+    "patch_size",
+    "target_field",
+    "target_units",
+    "architecture",
+    "dense_exact",
+    "metrics",
+    "plugin_version",
+}
 
 
 def train(tmp_path, dataset, feedback=None, **parameters):
@@ -36,7 +44,15 @@ def test_learns_a_known_function_of_the_patches(plugin, tmp_path):
     """Target = band 0 at the centre + 3 x band 1's mean over the 5 x 5 centre (smooth fields):
     test RMSE below 10 % of the target's std in 20 epochs (about 50 s on two cores)."""
     std = known_function_dataset(tmp_path / "data.npz", n=6000)
-    result = train(tmp_path, tmp_path / "data.npz", EPOCHS=20, BATCH_SIZE=64, LEARNING_RATE=2e-3, PATIENCE=0, OUTPUT_REPORT=str(tmp_path / "r.html"))
+    result = train(
+        tmp_path,
+        tmp_path / "data.npz",
+        EPOCHS=20,
+        BATCH_SIZE=64,
+        LEARNING_RATE=2e-3,
+        PATIENCE=0,
+        OUTPUT_REPORT=str(tmp_path / "r.html"),
+    )
     assert result["TEST_RMSE"] < 0.1 * std
     assert result["TRAIN_RMSE"] < 0.2 * std and result["VAL_RMSE"] < 0.15 * std
     metadata = read_metadata(result["OUTPUT_MODEL"])
@@ -64,17 +80,26 @@ def test_model_takes_raw_drivers_and_returns_target_units(plugin, tmp_path, smal
     metadata = read_metadata(result["OUTPUT_MODEL"])
     assert json.loads(metadata["band_names"]) == list(data["band_names"])
     np.testing.assert_allclose(json.loads(metadata["band_mean"]), data["band_mean"])
-    assert (metadata["patch_size"], metadata["target_units"], metadata["architecture"], metadata["dense_exact"]) == ("22", "mm", "dense", "true")
+    assert (metadata["patch_size"], metadata["target_units"], metadata["architecture"], metadata["dense_exact"]) == (
+        "22",
+        "mm",
+        "dense",
+        "true",
+    )
     predicted = predict(result["OUTPUT_MODEL"], data["patches"])
     test = data["split"] == 2
     rmse = float(np.sqrt(np.mean((predicted[test] - data["targets"][test]) ** 2)))
     assert rmse == pytest.approx(result["TEST_RMSE"], rel=1e-4)
-    assert abs(np.mean(predicted) - np.mean(data["targets"])) < 2 * np.std(data["targets"])  # target units, not standardised
+    assert abs(np.mean(predicted) - np.mean(data["targets"])) < 2 * np.std(
+        data["targets"]
+    )  # target units, not standardised
     # The weights written are those of the epoch with the best validation loss.
     training = data["targets"][data["split"] == 0]
     val = data["split"] == 1
     val_loss = np.mean(((predicted[val] - data["targets"][val]) / training.std()) ** 2)
-    assert val_loss == pytest.approx(min(epoch["val_loss"] for epoch in json.loads(metadata["training"])["history"]), rel=1e-4)
+    assert val_loss == pytest.approx(
+        min(epoch["val_loss"] for epoch in json.loads(metadata["training"])["history"]), rel=1e-4
+    )
 
 
 def test_small_learns_from_9_by_9_patches_and_is_dense_exact(plugin, tmp_path):
@@ -93,9 +118,13 @@ def test_small_learns_from_9_by_9_patches_and_is_dense_exact(plugin, tmp_path):
     data = open_dataset(tmp_path / "data.npz")
     test = data["split"] == 2
     predicted = predict(result["OUTPUT_MODEL"], data["patches"][test])
-    assert float(np.sqrt(np.mean((predicted - data["targets"][test]) ** 2))) == pytest.approx(result["TEST_RMSE"], rel=1e-4)
+    assert float(np.sqrt(np.mean((predicted - data["targets"][test]) ** 2))) == pytest.approx(
+        result["TEST_RMSE"], rel=1e-4
+    )
     with open(result["OUTPUT_MODEL"], "rb") as file:
-        assert dense_model(file.read())[1] == 8  # raises NotDense otherwise; 8: the row and column that pooling drops are never read
+        assert (
+            dense_model(file.read())[1] == 8
+        )  # raises NotDenseError otherwise; 8: the row and column that pooling drops are never read
 
 
 def test_a_model_onnx_runtime_does_not_reproduce_is_not_written(tmp_path, small_dataset):
@@ -106,9 +135,23 @@ def test_a_model_onnx_runtime_does_not_reproduce_is_not_written(tmp_path, small_
     _sum_model(raw)
     inputs = np.ones((2, 1, 2, 2), np.float32)
     with pytest.raises(ValueError, match="differs from torch"):
-        finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense"}, inputs, {"out": np.full((2, 1), 7.0)}, spread=1.0)
+        finish(
+            str(raw),
+            str(tmp_path / "model.onnx"),
+            {"architecture": "dense"},
+            inputs,
+            {"out": np.full((2, 1), 7.0)},
+            spread=1.0,
+        )
     assert not (tmp_path / "model.onnx").exists()
-    finish(str(raw), str(tmp_path / "model.onnx"), {"architecture": "dense", "metrics": {"a": 1}}, inputs, {"out": np.full((2, 1), 4.0)}, spread=1.0)
+    finish(
+        str(raw),
+        str(tmp_path / "model.onnx"),
+        {"architecture": "dense", "metrics": {"a": 1}},
+        inputs,
+        {"out": np.full((2, 1), 4.0)},
+        spread=1.0,
+    )
     assert read_metadata(str(tmp_path / "model.onnx")) == {"architecture": "dense", "metrics": '{"a": 1}'}
 
 
@@ -118,11 +161,17 @@ def _sum_model(path):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["patches", "axes"], ["prediction"], keepdims=0), helper.make_node("Unsqueeze", ["prediction", "one"], ["out"])],
+        [
+            helper.make_node("ReduceSum", ["patches", "axes"], ["prediction"], keepdims=0),
+            helper.make_node("Unsqueeze", ["prediction", "one"], ["out"]),
+        ],
         "sum",
         [helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["n", 1, 2, 2])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 1])],
-        [helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]), helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+        [
+            helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
@@ -137,7 +186,12 @@ def test_same_seed_same_model_other_seed_other_model(plugin, tmp_path, small_dat
         folder.mkdir()
         model = train(folder, small_dataset, EPOCHS=2, SEED=seed)["OUTPUT_MODEL"]
         outputs.append(predict(model, patches))
-        losses.append([(epoch["train_loss"], epoch["val_loss"]) for epoch in json.loads(read_metadata(model)["training"])["history"]])
+        losses.append(
+            [
+                (epoch["train_loss"], epoch["val_loss"])
+                for epoch in json.loads(read_metadata(model)["training"])["history"]
+            ]
+        )
     assert losses[0] == losses[1]  # the epoch where two runs part, if they do
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert not np.array_equal(outputs[0], outputs[2])
@@ -172,24 +226,67 @@ def test_a_python_without_torch_says_what_to_install(plugin, tmp_path, small_dat
 
 
 def test_worker_command_is_the_documented_command_line():
-    command = launch.worker_command("/opt/py/bin/python", "/d/data.npz", "/tmp/out", "paper", 150, 128, 1e-4, 20, 3, "auto", members=5, recipe="paper", steps=900, stop_after=40)
+    command = launch.worker_command(
+        "/opt/py/bin/python",
+        "/d/data.npz",
+        "/tmp/out",
+        "paper",
+        150,
+        128,
+        1e-4,
+        20,
+        3,
+        "auto",
+        members=5,
+        recipe="paper",
+        steps=900,
+        stop_after=40,
+    )
     assert command == [
-        "/opt/py/bin/python", "-u", "-m", "insar_subsidence.models.worker",
-        "--dataset", "/d/data.npz", "--output-dir", "/tmp/out", "--architecture", "paper", "--recipe", "paper",
-        "--epochs", "150", "--steps", "900", "--batch-size", "128", "--learning-rate", "0.0001", "--patience", "20",
-        "--seed", "3", "--device", "auto", "--members", "5", "--stop-after", "40",
-    ]  # fmt: skip
+        "/opt/py/bin/python",
+        "-u",
+        "-m",
+        "insar_subsidence.models.worker",
+        "--dataset",
+        "/d/data.npz",
+        "--output-dir",
+        "/tmp/out",
+        "--architecture",
+        "paper",
+        "--recipe",
+        "paper",
+        "--epochs",
+        "150",
+        "--steps",
+        "900",
+        "--batch-size",
+        "128",
+        "--learning-rate",
+        "0.0001",
+        "--patience",
+        "20",
+        "--seed",
+        "3",
+        "--device",
+        "auto",
+        "--members",
+        "5",
+        "--stop-after",
+        "40",
+    ]
 
 
 def test_worker_environment_drops_qgis_python_variables():
-    env = launch.worker_env({"PATH": "/bin", "PYTHONHOME": "/qgis", "PYTHONPATH": "/qgis/python"}, plugin_dir="/plugins/insar_subsidence")
+    env = launch.worker_env(
+        {"PATH": "/bin", "PYTHONHOME": "/qgis", "PYTHONPATH": "/qgis/python"}, plugin_dir="/plugins/insar_subsidence"
+    )
     assert env == {"PATH": "/bin", "PYTHONPATH": "/plugins", "PYTHONUNBUFFERED": "1"}
 
 
 def test_runner_streams_events_and_reports_a_crash_with_its_last_lines():
     script = "import json, sys; print(json.dumps({'event': 'epoch', 'epoch': 1})); print('noise'); print('Traceback: boom', file=sys.stderr); sys.exit(3)"
     events = []
-    with pytest.raises(launch.WorkerFailed, match=r"exit code 3(.|\n)*Traceback: boom"):
+    with pytest.raises(launch.WorkerFailedError, match=r"exit code 3(.|\n)*Traceback: boom"):
         launch.run([sys.executable, "-c", script], dict(os.environ), events.append, lambda: False)
     assert events == [{"event": "epoch", "epoch": 1}, {"event": "output", "text": "noise"}]
 
@@ -197,7 +294,12 @@ def test_runner_streams_events_and_reports_a_crash_with_its_last_lines():
 def test_runner_kills_the_worker_on_cancel():
     start = time.perf_counter()
     with pytest.raises(InterruptedError):
-        launch.run([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), lambda event: None, lambda: time.perf_counter() - start > 0.5)
+        launch.run(
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            dict(os.environ),
+            lambda event: None,
+            lambda: time.perf_counter() - start > 0.5,
+        )
     assert time.perf_counter() - start < 5
 
 
@@ -209,7 +311,11 @@ def test_default_settings_learn_300_patches_and_say_nothing_is_wrong(plugin, tmp
     feedback = log_feedback()
     result = processing.run(
         "subsidence:traincnn",
-        {"DATASET": str(tmp_path / "data.npz"), "OUTPUT_MODEL": str(tmp_path / "model.onnx"), "OUTPUT_REPORT": str(tmp_path / "r.html")},
+        {
+            "DATASET": str(tmp_path / "data.npz"),
+            "OUTPUT_MODEL": str(tmp_path / "model.onnx"),
+            "OUTPUT_REPORT": str(tmp_path / "r.html"),
+        },
         feedback=feedback,
     )
     metadata = read_metadata(result["OUTPUT_MODEL"])
@@ -219,8 +325,14 @@ def test_default_settings_learn_300_patches_and_say_nothing_is_wrong(plugin, tmp
     assert training["plan"]["recipe"] == "adaptive" and training["plan"]["batch_size"] == 32
     assert training["settings"]["epochs"] == 0 and training["plan"]["epochs"] > 100  # planned from the steps
     assert [entry["transform"] for entry in json.loads(metadata["band_transforms"])] == ["none", "none", "asinh"]
-    assert "Training plan: adaptive recipe" in feedback.text and "Log-scaled inside the model, as asinh(x / m): band2" in feedback.text
-    assert "learnt nothing" not in feedback.text and "learnt nothing" not in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+    assert (
+        "Training plan: adaptive recipe" in feedback.text
+        and "Log-scaled inside the model, as asinh(x / m): band2" in feedback.text
+    )
+    assert (
+        "learnt nothing" not in feedback.text
+        and "learnt nothing" not in open(result["OUTPUT_REPORT"], encoding="utf-8").read()
+    )
 
 
 def test_a_model_that_learnt_nothing_is_reported(plugin, tmp_path, log_feedback):
@@ -243,11 +355,13 @@ def test_stop_after_cuts_the_plan_without_changing_its_schedule(plugin, tmp_path
     known_function_dataset(tmp_path / "data.npz", n=200)
     data = open_dataset(tmp_path / "data.npz")
     data = {**data, "split": np.where(data["split"] == 1, 0, data["split"])}  # no validation points
-    quiet = lambda *args, **values: None  # noqa: E731
+    quiet = lambda *args, **values: None
     full = worker.train(data, "dense", 12, 0, 0.0, 0, 0, torch.device("cpu"), progress=quiet)[1]
     _, cut, plan, _ = worker.train(data, "dense", 12, 0, 0.0, 0, 0, torch.device("cpu"), progress=quiet, stop_after=3)
     assert plan.epochs == 12 and [entry["epoch"] for entry in cut] == [1, 2, 3]
-    assert [(e["learning_rate"], e["train_loss"]) for e in cut] == [(e["learning_rate"], e["train_loss"]) for e in full[:3]]
+    assert [(e["learning_rate"], e["train_loss"]) for e in cut] == [
+        (e["learning_rate"], e["train_loss"]) for e in full[:3]
+    ]
     assert len(full) == 12
 
 
@@ -265,12 +379,16 @@ def test_validation_is_scored_with_the_batch_statistics_of_the_training_patches(
     from insar_subsidence.core.dataset import open_dataset
     from insar_subsidence.models import worker
 
-    known_function_dataset(tmp_path / "data.npz", n=1000 if ordered else 300, blocks=True)  # 1000: several statistics batches
+    known_function_dataset(
+        tmp_path / "data.npz", n=1000 if ordered else 300, blocks=True
+    )  # 1000: several statistics batches
     data = open_dataset(tmp_path / "data.npz")
     if ordered:
         order = np.argsort(data["targets"])
         data = {**data, **{key: np.asarray(data[key])[order] for key in ("patches", "targets", "split")}}
-    model, history, _, _ = worker.train(data, "dense", epochs, 0, 0.0, 0, 0, torch.device("cpu"), progress=lambda *args, **values: None)
+    model, history, _, _ = worker.train(
+        data, "dense", epochs, 0, 0.0, 0, 0, torch.device("cpu"), progress=lambda *args, **values: None
+    )
     reference = copy.deepcopy(model)
     network = reference.networks[0]
     for module in network.modules():
@@ -304,11 +422,15 @@ def test_the_noise_variance_is_calibrated_on_the_validation_points(plugin, tmp_p
     result = train(tmp_path, small_dataset, EPOCHS=3, ENSEMBLE=2)
     data = open_dataset(small_dataset)
     metadata = read_metadata(result["OUTPUT_MODEL"])
-    members = onnxruntime.InferenceSession(result["OUTPUT_MODEL"], providers=["CPUExecutionProvider"]).run(["members"], {"patches": np.asarray(data["patches"])})[0]
+    members = onnxruntime.InferenceSession(result["OUTPUT_MODEL"], providers=["CPUExecutionProvider"]).run(
+        ["members"], {"patches": np.asarray(data["patches"])}
+    )[0]
     mean, spread = members.mean(axis=1).astype(float), members.std(axis=1, ddof=1).astype(float)
     noise = float(metadata["noise_variance"])
     val, test = data["split"] == 1, data["split"] == 2
-    assert noise > 0 and np.mean((data["targets"][val] - mean[val]) ** 2 / (spread[val] ** 2 + noise)) == pytest.approx(1.0, rel=1e-3)
+    assert noise > 0 and np.mean((data["targets"][val] - mean[val]) ** 2 / (spread[val] ** 2 + noise)) == pytest.approx(
+        1.0, rel=1e-3
+    )
     within = 100 * np.mean(np.abs(data["targets"][test] - mean[test]) <= np.sqrt(spread[test] ** 2 + noise))
     assert json.loads(metadata["calibration"])["test"]["within_1_sigma"] == pytest.approx(within, abs=1e-6)
 
@@ -326,12 +448,23 @@ def test_refit_trains_again_on_every_point_for_the_best_epochs(plugin, tmp_path,
     metadata, split_metadata = read_metadata(result["OUTPUT_MODEL"]), read_metadata(split["OUTPUT_MODEL"])
     history = json.loads(split_metadata["training"])["history"]
     best = [min((e for e in history if e["member"] == m), key=lambda e: e["val_loss"])["epoch"] for m in (1, 2)]
-    assert json.loads(metadata["refit"]) == {"points": len(data["targets"]), "epochs": max(1, int(round(np.median(best)))), "planned_epochs": 6}
+    assert json.loads(metadata["refit"]) == {
+        "points": len(data["targets"]),
+        "epochs": max(1, int(round(np.median(best)))),
+        "planned_epochs": 6,
+    }
     assert json.loads(metadata["refit"])["epochs"] == refit_epochs(history)
     patches = np.asarray(data["patches"], float)
     np.testing.assert_allclose(json.loads(metadata["band_mean"]), patches.mean(axis=(0, 2, 3)), rtol=1e-6)
-    assert result["TEST_RMSE"] == pytest.approx(split["TEST_RMSE"], rel=1e-6)  # the same seeds: the split's networks, scored
+    assert result["TEST_RMSE"] == pytest.approx(
+        split["TEST_RMSE"], rel=1e-6
+    )  # the same seeds: the split's networks, scored
     assert "Refit: training again on all 300 points" in feedback.text
-    assert not np.allclose(predict(result["OUTPUT_MODEL"], data["patches"]), predict(split["OUTPUT_MODEL"], data["patches"]))
+    assert not np.allclose(
+        predict(result["OUTPUT_MODEL"], data["patches"]), predict(split["OUTPUT_MODEL"], data["patches"])
+    )
     with pytest.raises(QgsProcessingException, match="REFIT"):
-        processing.run("subsidence:evaluate", {"DATASET": str(small_dataset), "MODEL": result["OUTPUT_MODEL"], "OUTPUT_TABLE": str(tmp_path / "t.csv")})
+        processing.run(
+            "subsidence:evaluate",
+            {"DATASET": str(small_dataset), "MODEL": result["OUTPUT_MODEL"], "OUTPUT_TABLE": str(tmp_path / "t.csv")},
+        )

@@ -24,7 +24,12 @@ def read(path, number=1):
 def points(path):
     source = ogr.Open(str(path))  # kept: its layer dies with it
     layer = source.GetLayer()
-    return np.array([(feature.GetGeometryRef().GetX(), feature.GetGeometryRef().GetY(), feature["displacement"]) for feature in layer])
+    return np.array(
+        [
+            (feature.GetGeometryRef().GetX(), feature.GetGeometryRef().GetY(), feature["displacement"])
+            for feature in layer
+        ]
+    )
 
 
 def main(folder):
@@ -45,20 +50,54 @@ def main(folder):
     panels = (
         ("CNN surface, ensemble mean (mm)", cnn, "RdBu", -limit, limit),
         ("CNN uncertainty, calibrated σ (mm)", cnn_sd, "magma_r", 0, spread),
-        ("CNN dissimilarity index (line: area of applicability)", dissimilarity, "magma_r", *np.nanpercentile(dissimilarity, [2, 98])),
+        (
+            "CNN dissimilarity index (line: area of applicability)",
+            dissimilarity,
+            "magma_r",
+            *np.nanpercentile(dissimilarity, [2, 98]),
+        ),
         ("Ordinary kriging (mm)", kriged, "RdBu", -limit, limit),
         ("Kriging σ, √variance (mm)", kriging_sd, "magma_r", 0, spread),
-        ("CNN − kriging (mm)", difference, "PuOr", -np.nanpercentile(np.abs(difference), 98), np.nanpercentile(np.abs(difference), 98)),
+        (
+            "CNN − kriging (mm)",
+            difference,
+            "PuOr",
+            -np.nanpercentile(np.abs(difference), 98),
+            np.nanpercentile(np.abs(difference), 98),
+        ),
         ("Hybrid: CNN + kriged residuals (mm)", hybrid, "RdBu", -limit, limit),
         ("Hybrid σ, √variance (mm)", hybrid_sd, "magma_r", 0, spread),
-        ("Hybrid − CNN: the kriged residuals (mm)", correction, "PuOr", -np.nanpercentile(np.abs(correction), 98), np.nanpercentile(np.abs(correction), 98)),
+        (
+            "Hybrid − CNN: the kriged residuals (mm)",
+            correction,
+            "PuOr",
+            -np.nanpercentile(np.abs(correction), 98),
+            np.nanpercentile(np.abs(correction), 98),
+        ),
     )
     for slot, (title, values, colours, low, high) in enumerate(panels):
         axes = figure.add_subplot(3, 3, slot + 1)
         shown = axes.imshow(values, extent=extent, cmap=colours, vmin=low, vmax=high)
         if slot == 2:
-            axes.contour(np.nan_to_num(inside, nan=1.0), levels=[0.5], colors="black", linewidths=0.8, extent=extent, origin="upper")
-        axes.scatter(ps[:, 0], ps[:, 1], c=ps[:, 2], cmap="RdBu", vmin=-limit, vmax=limit, s=6, edgecolors="black", linewidths=0.3)
+            axes.contour(
+                np.nan_to_num(inside, nan=1.0),
+                levels=[0.5],
+                colors="black",
+                linewidths=0.8,
+                extent=extent,
+                origin="upper",
+            )
+        axes.scatter(
+            ps[:, 0],
+            ps[:, 1],
+            c=ps[:, 2],
+            cmap="RdBu",
+            vmin=-limit,
+            vmax=limit,
+            s=6,
+            edgecolors="black",
+            linewidths=0.3,
+        )
         axes.set(title=title, xticks=[], yticks=[])
         figure.colorbar(shown, ax=axes, shrink=0.8)
     figure.suptitle("Doñana, vertical displacement 2016–2019, Sentinel-1 P-SBAS points (dots)")

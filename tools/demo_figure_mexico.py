@@ -43,7 +43,13 @@ def main(folder, truth_path):
         ("CNN uncertainty, calibrated σ (mm/yr)", cnn_sd, extent, "magma_r", 0, np.nanpercentile(cnn_sd, 98)),
         ("Ordinary kriging (mm/yr)", kriged, extent, "RdBu", low, high),
         ("Hybrid: CNN + kriged residuals (mm/yr)", hybrid, extent, "RdBu", low, high),
-        ("CNN dissimilarity index (line: area of applicability)", dissimilarity, extent, "magma_r", *np.nanpercentile(dissimilarity, [2, 98])),
+        (
+            "CNN dissimilarity index (line: area of applicability)",
+            dissimilarity,
+            extent,
+            "magma_r",
+            *np.nanpercentile(dissimilarity, [2, 98]),
+        ),
     )
     for slot, (title, values, where, colours, vmin, vmax) in enumerate(panels):
         axes = figure.add_subplot(2, 3, slot + 1)
@@ -51,10 +57,19 @@ def main(folder, truth_path):
         if slot == 0:
             axes.scatter(ps_x, ps_y, s=1.5, c="black", linewidths=0)
         if slot == 5:
-            axes.contour(np.nan_to_num(inside, nan=1.0), levels=[0.5], colors="black", linewidths=0.8, extent=where, origin="upper")
+            axes.contour(
+                np.nan_to_num(inside, nan=1.0),
+                levels=[0.5],
+                colors="black",
+                linewidths=0.8,
+                extent=where,
+                origin="upper",
+            )
         axes.set(title=title, xticks=[], yticks=[], xlim=extent[:2], ylim=extent[2:])
         figure.colorbar(shown, ax=axes, shrink=0.8)
-    figure.suptitle(f"Mexico City, vertical velocity January–July 2018 (Sentinel-1, PyRate test data): {len(ps)} PS cells of coherence ≥ 0.65, the rest gaps")
+    figure.suptitle(
+        f"Mexico City, vertical velocity January–July 2018 (Sentinel-1, PyRate test data): {len(ps)} PS cells of coherence ≥ 0.65, the rest gaps"
+    )
     figure.savefig(folder / "surfaces.png")
 
 

@@ -35,7 +35,9 @@ def read_points(path, field):
     """(x, y, values, spatial reference) of a point layer."""
     source = ogr.Open(str(path))
     layer = source.GetLayer()
-    rows = [(feature.GetGeometryRef().GetX(), feature.GetGeometryRef().GetY(), feature.GetField(field)) for feature in layer]
+    rows = [
+        (feature.GetGeometryRef().GetX(), feature.GetGeometryRef().GetY(), feature.GetField(field)) for feature in layer
+    ]
     reference = layer.GetSpatialRef().Clone()
     reference.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     x, y, values = (np.array(column, np.float64) for column in zip(*rows))
@@ -95,10 +97,17 @@ def scores(truth_path, points_path, field, maps):
     rows = []
     for name, values in predictions.items():
         error = values[common] - truth[common]
-        rows.append({
-            "method": name, "n": int(common.sum()), "rmse": _rms(error), "mae": float(np.mean(np.abs(error))), "bias": float(np.mean(error)),
-            "n_far": int(far.sum()), "rmse_far": _rms(error[far]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": name,
+                "n": int(common.sum()),
+                "rmse": _rms(error),
+                "mae": float(np.mean(np.abs(error))),
+                "bias": float(np.mean(error)),
+                "n_far": int(far.sum()),
+                "rmse_far": _rms(error[far]),
+            }
+        )
     return rows, int(len(truth))
 
 
@@ -118,7 +127,9 @@ def main(argv):
     far = f"RMSE >{FAR} cells ({rows[0]['n_far']})"
     print(f"{'method':<24}{'n':>6}{'RMSE':>9}{'MAE':>9}{'bias':>9}{far:>22}")
     for row in rows:
-        print(f"{row['method']:<24}{row['n']:>6}{row['rmse']:>9.2f}{row['mae']:>9.2f}{row['bias']:>+9.2f}{row['rmse_far']:>22.2f}")
+        print(
+            f"{row['method']:<24}{row['n']:>6}{row['rmse']:>9.2f}{row['mae']:>9.2f}{row['bias']:>+9.2f}{row['rmse_far']:>22.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ import qgis_run
 
 sys.path.insert(0, str(qgis_run.REPO / "tests"))
 sys.path.insert(0, str(qgis_run.REPO / "build" / "pluginpath"))
-from synthetic import subsidence_scenario  # noqa: E402
+from synthetic import subsidence_scenario
 
-from insar_subsidence.core.dataset import open_dataset  # noqa: E402
-from insar_subsidence.core.patches import centre_and_mean  # noqa: E402
-from insar_subsidence.models.export import read_metadata  # noqa: E402
+from insar_subsidence.core.dataset import open_dataset
+from insar_subsidence.core.patches import centre_and_mean
+from insar_subsidence.models.export import read_metadata
 
 CELL, EPSG, LEFT, TOP = 25.0, 32614, 480000.0, 2150000.0  # CELL: the scenario's
 GAP_CELLS = 3
@@ -88,11 +88,29 @@ def prepare(folder, seed, env, noise=1.0):
     x = LEFT + (columns + rng.uniform(0.1, 0.9, len(columns))) * CELL
     y = TOP - (rows + rng.uniform(0.1, 0.9, len(rows))) * CELL
     write_points(folder / "ps.gpkg", x, y, scenario["ps_value"])
-    qgis_run.run("subsidence:terrainfactors", {"INPUT": folder / "dem.tif", "SLOPE": folder / "slope.tif", "ASPECT": folder / "aspect.tif", "SPI": folder / "spi.tif"}, env)
+    qgis_run.run(
+        "subsidence:terrainfactors",
+        {
+            "INPUT": folder / "dem.tif",
+            "SLOPE": folder / "slope.tif",
+            "ASPECT": folder / "aspect.tif",
+            "SPI": folder / "spi.tif",
+        },
+        env,
+    )
     drivers = [folder / f"{name}.tif" for name in ("dem", "slope", "aspect", "spi", "clay", "distance", "landuse")]
     inputs = {"INPUTS": drivers, "CATEGORICAL": folder / "landuse.tif", "OUTPUT": folder / "stack.tif"}
     qgis_run.run("subsidence:stackfactors", inputs, env)
-    qgis_run.run("subsidence:exportpatches", {"POINTS": folder / "ps.gpkg", "FIELD": "displacement", "FACTORS": folder / "stack.tif", "OUTPUT": folder / "dataset.npz"}, env)
+    qgis_run.run(
+        "subsidence:exportpatches",
+        {
+            "POINTS": folder / "ps.gpkg",
+            "FIELD": "displacement",
+            "FACTORS": folder / "stack.tif",
+            "OUTPUT": folder / "dataset.npz",
+        },
+        env,
+    )
     return scenario
 
 
@@ -117,7 +135,9 @@ def boosting(data, stack):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     known = np.flatnonzero(data["split"] != 2)
-    model = HistGradientBoostingRegressor(random_state=0).fit(centre_and_mean(data["patches"][known]), data["targets"][known])
+    model = HistGradientBoostingRegressor(random_state=0).fit(
+        centre_and_mean(data["patches"][known]), data["targets"][known]
+    )
     return model.predict(features(stack, int(data["patch_size"]))).reshape(stack.shape[1:])
 
 
@@ -133,11 +153,37 @@ def one_scenario(seed, env):
         split = data["split"]
         known = split != 2
         write_points(folder / "known.gpkg", data["x"][known], data["y"][known], data["targets"][known])
-        seconds, _, _ = qgis_run.run("subsidence:traincnn", {"DATASET": folder / "dataset.npz", "ENSEMBLE": ENSEMBLE, "OUTPUT_MODEL": folder / "model.onnx"}, env)
-        qgis_run.run("subsidence:predictsurface", {"MODEL": folder / "model.onnx", "FACTORS": folder / "stack.tif", "OUTPUT": folder / "cnn.tif"}, env)
-        paper_seconds, _, _ = qgis_run.run("subsidence:traincnn", {"DATASET": folder / "dataset.npz", "RECIPE": 1, "OUTPUT_MODEL": folder / "paper.onnx"}, env)
-        qgis_run.run("subsidence:predictsurface", {"MODEL": folder / "paper.onnx", "FACTORS": folder / "stack.tif", "OUTPUT": folder / "paper.tif"}, env)
-        qgis_run.run("subsidence:krige", {"POINTS": folder / "known.gpkg", "FIELD": "displacement", "REFERENCE": folder / "stack.tif", "OUTPUT": folder / "kriged.tif", "OUTPUT_VARIANCE": folder / "variance.tif"}, env)
+        seconds, _, _ = qgis_run.run(
+            "subsidence:traincnn",
+            {"DATASET": folder / "dataset.npz", "ENSEMBLE": ENSEMBLE, "OUTPUT_MODEL": folder / "model.onnx"},
+            env,
+        )
+        qgis_run.run(
+            "subsidence:predictsurface",
+            {"MODEL": folder / "model.onnx", "FACTORS": folder / "stack.tif", "OUTPUT": folder / "cnn.tif"},
+            env,
+        )
+        paper_seconds, _, _ = qgis_run.run(
+            "subsidence:traincnn",
+            {"DATASET": folder / "dataset.npz", "RECIPE": 1, "OUTPUT_MODEL": folder / "paper.onnx"},
+            env,
+        )
+        qgis_run.run(
+            "subsidence:predictsurface",
+            {"MODEL": folder / "paper.onnx", "FACTORS": folder / "stack.tif", "OUTPUT": folder / "paper.tif"},
+            env,
+        )
+        qgis_run.run(
+            "subsidence:krige",
+            {
+                "POINTS": folder / "known.gpkg",
+                "FIELD": "displacement",
+                "REFERENCE": folder / "stack.tif",
+                "OUTPUT": folder / "kriged.tif",
+                "OUTPUT_VARIANCE": folder / "variance.tif",
+            },
+            env,
+        )
         stack = read(folder / "stack.tif")
         gaps, truth = gap_cells(scenario), scenario["truth"]
         figures = {
@@ -150,7 +196,10 @@ def one_scenario(seed, env):
         metadata = read_metadata(str(folder / "model.onnx"))
         training = json.loads(metadata["training"])
         history, warmup = training["history"], training["plan"]["warmup_epochs"]
-        best = [min((entry for entry in history if entry["member"] == member), key=lambda entry: entry["val_loss"])["epoch"] for member in range(1, ENSEMBLE + 1)]
+        best = [
+            min((entry for entry in history if entry["member"] == member), key=lambda entry: entry["val_loss"])["epoch"]
+            for member in range(1, ENSEMBLE + 1)
+        ]
         r2 = json.loads(metadata["metrics"])["train"]["r2"]
         paper_r2 = json.loads(read_metadata(str(folder / "paper.onnx"))["metrics"])["train"]["r2"]
         print(

@@ -15,7 +15,7 @@ from osgeo import gdal, ogr, osr
 import qgis_run
 
 sys.path.insert(0, str(qgis_run.REPO / "build" / "pluginpath"))
-from insar_subsidence.core.dataset import open_dataset  # noqa: E402
+from insar_subsidence.core.dataset import open_dataset
 
 POINTS, BANDS, SIZE, PATCH = 100_000, 9, 3000, 30
 GEOTRANSFORM = (400000.0, 10.0, 0.0, 4300000.0, 0.0, -10.0)
@@ -28,7 +28,9 @@ def spatial_reference():
 
 
 def write_stack(path):
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), SIZE, SIZE, BANDS, gdal.GDT_Float32, ["TILED=YES", "INTERLEAVE=BAND"])
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path), SIZE, SIZE, BANDS, gdal.GDT_Float32, ["TILED=YES", "INTERLEAVE=BAND"]
+    )
     dataset.SetGeoTransform(GEOTRANSFORM)
     dataset.SetProjection(spatial_reference().ExportToWkt())
     rng = np.random.default_rng(0)
@@ -63,12 +65,19 @@ def main():
         write_stack(folder / "stack.tif")
         write_points(folder / "ps.gpkg")
         env = qgis_run.environment()
-        parameters = {"POINTS": folder / "ps.gpkg", "FIELD": "displacement", "FACTORS": folder / "stack.tif",
-                      "PATCH_SIZE": PATCH, "OUTPUT": folder / "dataset.npz"}
+        parameters = {
+            "POINTS": folder / "ps.gpkg",
+            "FIELD": "displacement",
+            "FACTORS": folder / "stack.tif",
+            "PATCH_SIZE": PATCH,
+            "OUTPUT": folder / "dataset.npz",
+        }
         seconds, peak, output = qgis_run.run("subsidence:exportpatches", parameters, env)
         size_mb = (folder / "dataset.npz").stat().st_size / 2**20
-        print(f"{POINTS} points x {BANDS} bands x {PATCH} x {PATCH}: exported in {seconds:.0f} s "
-              f"({POINTS / seconds:.0f} points/s), dataset {size_mb:.0f} MB")
+        print(
+            f"{POINTS} points x {BANDS} bands x {PATCH} x {PATCH}: exported in {seconds:.0f} s "
+            f"({POINTS / seconds:.0f} points/s), dataset {size_mb:.0f} MB"
+        )
         print(f"  peak memory of the export {peak:.0f} MB ({peak / size_mb:.2f} of the dataset's size)")
         print("  " + next((line.strip() for line in output.splitlines() if "Written:" in line), ""))
 
@@ -81,9 +90,11 @@ def main():
             batch = np.asarray(data["patches"][np.sort(rng.choice(training, 128, replace=False))])
         per_batch = (time.perf_counter() - start) / 50
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
-        print(f"  reading: patches memory-mapped ({type(data['patches']).__name__}), random batches of 128 in "
-              f"{per_batch * 1e3:.1f} ms, batch shape {batch.shape}; resident memory grew by {grown:.0f} MB, "
-              "clean file-backed pages of the map (reclaimable), not a loaded copy")
+        print(
+            f"  reading: patches memory-mapped ({type(data['patches']).__name__}), random batches of 128 in "
+            f"{per_batch * 1e3:.1f} ms, batch shape {batch.shape}; resident memory grew by {grown:.0f} MB, "
+            "clean file-backed pages of the map (reclaimable), not a loaded copy"
+        )
     finally:
         shutil.rmtree(folder)
 

@@ -15,13 +15,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build" / "pluginpath"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: synthetic data
 
-from insar_subsidence.core.kriging import (  # noqa: E402
+from insar_subsidence.core.kriging import (
     OrdinaryKriging,
     cross_validation_statistics,
     experimental_variogram,
     fit_variogram,
 )
-from synthetic import subsidence_bowls  # noqa: E402
+from synthetic import subsidence_bowls
 
 EXTENT = 100_000.0  # metres
 NEIGHBOURS = 32

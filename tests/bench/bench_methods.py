@@ -55,17 +55,56 @@ def one_scenario(seed, env):
         split = data["split"]
         known = split != 2
         write_points(folder / "known.gpkg", data["x"][known], data["y"][known], data["targets"][known])
-        seconds, _, _ = qgis_run.run("subsidence:traincnn", {"DATASET": folder / "dataset.npz", "ENSEMBLE": ENSEMBLE, "OUTPUT_MODEL": folder / "model.onnx"}, env)
-        qgis_run.run("subsidence:evaluate", {"DATASET": folder / "dataset.npz", "MODEL": folder / "model.onnx", "FOLDS": FOLDS, "OUTPUT_TABLE": folder / "table.csv"}, env)
-        qgis_run.run("subsidence:predictsurface", {"MODEL": folder / "model.onnx", "FACTORS": folder / "stack.tif", "OUTPUT": folder / "cnn.tif", "OUTPUT_UNCERTAINTY": folder / "sigma.tif"}, env)
-        qgis_run.run("subsidence:krige", {"POINTS": folder / "known.gpkg", "FIELD": "displacement", "REFERENCE": folder / "stack.tif", "OUTPUT": folder / "kriged.tif", "OUTPUT_VARIANCE": folder / "kv.tif"}, env)
+        seconds, _, _ = qgis_run.run(
+            "subsidence:traincnn",
+            {"DATASET": folder / "dataset.npz", "ENSEMBLE": ENSEMBLE, "OUTPUT_MODEL": folder / "model.onnx"},
+            env,
+        )
+        qgis_run.run(
+            "subsidence:evaluate",
+            {
+                "DATASET": folder / "dataset.npz",
+                "MODEL": folder / "model.onnx",
+                "FOLDS": FOLDS,
+                "OUTPUT_TABLE": folder / "table.csv",
+            },
+            env,
+        )
+        qgis_run.run(
+            "subsidence:predictsurface",
+            {
+                "MODEL": folder / "model.onnx",
+                "FACTORS": folder / "stack.tif",
+                "OUTPUT": folder / "cnn.tif",
+                "OUTPUT_UNCERTAINTY": folder / "sigma.tif",
+            },
+            env,
+        )
+        qgis_run.run(
+            "subsidence:krige",
+            {
+                "POINTS": folder / "known.gpkg",
+                "FIELD": "displacement",
+                "REFERENCE": folder / "stack.tif",
+                "OUTPUT": folder / "kriged.tif",
+                "OUTPUT_VARIANCE": folder / "kv.tif",
+            },
+            env,
+        )
         # The hybrid map as evaluate scores it: the CNN's residuals at the validation points (the
         # known points less the training points, which DATASET leaves out).
         qgis_run.run(
             "subsidence:krigeresiduals",
-            {"SURFACE": folder / "cnn.tif", "POINTS": folder / "known.gpkg", "FIELD": "displacement", "DATASET": folder / "dataset.npz",
-             "OUTPUT": folder / "hybrid.tif", "OUTPUT_VARIANCE": folder / "hv.tif"}, env,
-        )  # fmt: skip
+            {
+                "SURFACE": folder / "cnn.tif",
+                "POINTS": folder / "known.gpkg",
+                "FIELD": "displacement",
+                "DATASET": folder / "dataset.npz",
+                "OUTPUT": folder / "hybrid.tif",
+                "OUTPUT_VARIANCE": folder / "hv.tif",
+            },
+            env,
+        )
         rows = table(folder / "table.csv")
         points = [row for row in rows if row["row"] == "point"]
         summary = {row["method"]: row for row in rows if row["row"] == "summary"}
@@ -79,11 +118,17 @@ def one_scenario(seed, env):
             f"training {seconds:.0f} s for {ENSEMBLE} networks",
             flush=True,
         )
-        for title, rows_of in ((f"test points ({len(points)})", summary), (f"{FOLDS}-fold cross-validation ({int(number(cross['mean']['n']))})", cross)):
+        for title, rows_of in (
+            (f"test points ({len(points)})", summary),
+            (f"{FOLDS}-fold cross-validation ({int(number(cross['mean']['n']))})", cross),
+        ):
             print(f"  {title:<34}{'RMSE mm':>9}{'±1σ %':>8}{'±2σ %':>8}{'CRPS mm':>9}", flush=True)
             for method in METHODS:
                 row = rows_of[method]
-                print(f"    {method:<32}{number(row['rmse']):>9.2f}{number(row['within_1_sigma']):>8.0f}{number(row['within_2_sigma']):>8.0f}{number(row['crps']):>9.2f}", flush=True)
+                print(
+                    f"    {method:<32}{number(row['rmse']):>9.2f}{number(row['within_1_sigma']):>8.0f}{number(row['within_2_sigma']):>8.0f}{number(row['crps']):>9.2f}",
+                    flush=True,
+                )
         print(f"    {'cnn, raw spread, test points':<32}{'':>9}{raw[0]:>8.0f}{raw[1]:>8.0f}", flush=True)
         gaps, truth = gap_cells(scenario), scenario["truth"]
         figures = {name: rmse(read(folder / f"{name}.tif"), truth, gaps) for name in ("cnn", "kriged", "hybrid")}

@@ -30,11 +30,17 @@ from insar_subsidence.core.patches import centre_and_mean
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
-from gap_scores import scores  # noqa: E402
+from gap_scores import scores
 
 DATA = REPO / "resources" / "sample_data" / "mexico_city"
 FOLDS = 5
-EVALUATED = {"mean": "PS mean (null model)", "kriging": "ordinary kriging", "regression_kriging": "regression kriging", "cnn": "CNN", "hybrid": "hybrid"}
+EVALUATED = {
+    "mean": "PS mean (null model)",
+    "kriging": "ordinary kriging",
+    "regression_kriging": "regression kriging",
+    "cnn": "CNN",
+    "hybrid": "hybrid",
+}
 
 
 def write_like(path, values, grid):
@@ -59,19 +65,34 @@ def learners(folder, data, env):
     write_like(folder / "boosting.tif", boosting.predict(cells).reshape(stack.shape[1:]), grid)
     scale = known.std(axis=0)
     scale[scale == 0] = 1
-    design = lambda x: np.column_stack([np.ones(len(x)), x / scale])  # noqa: E731
+    design = lambda x: np.column_stack([np.ones(len(x)), x / scale])
     coefficients = np.linalg.lstsq(design(known), targets, rcond=None)[0]
     write_like(folder / "trend.tif", (design(cells) @ coefficients).reshape(stack.shape[1:]), grid)
     qgis_run.run(
         "subsidence:krigeresiduals",
-        {"SURFACE": folder / "trend.tif", "POINTS": folder / "ps_points.gpkg", "FIELD": "displacement", "OUTPUT": folder / "regression_kriging.tif", "OUTPUT_VARIANCE": "TEMPORARY_OUTPUT"},
+        {
+            "SURFACE": folder / "trend.tif",
+            "POINTS": folder / "ps_points.gpkg",
+            "FIELD": "displacement",
+            "OUTPUT": folder / "regression_kriging.tif",
+            "OUTPUT_VARIANCE": "TEMPORARY_OUTPUT",
+        },
         env,
     )
 
 
 def cross_validation(folder, env):
     """{method: RMSE} over evaluate's FOLDS-fold spatial cross-validation (every point held out once)."""
-    qgis_run.run("subsidence:evaluate", {"DATASET": folder / "dataset.npz", "MODEL": folder / "cnn_model.onnx", "FOLDS": FOLDS, "OUTPUT_TABLE": folder / "cv.csv"}, env)
+    qgis_run.run(
+        "subsidence:evaluate",
+        {
+            "DATASET": folder / "dataset.npz",
+            "MODEL": folder / "cnn_model.onnx",
+            "FOLDS": FOLDS,
+            "OUTPUT_TABLE": folder / "cv.csv",
+        },
+        env,
+    )
     with open(folder / "cv.csv", newline="", encoding="utf-8") as file:
         rows = [row for row in csv.DictReader(file) if row["row"] == "cross-validation"]
     return {EVALUATED[row["method"]]: (float(row["rmse"]), int(float(row["n"]))) for row in rows}
@@ -81,22 +102,45 @@ def main():
     env = qgis_run.environment()
     folder = Path(tempfile.mkdtemp(prefix="bench-mexico-"))
     start = time.perf_counter()
-    done = subprocess.run(["bash", "tools/demo_mexico.sh", "qgis_process.bin", str(folder)], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", "tools/demo_mexico.sh", "qgis_process.bin", str(folder)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         sys.exit(done.stdout[-3000:] + done.stderr[-3000:])
     demo_seconds = time.perf_counter() - start
     data = open_dataset(folder / "dataset.npz")
-    refit_seconds, _, _ = qgis_run.run("subsidence:traincnn", {"DATASET": folder / "dataset.npz", "ARCHITECTURE": 2, "ENSEMBLE": 5, "REFIT": "true", "OUTPUT_MODEL": folder / "refit.onnx"}, env)
-    qgis_run.run("subsidence:predictsurface", {"MODEL": folder / "refit.onnx", "FACTORS": folder / "driver_stack.tif", "OUTPUT": folder / "cnn_refit.tif"}, env)
+    refit_seconds, _, _ = qgis_run.run(
+        "subsidence:traincnn",
+        {
+            "DATASET": folder / "dataset.npz",
+            "ARCHITECTURE": 2,
+            "ENSEMBLE": 5,
+            "REFIT": "true",
+            "OUTPUT_MODEL": folder / "refit.onnx",
+        },
+        env,
+    )
+    qgis_run.run(
+        "subsidence:predictsurface",
+        {"MODEL": folder / "refit.onnx", "FACTORS": folder / "driver_stack.tif", "OUTPUT": folder / "cnn_refit.tif"},
+        env,
+    )
     learners(folder, data, env)
     cv_start = time.perf_counter()
     cross = cross_validation(folder, env)
     cv_seconds = time.perf_counter() - cv_start
     maps = {
-        "ordinary kriging": folder / "kriged_surface.tif", "regression kriging": folder / "regression_kriging.tif",
-        "gradient boosting": folder / "boosting.tif", "CNN": folder / "cnn_surface.tif", "CNN refit": folder / "cnn_refit.tif",
+        "ordinary kriging": folder / "kriged_surface.tif",
+        "regression kriging": folder / "regression_kriging.tif",
+        "gradient boosting": folder / "boosting.tif",
+        "CNN": folder / "cnn_surface.tif",
+        "CNN refit": folder / "cnn_refit.tif",
         "hybrid": folder / "hybrid_surface.tif",
-    }  # fmt: skip
+    }
     rows, cells = scores(DATA / "velocity_vert_mmyr_approx.tif", folder / "ps_points.gpkg", "displacement", maps)
     split = data["split"]
     print(
@@ -112,7 +156,9 @@ def main():
         print(f"  {row['method']:<24}{row['rmse']:>10.2f}{row['mae']:>8.2f}{row['bias']:>+8.2f}{cv:>22}")
     best = min(rows, key=lambda row: row["rmse"])
     cnn = next(row for row in rows if row["method"] == "CNN")
-    print(f"  best in the gaps: {best['method']}; CNN / best = {cnn['rmse'] / best['rmse']:.2f}; total {time.perf_counter() - start:.0f} s")
+    print(
+        f"  best in the gaps: {best['method']}; CNN / best = {cnn['rmse'] / best['rmse']:.2f}; total {time.perf_counter() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

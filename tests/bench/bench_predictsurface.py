@@ -19,8 +19,8 @@ import qgis_run
 from random_models import write_dense_model
 
 sys.path.insert(0, str(qgis_run.REPO / "build" / "pluginpath"))
-from insar_subsidence.core.prediction import session  # noqa: E402
-from insar_subsidence.models.dense import dense_model  # noqa: E402
+from insar_subsidence.core.prediction import session
+from insar_subsidence.models.dense import dense_model
 
 BANDS, SIZE, SIDE, ROWS = 9, 30, 10_000, 500
 NAMES = [f"driver{band}" for band in range(BANDS)]
@@ -28,7 +28,9 @@ MEMORY_LIMIT_MB = 2048
 
 
 def write_stack(path):
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), SIDE, SIDE, BANDS, gdal.GDT_Float32, ["BIGTIFF=YES", "TILED=YES"])
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path), SIDE, SIDE, BANDS, gdal.GDT_Float32, ["BIGTIFF=YES", "TILED=YES"]
+    )
     dataset.SetGeoTransform((500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32630)
@@ -71,18 +73,31 @@ def main():
         write_dense_model(model, NAMES, SIZE)
         start = time.perf_counter()
         write_stack(stack)
-        print(f"stack: {SIDE} x {SIDE} x {BANDS} float32 ({stack.stat().st_size / 2**30:.1f} GiB, written in {time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"stack: {SIDE} x {SIDE} x {BANDS} float32 ({stack.stat().st_size / 2**30:.1f} GiB, written in {time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
         sgemm = bench_machine.sgemm_gflops()
         naive = naive_pixels_per_second(model)
         flops = dense_flops_per_pixel(model)
-        seconds, peak, _ = qgis_run.run("subsidence:predictsurface", {"MODEL": model, "FACTORS": stack, "OUTPUT": folder / "surface.tif"}, qgis_run.environment())
+        seconds, peak, _ = qgis_run.run(
+            "subsidence:predictsurface",
+            {"MODEL": model, "FACTORS": stack, "OUTPUT": folder / "surface.tif"},
+            qgis_run.environment(),
+        )
         dense = SIDE * SIDE / seconds
         print(f"naive per-patch ONNX Runtime: {naive:.0f} pixels/s (one patch per pixel, batches of 256)")
-        print(f"predictsurface (dense, via qgis_process, QGIS start-up included): {SIDE}^2 pixels in {seconds:.0f} s, {dense:.0f} pixels/s; "
-              f"ratio {dense / naive:.0f} x naive (target >= 20)")
-        print(f"dense evaluation: {flops / 1e3:.0f} kFLOP per pixel x {dense:.0f} pixels/s = {flops * dense / 1e9:.1f} GFLOP/s, "
-              f"{100 * flops * dense / (sgemm * 1e9):.0f} % of this machine's SGEMM ({sgemm:.0f} GFLOP/s; target >= 60 %)")
-        print(f"peak memory {peak:.0f} MB for a {stack.stat().st_size / 2**20:.0f} MB stack (target <= {MEMORY_LIMIT_MB} MB)")
+        print(
+            f"predictsurface (dense, via qgis_process, QGIS start-up included): {SIDE}^2 pixels in {seconds:.0f} s, {dense:.0f} pixels/s; "
+            f"ratio {dense / naive:.0f} x naive (target >= 20)"
+        )
+        print(
+            f"dense evaluation: {flops / 1e3:.0f} kFLOP per pixel x {dense:.0f} pixels/s = {flops * dense / 1e9:.1f} GFLOP/s, "
+            f"{100 * flops * dense / (sgemm * 1e9):.0f} % of this machine's SGEMM ({sgemm:.0f} GFLOP/s; target >= 60 %)"
+        )
+        print(
+            f"peak memory {peak:.0f} MB for a {stack.stat().st_size / 2**20:.0f} MB stack (target <= {MEMORY_LIMIT_MB} MB)"
+        )
     finally:
         shutil.rmtree(folder)
 

@@ -45,7 +45,9 @@ def write_dem(path):
     mirrored = np.block([[z, z[:, ::-1]], [z[::-1], z[::-1, ::-1]]])
     big = ndimage.zoom(mirrored, UPSAMPLE, order=1).astype(np.float32)
     left, pixel, _, top, _, _ = source.GetGeoTransform()
-    target = gdal.GetDriverByName("GTiff").Create(str(path), big.shape[1], big.shape[0], 1, gdal.GDT_Float32, ["TILED=YES"])
+    target = gdal.GetDriverByName("GTiff").Create(
+        str(path), big.shape[1], big.shape[0], 1, gdal.GDT_Float32, ["TILED=YES"]
+    )
     target.SetGeoTransform((left, pixel / UPSAMPLE, 0, top, 0, -pixel / UPSAMPLE))
     target.SetProjection(source.GetProjection())
     target.GetRasterBand(1).WriteArray(big)
@@ -55,7 +57,18 @@ def write_dem(path):
 
 def run_grass(dem, folder):
     done = subprocess.run(
-        ["grass", "-c", str(dem), str(folder / "grassdb" / "dem"), "--exec", "python3", "-c", GRASS_SCRIPT, str(dem), json.dumps(GRASS_MODULES)],
+        [
+            "grass",
+            "-c",
+            str(dem),
+            str(folder / "grassdb" / "dem"),
+            "--exec",
+            "python3",
+            "-c",
+            GRASS_SCRIPT,
+            str(dem),
+            json.dumps(GRASS_MODULES),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -73,14 +86,30 @@ def main():
         rows, columns = write_dem(dem)
         print(f"DEM: the Minnesota LiDAR DEM mirrored 2 x 2 and upsampled x{UPSAMPLE}: {rows} x {columns} cells")
         env = qgis_run.environment()
-        startup, _, _ = qgis_run.run("native:createconstantrasterlayer", {"EXTENT": "0,1,0,1", "TARGET_CRS": "EPSG:4326", "PIXEL_SIZE": 1, "NUMBER": 1, "OUTPUT": folder / "one.tif"}, env)
+        startup, _, _ = qgis_run.run(
+            "native:createconstantrasterlayer",
+            {
+                "EXTENT": "0,1,0,1",
+                "TARGET_CRS": "EPSG:4326",
+                "PIXEL_SIZE": 1,
+                "NUMBER": 1,
+                "OUTPUT": folder / "one.tif",
+            },
+            env,
+        )
         outputs = {key: folder / f"{key.lower()}.tif" for key in ("SLOPE", "ASPECT", "CATCHMENT", "TWI", "SPI")}
         ours, peak, _ = qgis_run.run("subsidence:terrainfactors", {"INPUT": dem, "FLOW_METHOD": 1, **outputs}, env)
         grass = run_grass(dem, folder)
         theirs = sum(grass.values())
-        print(f"terrainfactors via qgis_process (5 outputs, MFD, filled): {ours:.1f} s, of which ~{startup:.1f} s QGIS start-up "
-              f"(a trivial algorithm's run); peak memory {peak:.0f} MB (limit {MEMORY_LIMIT_MB} MB)")
-        print("GRASS: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in grass.items()) + f"; together {theirs:.1f} s")
+        print(
+            f"terrainfactors via qgis_process (5 outputs, MFD, filled): {ours:.1f} s, of which ~{startup:.1f} s QGIS start-up "
+            f"(a trivial algorithm's run); peak memory {peak:.0f} MB (limit {MEMORY_LIMIT_MB} MB)"
+        )
+        print(
+            "GRASS: "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in grass.items())
+            + f"; together {theirs:.1f} s"
+        )
         print(f"ratio ours / GRASS: {ours / theirs:.2f} (target <= 1)")
         if ours > theirs or peak > MEMORY_LIMIT_MB:
             raise SystemExit("terrainfactors is slower than GRASS or over its memory limit")

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build" / "pluginpath"))
-from insar_subsidence.core import dataset  # noqa: E402
-from insar_subsidence.models import cnn, worker  # noqa: E402
+from insar_subsidence.core import dataset
+from insar_subsidence.models import cnn, worker
 
 BANDS, SIZE, BATCH = 9, 30, 128
 SAMPLES = {"dense": 8192, "paper": 512}
@@ -26,11 +26,19 @@ def write_dataset(path, n):
     patches = rng.normal(0, 1, (n, BANDS, SIZE, SIZE)).astype(np.float32)
     arrays = {
         "targets": rng.normal(0, 10, n).astype(np.float32),
-        "x": np.zeros(n), "y": np.zeros(n), "pid": np.array([str(i) for i in range(n)]),
+        "x": np.zeros(n),
+        "y": np.zeros(n),
+        "pid": np.array([str(i) for i in range(n)]),
         "split": np.zeros(n, np.int8),  # all training: the epoch is the training pass alone
-        "band_names": np.array([f"b{b}" for b in range(BANDS)]), "band_mean": np.zeros(BANDS), "band_std": np.ones(BANDS),
-        "patch_size": SIZE, "pixel_size": np.array([10.0, 10.0]), "crs": "", "target_field": "t", "target_units": "mm",
-    }  # fmt: skip
+        "band_names": np.array([f"b{b}" for b in range(BANDS)]),
+        "band_mean": np.zeros(BANDS),
+        "band_std": np.ones(BANDS),
+        "patch_size": SIZE,
+        "pixel_size": np.array([10.0, 10.0]),
+        "crs": "",
+        "target_field": "t",
+        "target_units": "mm",
+    }
     dataset.write(path, patches, np.arange(n), arrays)
 
 
@@ -56,14 +64,26 @@ def bare_throughput(name, seconds=8.0):
 
 def epoch_throughput(name, path, n, epochs):
     history = []
-    worker.train(dataset.open_dataset(path), name, epochs, BATCH, 1e-4, 0, 0, worker.choose_device("cpu"), progress=lambda *a, **k: None if a[0] != "epoch" else history.append(k))
+    worker.train(
+        dataset.open_dataset(path),
+        name,
+        epochs,
+        BATCH,
+        1e-4,
+        0,
+        0,
+        worker.choose_device("cpu"),
+        progress=lambda *a, **k: None if a[0] != "epoch" else history.append(k),
+    )
     return n / np.mean([entry["train_seconds"] for entry in history])
 
 
 def main():
     folder = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
-        print(f"CPU, {torch.get_num_threads()} threads; {BANDS} bands, {SIZE} x {SIZE} patches, batch {BATCH}", flush=True)
+        print(
+            f"CPU, {torch.get_num_threads()} threads; {BANDS} bands, {SIZE} x {SIZE} patches, batch {BATCH}", flush=True
+        )
         for name, n in SAMPLES.items():
             path = folder / f"{name}.npz"
             write_dataset(path, n)
@@ -73,8 +93,11 @@ def main():
                 bare.append(bare_throughput(name))
                 epoch.append(epoch_throughput(name, path, n, epochs=1))
             bare, epoch = float(np.mean(bare)), float(np.mean(epoch))
-            print(f"{name}: training epoch {epoch:.0f} samples/s ({n} memory-mapped patches); bare forward+backward "
-                  f"{bare:.0f} samples/s; ratio {epoch / bare:.2f} (target >= 0.8)", flush=True)
+            print(
+                f"{name}: training epoch {epoch:.0f} samples/s ({n} memory-mapped patches); bare forward+backward "
+                f"{bare:.0f} samples/s; ratio {epoch / bare:.2f} (target >= 0.8)",
+                flush=True,
+            )
     finally:
         shutil.rmtree(folder)
 

@@ -20,7 +20,7 @@ import qgis_run
 from random_models import write_dense_model
 
 sys.path.insert(0, str(qgis_run.REPO / "build" / "pluginpath"))
-from insar_subsidence.core import applicability  # noqa: E402
+from insar_subsidence.core import applicability
 
 BANDS, SIZE, SIDE, PIXEL = 9, 30, 3000, 10.0
 NAMES = [f"driver{band}" for band in range(BANDS)]
@@ -51,7 +51,9 @@ def area_of_applicability(stack, patches, rng):
     """The applicability metadata of `patches` training patches cut at random from the stack."""
     rows, columns = rng.integers(0, SIDE - SIZE, patches), rng.integers(0, SIDE - SIZE, patches)
     cut = np.stack([stack[:, row : row + SIZE, column : column + SIZE] for row, column in zip(rows, columns)])
-    area, _ = applicability.fit(cut, np.zeros(BANDS), np.ones(BANDS), columns * PIXEL, rows * PIXEL, 50 * SIZE * PIXEL, rng)
+    area, _ = applicability.fit(
+        cut, np.zeros(BANDS), np.ones(BANDS), columns * PIXEL, rows * PIXEL, 50 * SIZE * PIXEL, rng
+    )
     return area.to_metadata()
 
 
@@ -65,21 +67,42 @@ def main():
         write_dense_model(folder / "plain.onnx", NAMES, SIZE)
         write_dense_model(folder / "ensemble.onnx", NAMES, SIZE, MEMBERS)
         for patches in TRAINING_PATCHES:
-            write_dense_model(folder / f"area{patches}.onnx", NAMES, SIZE, applicability=area_of_applicability(stack_values, patches, rng))
+            write_dense_model(
+                folder / f"area{patches}.onnx",
+                NAMES,
+                SIZE,
+                applicability=area_of_applicability(stack_values, patches, rng),
+            )
         del stack_values
         env = qgis_run.environment()
         runs = [
             ("plain (1 network, surface)", "plain.onnx", {}),
-            (f"ensemble of {MEMBERS}, surface + uncertainty", "ensemble.onnx", {"OUTPUT_UNCERTAINTY": folder / "sd.tif"}),
-            *((f"1 network, surface + applicability, {patches} training patches", f"area{patches}.onnx", {"OUTPUT_APPLICABILITY": folder / "aoa.tif"}) for patches in TRAINING_PATCHES),
-        ]  # fmt: skip
-        print(f"stack {SIDE} x {SIDE} x {BANDS}, dense models with {SIZE} x {SIZE} patches, via qgis_process (start-up included)")
+            (
+                f"ensemble of {MEMBERS}, surface + uncertainty",
+                "ensemble.onnx",
+                {"OUTPUT_UNCERTAINTY": folder / "sd.tif"},
+            ),
+            *(
+                (
+                    f"1 network, surface + applicability, {patches} training patches",
+                    f"area{patches}.onnx",
+                    {"OUTPUT_APPLICABILITY": folder / "aoa.tif"},
+                )
+                for patches in TRAINING_PATCHES
+            ),
+        ]
+        print(
+            f"stack {SIDE} x {SIDE} x {BANDS}, dense models with {SIZE} x {SIZE} patches, via qgis_process (start-up included)"
+        )
         reference = None
         for label, model, extra in runs:
             parameters = {"MODEL": folder / model, "FACTORS": stack, "OUTPUT": folder / "surface.tif", **extra}
             seconds, peak, _ = qgis_run.run("subsidence:predictsurface", parameters, env)
             reference = reference or seconds
-            print(f"{label}: {seconds:.1f} s, {SIDE * SIDE / seconds:.0f} pixels/s, {seconds / reference:.2f} x plain, peak {peak:.0f} MB", flush=True)
+            print(
+                f"{label}: {seconds:.1f} s, {SIDE * SIDE / seconds:.0f} pixels/s, {seconds / reference:.2f} x plain, peak {peak:.0f} MB",
+                flush=True,
+            )
     finally:
         shutil.rmtree(folder)
 

@@ -30,17 +30,23 @@ def environment(**extra):
         PYTHONPATH=sysconfig.get_paths()["purelib"],
         **extra,
     )
-    subprocess.run(["qgis_process.bin", "plugins", "enable", "insar_subsidence"], env=env, capture_output=True, check=True)
+    subprocess.run(
+        ["qgis_process.bin", "plugins", "enable", "insar_subsidence"], env=env, capture_output=True, check=True
+    )
     return env
 
 
 def run(algorithm, parameters, env):
     """(seconds, peak MB, output text) of `qgis_process.bin run algorithm -- KEY=value …`; a
     list value is passed as KEY=item once per item."""
-    pairs = [(key, item) for key, value in parameters.items() for item in (value if isinstance(value, list) else [value])]
+    pairs = [
+        (key, item) for key, value in parameters.items() for item in (value if isinstance(value, list) else [value])
+    ]
     command = ["qgis_process.bin", "run", algorithm, "--", *(f"{key}={value}" for key, value in pairs)]
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True, check=True
+    )
     seconds = time.perf_counter() - start
     code, output, peak = json.loads(done.stdout)
     if code:

@@ -19,15 +19,31 @@ def write_dense_model(path, names, size, members=1, applicability=None):
 
     bands = len(names)
     torch.manual_seed(0)
-    model = Deployed([build("dense", bands, size) for _ in range(members)], np.zeros(bands), np.zeros(bands), np.ones(bands), 0.0, 1.0).eval()
+    model = Deployed(
+        [build("dense", bands, size) for _ in range(members)],
+        np.zeros(bands),
+        np.zeros(bands),
+        np.ones(bands),
+        0.0,
+        1.0,
+    ).eval()
     patches = np.random.default_rng(0).normal(0, 1, (64, bands, size, size)).astype(np.float32)
     folder = tempfile.mkdtemp()
     inputs, outputs = export(model, patches, folder)
     metadata = {
-        "band_names": list(names), "band_mean": [0.0] * bands, "band_std": [1.0] * bands, "patch_size": str(size),
-        "target_field": "displacement", "target_units": "mm", "nodata_policy": "fill", "architecture": "dense",
-        "dense_exact": "true", "ensemble_members": str(members), "metrics": {}, "plugin_version": "bench",
-    }  # fmt: skip
+        "band_names": list(names),
+        "band_mean": [0.0] * bands,
+        "band_std": [1.0] * bands,
+        "patch_size": str(size),
+        "target_field": "displacement",
+        "target_units": "mm",
+        "nodata_policy": "fill",
+        "architecture": "dense",
+        "dense_exact": "true",
+        "ensemble_members": str(members),
+        "metrics": {},
+        "plugin_version": "bench",
+    }
     if applicability is not None:
         metadata["applicability"] = applicability
     finish(os.path.join(folder, "model.onnx"), str(path), metadata, inputs, outputs, spread=1.0)
