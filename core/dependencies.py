@@ -6,6 +6,7 @@ the algorithms that need it; each algorithm declares its modules and asks `missi
 
 import importlib
 import os
+import subprocess
 import sys
 import sysconfig
 
@@ -20,6 +21,14 @@ PIP_NAMES = {
 # QGIS's own numeric stack: pinned at the installed versions in the install command, so pip picks
 # package versions that work with them instead of upgrading them (a numpy 2 breaks GDAL's bindings).
 PROTECTED = ("numpy", "scipy")
+
+
+def no_console_window():
+    """Keyword arguments for subprocess.run/Popen that keep Windows from opening a console
+    window for a child process started from the QGIS desktop (nothing elsewhere)."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NO_WINDOW}
+    return {}
 
 
 def import_error(module):
