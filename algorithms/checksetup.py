@@ -27,12 +27,12 @@ class CheckSetup(SubsidenceAlgorithm):
         return "setup"
 
     def tags(self):
-        return self.tr("install,dependencies,packages,torch,python,interpreter,onnxruntime,pykrige").split(",")
+        return self.tr("install,dependencies,packages,torch,python,interpreter,onnxruntime,scikit-image").split(",")
 
     def shortHelpString(self):
         return self.tr(
             "Checks that QGIS's Python can import the packages the plugin needs (onnxruntime, onnx, "
-            "pykrige, scikit-image) and which Python interpreter with torch will run the training, "
+            "scikit-image) and which Python interpreter with torch will run the training, "
             "with its torch version. Nothing is changed: for each missing piece the log gives the "
             "command that installs it, and which algorithms need it.\n"
             "The torch interpreter is, in this order: the environment variable "

@@ -96,7 +96,7 @@ class ImportPs(SubsidenceAlgorithm):
             )
         self.addParameter(
             QgsProcessingParameterEnum(
-                self.UNITS, self.tr("Units of the file's displacements"), list(UNITS), defaultValue=0
+                self.UNITS, self.tr("Units of the file's displacements"), list(UNITS), defaultValue=UNITS.index("auto")
             )
         )
         self.addParameter(

@@ -1,7 +1,6 @@
 """subsidence:krigeresiduals — a surface plus the ordinary kriging of its residuals at the points (the hybrid)."""
 
 import numpy as np
-from osgeo import gdal
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -22,14 +21,14 @@ from ..core.dataset import open_dataset
 from ..core.errors import InputError
 from ..core.kriging import check_points, merge_coincident
 from ..core.patches import TRAIN, pixel_indices
-from .krige import BLOCK_CELLS, Krige
-from .layers import grid_of_raster, point_values, read_band
+from .kriging_base import BLOCK_CELLS, KrigingAlgorithm
+from .layers import grid_of_raster, open_raster, point_values, read_band
 from .styles import style_raster
 
 NAMED = 10  # points named in the log when some lie outside the surface
 
 
-class KrigeResiduals(Krige):
+class KrigeResiduals(KrigingAlgorithm):
     SURFACE = "SURFACE"
     SURFACE_UNCERTAINTY = "SURFACE_UNCERTAINTY"
     DATASET = "DATASET"
@@ -105,9 +104,6 @@ class KrigeResiduals(Krige):
         self.add_report_and_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.N_LEFT_OUT, self.tr("Points left out as training points")))
 
-    def checkParameterValues(self, parameters, context):
-        return super(Krige, self).checkParameterValues(parameters, context)
-
     def _krige(self, parameters, context, feedback):
         steps = QgsProcessingMultiStepFeedback(4, feedback)
         surface = self.parameterAsRasterLayer(parameters, self.SURFACE, context)
@@ -115,7 +111,8 @@ class KrigeResiduals(Krige):
         if not crs.isValid() or crs.isGeographic():
             raise QgsProcessingException(
                 self.tr(
-                    f"The surface's CRS ({crs.authid() or 'none'}) is not a projected one: krige in metres, e.g. the surface of a stack in the UTM zone."
+                    f"The surface's CRS ({crs.authid() or 'none'}) is not a projected one: krige in metres, "
+                    "e.g. the surface of a stack in the UTM zone."
                 )
             )
         uncertainty = self.parameterAsRasterLayer(parameters, self.SURFACE_UNCERTAINTY, context)
@@ -132,20 +129,23 @@ class KrigeResiduals(Krige):
         if not source.fields().field(field).isNumeric():
             raise QgsProcessingException(
                 self.tr(
-                    f"The field '{field}' is not numeric: choose the field of the points' values (e.g. velocity or displacement)."
+                    f"The field '{field}' is not numeric: choose the field of the points' values "
+                    "(e.g. velocity or displacement)."
                 )
             )
 
         x, y, z, ids, _, skipped = point_values(source, field, crs, context, steps)
-        surface_file = _open(surface.source())
+        surface_file = open_raster(surface.source(), "the surface")
         row, column = pixel_indices(grid, x, y)
         at_points = _values_at(surface_file.GetRasterBand(1), row, column, grid)
         outside = ~np.isfinite(at_points)
         if outside.any():
             named = ", ".join(f"feature {ids[index]}" for index in np.flatnonzero(outside)[:NAMED])
+            more = " …" if outside.sum() > NAMED else ""
             feedback.pushWarning(
                 self.tr(
-                    f"{int(outside.sum())} of {len(z)} points lie outside the surface or on its nodata and are skipped: {named}{' …' if outside.sum() > NAMED else ''}."
+                    f"{int(outside.sum())} of {len(z)} points lie outside the surface or on its nodata "
+                    f"and are skipped: {named}{more}."
                 )
             )
             skipped["outside the surface or on its nodata"] = int(outside.sum())
@@ -153,26 +153,29 @@ class KrigeResiduals(Krige):
         if learnt is None:
             feedback.pushWarning(
                 self.tr(
-                    "No DATASET: every point's residual is kriged. If the surface comes from a model trained on these points, "
-                    "its residuals at its training points are near zero, and the correction and its variance come out too small: "
-                    "give the model's training dataset."
+                    "No DATASET: every point's residual is kriged. If the surface comes from a model trained "
+                    "on these points, its residuals at its training points are near zero, and the correction "
+                    "and its variance come out too small: give the model's training dataset."
                 )
             )
             learnt = np.zeros(len(z), bool)
         left_out = int((learnt & ~outside).sum())
         kept = ~outside & ~learnt
         x, y, residuals, merged = merge_coincident(x[kept], y[kept], z[kept] - at_points[kept])
+        mean_residual = np.mean(residuals) if len(residuals) else float("nan")
         feedback.pushInfo(
             self.tr(
-                f"{len(z)} points with a value in '{field}': {int(outside.sum())} outside the surface, {left_out} left out as training points, "
-                f"{int(kept.sum())} residuals kriged ({merged} merged into coincident ones); mean residual {np.mean(residuals) if len(residuals) else float('nan'):.4g}."
+                f"{len(z)} points with a value in '{field}': {int(outside.sum())} outside the surface, "
+                f"{left_out} left out as training points, {int(kept.sum())} residuals kriged "
+                f"({merged} merged into coincident ones); mean residual {mean_residual:.4g}."
             )
         )
         try:
             check_points(x, y, residuals)
         except InputError as error:
             raise QgsProcessingException(
-                f"{error} ({left_out} points were left out as training points, {int(outside.sum())} lie outside the surface.)"
+                f"{error} ({left_out} points were left out as training points, "
+                f"{int(outside.sum())} lie outside the surface.)"
             ) from None
 
         steps.setCurrentStep(1)
@@ -181,7 +184,7 @@ class KrigeResiduals(Krige):
         steps.setCurrentStep(3)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
-        uncertainty_file = None if uncertainty is None else _open(uncertainty.source())
+        uncertainty_file = None if uncertainty is None else open_raster(uncertainty.source(), "the uncertainty")
         self._write_corrected(kriging, grid, crs, field, surface_file, uncertainty_file, output, variance_output, steps)
         style_raster(output)
         style_raster(variance_output, sequential=True)
@@ -247,13 +250,6 @@ class KrigeResiduals(Krige):
 
         names = [f"surface + kriged residuals of {field}", f"variance of the corrected {field}"]
         self._write_surfaces(kriging, grid, crs, names, output, variance_output, feedback, corrected)
-
-
-def _open(path):
-    raster = gdal.Open(path)
-    if raster is None:
-        raise QgsProcessingException(f"GDAL cannot open {path}: {gdal.GetLastErrorMsg()}")
-    return raster
 
 
 def _values_at(band, row, column, grid):

@@ -74,6 +74,29 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
     return PointValues(np.array(xs), np.array(ys), np.array(values), ids, extras, skipped)
 
 
+def gdal_call(function, *args, **kwargs):
+    """(function(*args, **kwargs), None), or (None, GDAL's reason) when it fails: the same whether
+    GDAL's Python exceptions are off (a failure returns None) or on (a failure raises
+    RuntimeError; QGIS 3.38 turns them on). The global mode is left as it is."""
+    try:
+        result = function(*args, **kwargs)
+    except RuntimeError as error:
+        return None, str(error)
+    if result is None:
+        return None, gdal.GetLastErrorMsg() or "no reason given"
+    return result, None
+
+
+def open_raster(path, what="the raster"):
+    """The GDAL dataset at `path` (read-only); a QgsProcessingException naming `what` and GDAL's
+    reason when it cannot be opened, in either exception mode. Keep the dataset while its bands
+    are used: GDAL crashes otherwise."""
+    dataset, reason = gdal_call(gdal.Open, path)
+    if dataset is None:
+        raise QgsProcessingException(f"GDAL cannot open {what} {path}: {reason}")
+    return dataset
+
+
 def remove_output(destination):
     """Deletes what a failed run wrote to a file destination ('path' or 'path|layername=…')."""
     path = destination.split("|")[0]
@@ -133,10 +156,12 @@ class Float32Rasters:
         # Deflate's fastest level: 3 times quicker than its default, for files ~10 % larger.
         options = ["COMPRESS=DEFLATE", "PREDICTOR=3", "ZLEVEL=1", "TILED=YES", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
         for path, names in files:
-            dataset = driver.Create(path, grid.width, grid.height, len(names), gdal.GDT_Float32, options)
+            dataset, reason = gdal_call(
+                driver.Create, path, grid.width, grid.height, len(names), gdal.GDT_Float32, options
+            )
             if dataset is None:
                 self._discard()
-                raise QgsProcessingException(f"Cannot create {path}: {gdal.GetLastErrorMsg()}")
+                raise QgsProcessingException(f"Cannot create {path}: {reason}")
             dataset.SetGeoTransform(grid.geotransform)
             dataset.SetProjection(crs.toWkt())
             for number, name in enumerate(names, start=1):

@@ -1,7 +1,6 @@
 """subsidence:selectps — PS candidates by amplitude dispersion over a stack of amplitude images."""
 
 import numpy as np
-from osgeo import gdal
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
@@ -22,7 +21,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.dispersion import MIN_IMAGES_ADVISED, dispersion, rows_per_block
 from ..core.grid import Grid
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, read_rows, remove_output
+from .layers import Float32Rasters, open_raster, read_rows, remove_output
 
 
 class SelectPs(SubsidenceAlgorithm):
@@ -111,9 +110,7 @@ class SelectPs(SubsidenceAlgorithm):
         datasets = []
         reference = None
         for layer in layers:
-            dataset = gdal.Open(layer.source())
-            if dataset is None:
-                raise QgsProcessingException(self.tr(f"GDAL cannot open {layer.source()}."))
+            dataset = open_raster(layer.source(), "the image")
             shape = (dataset.RasterXSize, dataset.RasterYSize, dataset.GetGeoTransform())
             if reference is None:
                 reference = shape

@@ -11,8 +11,8 @@ def add_settings(provider):
         Setting(
             provider.name(),
             TORCH_PYTHON_SETTING,
-            "Python interpreter with torch, for training (empty: environment variable "
-            "SUBSIDENCE_TORCH_PYTHON, else discovered)",
+            "Python interpreter with torch, for training (the environment variable "
+            "SUBSIDENCE_TORCH_PYTHON, when set, takes precedence; empty: discovered)",
             "",
             valuetype=Setting.FILE,
         )

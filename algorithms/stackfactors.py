@@ -11,9 +11,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core.terrain import BAND_NAMES
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster, read_band
-from .terrainfactors import BAND_NAMES
+from .layers import Float32Rasters, gdal_call, grid_of_raster, open_raster, read_band
 
 MAX_CLASSES = 50  # a categorical layer with more classes is almost surely continuous
 # Directions are recognised by the band description terrainfactors gives its aspect.
@@ -176,7 +176,7 @@ class StackFactors(SubsidenceAlgorithm):
 
 
 def _is_direction(path):
-    dataset = gdal.Open(path)
+    dataset, _ = gdal_call(gdal.Open, path)  # not a GDAL raster: not a direction
     return (
         dataset is not None
         and dataset.RasterCount == 1
@@ -187,9 +187,7 @@ def _is_direction(path):
 def _components(path):
     """An in-memory dataset on the grid of `path` with, for each of its bands (degrees clockwise
     from north), its east and north components; NaN for nodata, 0 and 0 for negative values."""
-    source = gdal.Open(path)
-    if source is None:
-        raise QgsProcessingException(f"GDAL cannot open {path}: {gdal.GetLastErrorMsg()}")
+    source = open_raster(path, "the direction raster")
     target = gdal.GetDriverByName("MEM").Create(
         "", source.RasterXSize, source.RasterYSize, len(COMPONENTS) * source.RasterCount, gdal.GDT_Float32
     )
@@ -223,9 +221,9 @@ def _warp(source, grid, wkt, resampling):
         outputType=gdal.GDT_Float32,
         dstNodata=float("nan"),
     )
-    dataset = gdal.Warp("", source, options=options)
+    dataset, reason = gdal_call(gdal.Warp, "", source, options=options)
     if dataset is None:
-        raise QgsProcessingException(f"GDAL cannot warp {source}: {gdal.GetLastErrorMsg()}")
+        raise QgsProcessingException(f"GDAL cannot warp {source}: {reason}")
     return [dataset.GetRasterBand(i + 1).ReadAsArray() for i in range(dataset.RasterCount)]
 
 

@@ -2,11 +2,10 @@
 applies whenever it loads the file (from the Toolbox, the Browser or a script)."""
 
 import numpy as np
-from osgeo import gdal
 from qgis.core import QgsColorRampShader, QgsRasterLayer, QgsRasterShader, QgsSingleBandPseudoColorRenderer
 from qgis.PyQt.QtGui import QColor
 
-from .layers import read_decimated
+from .layers import open_raster, read_decimated
 
 SAMPLE_SIDE = 1000  # the range is taken from at most this many cells a side (decimated read)
 # ColorBrewer RdBu, red for negative values (subsidence: away from the satellite, down).
@@ -50,6 +49,6 @@ def style_raster(path, units="", sequential=False):
 
 def _sample(path):
     """Band 1's valid values, read decimated to at most SAMPLE_SIDE cells a side."""
-    dataset = gdal.Open(path)  # kept open while its band is read
+    dataset = open_raster(path)  # kept open while its band is read
     values = read_decimated(dataset.GetRasterBand(1), SAMPLE_SIDE).astype(np.float64)
     return values[np.isfinite(values)]

@@ -3,7 +3,6 @@
 from concurrent import futures
 
 import numpy as np
-from osgeo import gdal
 from qgis.core import (
     QgsEllipsoidUtils,
     QgsProcessingException,
@@ -18,15 +17,9 @@ from qgis.core import (
 
 from ..core import terrain
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster, read_band
+from .layers import Float32Rasters, grid_of_raster, open_raster, read_band
 
-BAND_NAMES = {
-    "SLOPE": "slope (degrees)",
-    "ASPECT": "aspect (degrees clockwise from north)",
-    "CATCHMENT": "specific catchment area (m2/m)",
-    "TWI": "topographic wetness index",
-    "SPI": "stream power index",
-}
+DEFAULT_METHOD = "MFD"
 
 
 class TerrainFactors(SubsidenceAlgorithm):
@@ -35,7 +28,13 @@ class TerrainFactors(SubsidenceAlgorithm):
     FILL_DEPRESSIONS = "FILL_DEPRESSIONS"
     FLOW_METHOD = "FLOW_METHOD"
     MIN_SLOPE = "MIN_SLOPE"
-    OUTPUTS = tuple(BAND_NAMES)
+    # The outputs' ids are core.terrain's names of the factors.
+    SLOPE = "SLOPE"
+    ASPECT = "ASPECT"
+    CATCHMENT = "CATCHMENT"
+    TWI = "TWI"
+    SPI = "SPI"
+    OUTPUTS = (SLOPE, ASPECT, CATCHMENT, TWI, SPI)
 
     def name(self):
         return "terrainfactors"
@@ -83,7 +82,10 @@ class TerrainFactors(SubsidenceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterEnum(
-                self.FLOW_METHOD, self.tr("Flow method"), options=list(terrain.METHODS), defaultValue=1
+                self.FLOW_METHOD,
+                self.tr("Flow method"),
+                options=list(terrain.METHODS),
+                defaultValue=terrain.METHODS.index(DEFAULT_METHOD),
             )
         )
         self.addParameter(
@@ -97,11 +99,11 @@ class TerrainFactors(SubsidenceAlgorithm):
             )
         )
         for key, label in (
-            ("SLOPE", "Slope"),
-            ("ASPECT", "Aspect"),
-            ("CATCHMENT", "Specific catchment area"),
-            ("TWI", "Topographic wetness index"),
-            ("SPI", "Stream power index"),
+            (self.SLOPE, "Slope"),
+            (self.ASPECT, "Aspect"),
+            (self.CATCHMENT, "Specific catchment area"),
+            (self.TWI, "Topographic wetness index"),
+            (self.SPI, "Stream power index"),
         ):
             self.addParameter(
                 QgsProcessingParameterRasterDestination(key, self.tr(label), optional=True, createByDefault=True)
@@ -125,7 +127,7 @@ class TerrainFactors(SubsidenceAlgorithm):
             raise QgsProcessingException(self.tr("The DEM has no valid cell."))
         steps = QgsProcessingMultiStepFeedback(len(terrain.STEPS), feedback)
         order = list(outputs)
-        files = [(outputs[key], [BAND_NAMES[key]]) for key in order]
+        files = [(outputs[key], [terrain.BAND_NAMES[key]]) for key in order]
 
         def announce(index):
             steps.setCurrentStep(index)
@@ -180,7 +182,5 @@ class TerrainFactors(SubsidenceAlgorithm):
 
 
 def _read_band_1(path):
-    dataset = gdal.Open(path)
-    if dataset is None:
-        raise QgsProcessingException(f"GDAL cannot open the DEM {path}: {gdal.GetLastErrorMsg()}")
+    dataset = open_raster(path, "the DEM")  # kept while its band is read
     return read_band(dataset.GetRasterBand(1))

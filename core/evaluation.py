@@ -111,7 +111,8 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
         predicted["hybrid"], sigma["hybrid"] = predicted["cnn"] + correction, np.sqrt(variance)
     except InputError as error:
         notes.append(
-            f"The hybrid kriges the CNN's residuals at the {len(validation)} validation points, and cannot here: {error}"
+            f"The hybrid kriges the CNN's residuals at the {len(validation)} validation points, "
+            f"and cannot here: {error}"
         )
         predicted["hybrid"] = sigma["hybrid"] = np.full(len(test), np.nan)
         points["hybrid"] = len(validation)
@@ -197,7 +198,8 @@ def spatial_folds(x, y, block_size, folds, rng):
     blocks = len(counts)
     if blocks < folds:
         raise InputError(
-            f"The points fall in {blocks} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: choose fewer folds."
+            f"The points fall in {blocks} blocks of {block_size:g} map units, fewer than FOLDS = {folds}: "
+            "choose fewer folds."
         )
     fold_of_block, filled = np.empty(blocks, np.int64), np.zeros(folds)
     for block in sorted(rng.permutation(blocks), key=lambda block: -counts[block]):

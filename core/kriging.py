@@ -184,7 +184,8 @@ def experimental_variogram(x, y, z, max_points=2000, n_lags=N_LAGS, rng=None):
     semivariance = np.bincount(bins, weights=halves, minlength=len(edges) - 1)[filled] / counts[filled]
     if filled.sum() < 3:
         raise InputError(
-            f"Only {filled.sum()} of {len(edges) - 1} lag classes have point pairs ({len(z)} points): too few to estimate a variogram."
+            f"Only {filled.sum()} of {len(edges) - 1} lag classes have point pairs ({len(z)} points): "
+            "too few to estimate a variogram."
         )
     return ExperimentalVariogram(lags, semivariance, counts[filled], len(chosen))
 
@@ -422,8 +423,9 @@ def warnings(fit, statistics):
         )
     if fit.range_extrapolated:
         found.append(
-            f"The fitted range ({fit.variogram.named['range']:.6g}) is beyond {RANGE_BEYOND_LAGS:g} times the largest lag "
-            f"({fit.experimental.lags.max():.6g}): the variogram does not level off within the data's distances. "
+            f"The fitted range ({fit.variogram.named['range']:.6g}) is beyond {RANGE_BEYOND_LAGS:g} times the "
+            f"largest lag ({fit.experimental.lags.max():.6g}): the variogram does not level off within the "
+            "data's distances. "
             "Consider the linear or power model, or set RANGE."
         )
     if fit.r_squared < POOR_FIT_R2:

@@ -66,10 +66,14 @@ def check_patch_size(architecture, patch_size):
         return None
     smallest = minimum_patch_size(architecture)
     problem = (
-        f"The {architecture} architecture needs patches of at least {smallest} x {smallest} pixels (its convolutions "
-        f"and poolings shrink a smaller one to nothing before the dense layers); the dataset's are {patch_size} x {patch_size}."
+        f"The {architecture} architecture needs patches of at least {smallest} x {smallest} pixels (its "
+        "convolutions and poolings shrink a smaller one to nothing before the dense layers); the dataset's are "
+        f"{patch_size} x {patch_size}."
     )
     fitting = [name for name in ARCHITECTURES if dense_exact(name) and feature_size(name, patch_size) >= 1]
     if fitting:
-        return f"{problem} Choose the {fitting[0]} architecture, made for patches of this size, or export patches of {smallest} x {smallest} or larger."
+        return (
+            f"{problem} Choose the {fitting[0]} architecture, made for patches of this size, or export patches "
+            f"of {smallest} x {smallest} or larger."
+        )
     return f"{problem} Export patches of that size or larger."

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
-from ..core.dependencies import qgis_python
+from ..core.dependencies import no_console_window, qgis_python
 
 ENV_VARIABLE = "SUBSIDENCE_TORCH_PYTHON"
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,6 +78,7 @@ def _probe_cached(python, _mtime):
             text=True,
             timeout=PROBE_TIMEOUT_S,
             env=worker_environment(os.environ),
+            **no_console_window(),
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         return None, f"{python} could not be run: {error}"
@@ -101,7 +102,10 @@ def find_torch_python(setting="", environ=None, plugin_dir=PLUGIN_DIR):
 def _configured(python, source):
     version, problem = probe_torch(python)
     if problem:
-        problem = f"The torch interpreter from the {source} is unusable: {problem}. Install torch with:\n{python} {INSTALL_TORCH}"
+        problem = (
+            f"The torch interpreter from the {source} is unusable: {problem}. "
+            f"Install torch with:\n{python} {INSTALL_TORCH}"
+        )
     return TorchPython(python, version, source, problem)
 
 

@@ -81,8 +81,10 @@ class Plan(NamedTuple):
 
     def describe(self):
         return (
-            f"{self.recipe} recipe: {self.optimiser} at {self.learning_rate:g} ({self.schedule}), weight decay {self.weight_decay:g}, "
-            f"{f'gradients clipped to norm {self.clip_norm:g}, ' if self.clip_norm else ''}batches of {self.batch_size}, "
+            f"{self.recipe} recipe: {self.optimiser} at {self.learning_rate:g} ({self.schedule}), "
+            f"weight decay {self.weight_decay:g}, "
+            + (f"gradients clipped to norm {self.clip_norm:g}, " if self.clip_norm else "")
+            + f"batches of {self.batch_size}, "
             f"{self.epochs} epochs of {self.steps_per_epoch} steps"
             + (f", the first {self.warmup_epochs} a warm-up" if self.warmup_epochs else "")
         )

@@ -132,9 +132,9 @@ def train(
     stop_after=0,
 ):
     """Train `members` networks on data (open_dataset's dict), member k from seed + k (its weights
-    and the order of its batches), along recipe.plan(recipe, …), up to epoch stop_after if given; returns (the deployed ensemble
-    with each member's best weights, the history: one dict per member and epoch, the plan, the
-    bands' log scales)."""
+    and the order of its batches), along recipe.plan(recipe, …), up to epoch stop_after if given;
+    returns (the deployed ensemble with each member's best weights, the history: one dict per
+    member and epoch, the plan, the bands' log scales)."""
     patches, split = data["patches"], data["split"]
     bands, patch_size = patches.shape[1], patches.shape[2]
     problem = check_patch_size(architecture, patch_size)

@@ -13,6 +13,7 @@ from qgis.core import QgsProcessingException, QgsProcessingOutputString
 from insar_subsidence.algorithms.base import SubsidenceAlgorithm
 from insar_subsidence.algorithms.provider import ALGORITHMS
 from insar_subsidence.core import dependencies
+from test_import_guard import REPO, imported_modules, plugin_files
 
 
 class NeedsOnnxruntime(SubsidenceAlgorithm):
@@ -63,16 +64,16 @@ def test_install_command_on_a_distribution_python(monkeypatch):
     if not dependencies._externally_managed():
         pytest.skip("this Python's installation is not marked EXTERNALLY-MANAGED")
     flags = ("--user", "--break-system-packages")
-    assert dependencies.install_command(["pykrige"]) == expected_command("PyKrige", flags=flags)
+    assert dependencies.install_command(["skimage"]) == expected_command("scikit-image", flags=flags)
 
 
 def test_message_is_none_when_everything_imports():
-    assert dependencies.missing_message(("onnxruntime", "onnx", "pykrige", "skimage")) is None
+    assert dependencies.missing_message(tuple(dependencies.PIP_NAMES)) is None
 
 
 def test_message_names_only_the_missing_package(without_onnxruntime):
-    message = dependencies.missing_message(("onnxruntime", "pykrige"))
-    assert "onnxruntime" in message and "pykrige" not in message
+    message = dependencies.missing_message(("onnxruntime", "skimage"))
+    assert "onnxruntime" in message and "skimage" not in message and "scikit-image" not in message
     assert expected_command("onnxruntime") in message.splitlines()
 
 
@@ -105,3 +106,34 @@ def test_checksetup_still_runs_and_reports_the_missing_package(plugin, without_o
     results = processing.run("subsidence:checksetup", {})
     assert results["MISSING_PACKAGES"] == "onnxruntime"
     assert expected_command("onnxruntime") in results["REPORT"]
+
+
+# What comes with QGIS (its Python bindings, GDAL's, Processing; numpy and scipy, pinned in the
+# install command) and matplotlib, which the reports import and the Windows and macOS installers
+# ship. torch runs in the worker's own interpreter (see test_import_guard).
+NOT_INSTALLED_BY_THE_PLUGIN = {"qgis", "osgeo", "processing", "numpy", "scipy", "matplotlib", "torch"}
+
+
+def test_pip_names_are_exactly_the_optional_packages_the_code_imports():
+    """Every third-party module the plugin's code imports (inside functions too) is either shipped
+    with QGIS or in PIP_NAMES, and PIP_NAMES asks for nothing the code does not import: PyKrige,
+    which only the tests use, stays out of QGIS's Python."""
+    imported = {
+        module.split(".")[0]
+        for folder in ("algorithms", "core", "models")
+        for path, source in plugin_files(folder).items()
+        for module in imported_modules(source, path)
+    }
+    third_party = imported - set(sys.stdlib_module_names) - {"insar_subsidence"} - NOT_INSTALLED_BY_THE_PLUGIN
+    assert third_party == set(dependencies.PIP_NAMES)
+
+
+def test_every_package_is_required_by_an_algorithm_and_every_requirement_is_known():
+    required = {module for algorithm_class in ALGORITHMS for module in algorithm_class.REQUIRES}
+    assert required == set(dependencies.PIP_NAMES)
+
+
+def test_requirements_txt_pins_each_package_qgis_needs():
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    pinned = {line.split("==")[0] for line in lines if line.strip() and not line.startswith("#")}
+    assert pinned == set(dependencies.PIP_NAMES.values())

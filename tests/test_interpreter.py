@@ -95,3 +95,24 @@ def test_probe_does_not_pass_qgis_python_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONHOME", "/qgis")
     python = fake_python(tmp_path, "python", script='echo "${PYTHONPATH:-unset}-${PYTHONHOME:-unset}"')
     assert probe_torch(python) == ("unset-unset", None)
+
+
+def test_probe_opens_no_console_window_on_windows(tmp_path, monkeypatch):
+    """From the QGIS desktop on Windows, each probe would otherwise flash a console window."""
+    import subprocess
+    import sys
+
+    python = fake_python(tmp_path, "python", "3.0")
+    calls = []
+
+    def run(command, **options):
+        calls.append(options)
+        return subprocess.CompletedProcess(command, 0, stdout="3.0\n", stderr="")
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(subprocess, "CREATE_NO_WINDOW", 0x08000000, raising=False)
+    monkeypatch.setattr(interpreter.subprocess, "run", run)
+    interpreter._probe_cached.cache_clear()
+    assert probe_torch(python) == ("3.0", None)
+    interpreter._probe_cached.cache_clear()  # the fake answer must not outlive the test
+    assert calls[0]["creationflags"] == 0x08000000

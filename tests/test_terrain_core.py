@@ -1,7 +1,9 @@
 """core.terrain against analytic surfaces and a cell-by-cell reference (priority-flood filling,
 routing and accumulation in topological order, written the plain way)."""
 
+import importlib
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -150,7 +152,20 @@ def real_crop():
     return dataset.GetRasterBand(1).ReadAsArray(240, 160, 90, 80).astype(np.float32)
 
 
-def test_fill_equals_priority_flood_on_the_real_dem(real_crop):
+@pytest.fixture(params=["private loop", "public function"])
+def either_reconstruction(request, monkeypatch):
+    """The fill by scikit-image's private inner loop, and by its public function, which a version
+    without that loop gets."""
+    import skimage.morphology  # binds the public function before its private module is hidden
+
+    if request.param == "public function":
+        monkeypatch.setitem(sys.modules, "skimage.morphology._grayreconstruct", None)
+        with pytest.raises(ImportError):
+            importlib.import_module("skimage.morphology._grayreconstruct")
+    return skimage.morphology
+
+
+def test_fill_equals_priority_flood_on_the_real_dem(real_crop, either_reconstruction):
     z = real_crop.copy()
     z[30:34, 40:47] = np.nan  # a nodata hole is an outlet too
     filled = terrain.fill_depressions(z)
@@ -159,7 +174,7 @@ def test_fill_equals_priority_flood_on_the_real_dem(real_crop):
     np.testing.assert_array_equal(filled, expected.astype(np.float32))
 
 
-def test_pit_is_filled_and_drains():
+def test_pit_is_filled_and_drains(either_reconstruction):
     z = 10 + 0.1 * np.arange(15)[:, None] + 0.2 * np.arange(15)[None, :]
     z[6:9, 6:9] -= 5
     filled = terrain.fill_depressions(z)
