@@ -1,6 +1,6 @@
-"""subsidence:evaluate — every method (the null model, kriging, regression kriging, the CNN, the hybrid) on the same held-out points."""
+"""subsidence:evaluate — every method (the null model, kriging, regression kriging, the CNN, the
+hybrid) on the same held-out points."""
 
-import json
 import os
 import tempfile
 
@@ -28,15 +28,17 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core import dataset, metrics, report
-from ..core.dataset import open_dataset
+from ..core.calibration import MIN_POINTS as MIN_CALIBRATION_POINTS
+from ..core.dataset import open_dataset, split_fingerprint
 from ..core.errors import InputError
 from ..core.evaluation import METHODS, NAMES, compare, fold_split, pooled, spatial_folds, verdict
 from ..core.kriging import MODELS
 from ..core.patches import DROPPED, TEST, TRAIN, VAL, default_block_size
 from ..core.prediction import members_output, session
+from ..models.training import TrainingError, train_in_worker
 from .base import SubsidenceAlgorithm
 from .layers import read_decimated
-from .traincnn import train_in_worker
+from .settings import torch_python_setting
 
 PREDICT_BATCH = 256
 MAP_SIDE = 800  # cells a side at most in the report's maps
@@ -66,6 +68,56 @@ class Evaluate(SubsidenceAlgorithm):
     APPLICABILITY = "APPLICABILITY"
     OUTPUT_TABLE = "OUTPUT_TABLE"
     OUTPUT_REPORT = "OUTPUT_REPORT"
+    MEAN_RMSE = "MEAN_RMSE"
+    KRIGING_RMSE = "KRIGING_RMSE"
+    REGRESSION_KRIGING_RMSE = "REGRESSION_KRIGING_RMSE"
+    CNN_RMSE = "CNN_RMSE"
+    HYBRID_RMSE = "HYBRID_RMSE"
+    CV_MEAN_RMSE = "CV_MEAN_RMSE"
+    CV_KRIGING_RMSE = "CV_KRIGING_RMSE"
+    CV_REGRESSION_KRIGING_RMSE = "CV_REGRESSION_KRIGING_RMSE"
+    CV_CNN_RMSE = "CV_CNN_RMSE"
+    CV_HYBRID_RMSE = "CV_HYBRID_RMSE"
+    IMPROVEMENT_PERCENT = "IMPROVEMENT_PERCENT"
+    KRIGING_WITHIN_1_SIGMA = "KRIGING_WITHIN_1_SIGMA"
+    KRIGING_WITHIN_2_SIGMA = "KRIGING_WITHIN_2_SIGMA"
+    KRIGING_CRPS = "KRIGING_CRPS"
+    REGRESSION_KRIGING_WITHIN_1_SIGMA = "REGRESSION_KRIGING_WITHIN_1_SIGMA"
+    REGRESSION_KRIGING_WITHIN_2_SIGMA = "REGRESSION_KRIGING_WITHIN_2_SIGMA"
+    REGRESSION_KRIGING_CRPS = "REGRESSION_KRIGING_CRPS"
+    CNN_WITHIN_1_SIGMA = "CNN_WITHIN_1_SIGMA"
+    CNN_WITHIN_2_SIGMA = "CNN_WITHIN_2_SIGMA"
+    CNN_CRPS = "CNN_CRPS"
+    HYBRID_WITHIN_1_SIGMA = "HYBRID_WITHIN_1_SIGMA"
+    HYBRID_WITHIN_2_SIGMA = "HYBRID_WITHIN_2_SIGMA"
+    HYBRID_CRPS = "HYBRID_CRPS"
+    BEST_METHOD = "BEST_METHOD"
+    VERDICT = "VERDICT"
+    # The outputs of each method (core.evaluation.METHODS) and of each σ score (PROBABILISTIC).
+    RMSE_OUTPUTS = {
+        "mean": MEAN_RMSE,
+        "kriging": KRIGING_RMSE,
+        "regression_kriging": REGRESSION_KRIGING_RMSE,
+        "cnn": CNN_RMSE,
+        "hybrid": HYBRID_RMSE,
+    }
+    CV_RMSE_OUTPUTS = {
+        "mean": CV_MEAN_RMSE,
+        "kriging": CV_KRIGING_RMSE,
+        "regression_kriging": CV_REGRESSION_KRIGING_RMSE,
+        "cnn": CV_CNN_RMSE,
+        "hybrid": CV_HYBRID_RMSE,
+    }
+    SIGMA_OUTPUTS = {
+        "kriging": (KRIGING_WITHIN_1_SIGMA, KRIGING_WITHIN_2_SIGMA, KRIGING_CRPS),
+        "regression_kriging": (
+            REGRESSION_KRIGING_WITHIN_1_SIGMA,
+            REGRESSION_KRIGING_WITHIN_2_SIGMA,
+            REGRESSION_KRIGING_CRPS,
+        ),
+        "cnn": (CNN_WITHIN_1_SIGMA, CNN_WITHIN_2_SIGMA, CNN_CRPS),
+        "hybrid": (HYBRID_WITHIN_1_SIGMA, HYBRID_WITHIN_2_SIGMA, HYBRID_CRPS),
+    }
 
     def name(self):
         return "evaluate"
@@ -81,7 +133,8 @@ class Evaluate(SubsidenceAlgorithm):
 
     def tags(self):
         return self.tr(
-            "evaluate,validation,test,rmse,cnn,kriging,regression kriging,hybrid,null model,comparison,accuracy,calibration,crps"
+            "evaluate,validation,test,rmse,cnn,kriging,regression kriging,hybrid,null model,comparison,accuracy,"
+            "calibration,crps"
         ).split(",")
 
     def shortHelpString(self):
@@ -110,6 +163,8 @@ class Evaluate(SubsidenceAlgorithm):
             "part in the calibration.\n"
             "SURFACE, UNCERTAINTY and APPLICABILITY (optional; the outputs of 'Predict the surface' with this "
             "model) are mapped in the report, with the points.\n"
+            "The model must have been trained on this very dataset: one exported again (e.g. with another SEED) "
+            "splits the points otherwise, and is refused, since the model learnt from some of its test points.\n"
             "FOLDS (advanced; 0 = off): a spatial K-fold cross-validation over all the dataset's points. Whole "
             "blocks of points form the folds; for each fold the CNN is trained again (with the settings the "
             "model records) and every method fitted on the other folds, without the points whose patch "
@@ -166,27 +221,23 @@ class Evaluate(SubsidenceAlgorithm):
             )
         )
         for method in METHODS:
-            self.addOutput(QgsProcessingOutputNumber(f"{method.upper()}_RMSE", self.tr(f"RMSE: {NAMES[method]}")))
+            self.addOutput(QgsProcessingOutputNumber(self.RMSE_OUTPUTS[method], self.tr(f"RMSE: {NAMES[method]}")))
             self.addOutput(
                 QgsProcessingOutputNumber(
-                    f"CV_{method.upper()}_RMSE", self.tr(f"RMSE, spatial cross-validation: {NAMES[method]}")
+                    self.CV_RMSE_OUTPUTS[method], self.tr(f"RMSE, spatial cross-validation: {NAMES[method]}")
                 )
             )
-        self.addOutput(QgsProcessingOutputNumber("IMPROVEMENT_PERCENT", self.tr("CNN improvement over kriging (%)")))
+        self.addOutput(QgsProcessingOutputNumber(self.IMPROVEMENT_PERCENT, self.tr("CNN improvement over kriging (%)")))
         for method in SIGMA_METHODS:
-            for name in PROBABILISTIC:
+            for name, output in zip(PROBABILISTIC, self.SIGMA_OUTPUTS[method]):
                 label = (
                     "CRPS" if name == "crps" else "% of test errors " + name.replace("_", " ").replace(" sigma", "σ")
                 )
-                self.addOutput(
-                    QgsProcessingOutputNumber(f"{method.upper()}_{name.upper()}", self.tr(f"{NAMES[method]}: {label}"))
-                )
-        self.addOutput(QgsProcessingOutputString("BEST_METHOD", self.tr("The method with the lowest test RMSE")))
-        self.addOutput(QgsProcessingOutputString("VERDICT", self.tr("Which map to use, in words")))
+                self.addOutput(QgsProcessingOutputNumber(output, self.tr(f"{NAMES[method]}: {label}")))
+        self.addOutput(QgsProcessingOutputString(self.BEST_METHOD, self.tr("The method with the lowest test RMSE")))
+        self.addOutput(QgsProcessingOutputString(self.VERDICT, self.tr("Which map to use, in words")))
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..models.export import read_metadata
-
         dataset_path = self.parameterAsFile(parameters, self.DATASET, context)
         try:
             data = open_dataset(dataset_path)
@@ -195,13 +246,14 @@ class Evaluate(SubsidenceAlgorithm):
                 f"{dataset_path} is not a dataset written by 'Export training patches': {error}"
             ) from None
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
-        metadata = read_metadata(model_path)
-        _check_model_fits(metadata, data)
-        if "refit" in metadata:
+        card = _card(model_path)
+        _check_model_fits(card, data)
+        if card.refit is not None:
             raise QgsProcessingException(
-                "The model was trained again on every point of the dataset (REFIT), its test points included, so no point is held out "
-                "from it: evaluate the model trained on the split (Train the CNN without REFIT)."
+                "The model was trained again on every point of the dataset (REFIT), its test points included, so "
+                "no point is held out from it: evaluate the model trained on the split (Train the CNN without REFIT)."
             )
+        _check_split(card, data, feedback)
         variogram = MODELS[self.parameterAsEnum(parameters, self.VARIOGRAM_MODEL, context)]
         neighbours = self.parameterAsInt(parameters, self.N_NEIGHBOURS, context)
         folds = self.parameterAsInt(parameters, self.FOLDS, context)
@@ -210,29 +262,29 @@ class Evaluate(SubsidenceAlgorithm):
         steps = QgsProcessingMultiStepFeedback(1 + folds, feedback)
         try:
             result = compare(data, _predictor(model_path), variogram, neighbours)
-            cross = _cross_validate(data, metadata, folds, variogram, neighbours, steps) if folds else None
+            cross = _cross_validate(data, card, folds, variogram, neighbours, steps) if folds else None
         except InputError as error:
             raise QgsProcessingException(str(error)) from None
         units = str(data["target_units"])
         ranking = result.ranking()
         advice = verdict(ranking, result.scores)
-        self._log(result, cross, folds, units, metadata, advice, feedback)
+        self._log(result, cross, folds, units, card, advice, feedback)
         table = self._write_table(parameters, context, data, result, cross)
         outputs = {
             self.OUTPUT_TABLE: table,
-            **{f"{method.upper()}_RMSE": result.scores[method]["rmse"] for method in METHODS},
+            **{self.RMSE_OUTPUTS[method]: result.scores[method]["rmse"] for method in METHODS},
             **{
-                f"CV_{method.upper()}_RMSE": cross.scores[method]["rmse"] if cross else float("nan")
+                self.CV_RMSE_OUTPUTS[method]: cross.scores[method]["rmse"] if cross else float("nan")
                 for method in METHODS
             },
-            "IMPROVEMENT_PERCENT": 100.0 * (1.0 - result.scores["cnn"]["rmse"] / result.scores["kriging"]["rmse"]),
+            self.IMPROVEMENT_PERCENT: 100.0 * (1.0 - result.scores["cnn"]["rmse"] / result.scores["kriging"]["rmse"]),
             **{
-                f"{method.upper()}_{name.upper()}": result.calibration[method][name]
+                output: result.calibration[method][name]
                 for method in SIGMA_METHODS
-                for name in PROBABILISTIC
+                for name, output in zip(PROBABILISTIC, self.SIGMA_OUTPUTS[method])
             },
-            "BEST_METHOD": ranking[0] if ranking else "",
-            "VERDICT": advice,
+            self.BEST_METHOD: ranking[0] if ranking else "",
+            self.VERDICT: advice,
         }
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
@@ -249,19 +301,25 @@ class Evaluate(SubsidenceAlgorithm):
             outputs[self.OUTPUT_REPORT] = report_path
         return outputs
 
-    def _log(self, result, cross, folds, units, metadata, advice, feedback):
+    def _log(self, result, cross, folds, units, card, advice, feedback):
         for method in METHODS:
             score, within = result.scores[method], result.calibration[method]
-            line = f"{NAMES[method]}: RMSE {score['rmse']:.4g} {units}, MAE {score['mae']:.4g}, R² {score['r2']:.3f}, bias {score['bias']:.4g} ({score['n']} test points"
-            line += f", from {result.points[method]} points)"
+            line = (
+                f"{NAMES[method]}: RMSE {score['rmse']:.4g} {units}, MAE {score['mae']:.4g}, R² {score['r2']:.3f}, "
+                f"bias {score['bias']:.4g} ({score['n']} test points, from {result.points[method]} points)"
+            )
             if np.isfinite(within["crps"]):
-                line += f"; {within['within_1_sigma']:.0f} % of the errors within ±1σ, {within['within_2_sigma']:.0f} % within ±2σ (calibrated: 68 %, 95 %), CRPS {within['crps']:.4g}"
+                line += (
+                    f"; {within['within_1_sigma']:.0f} % of the errors within ±1σ, {within['within_2_sigma']:.0f} % "
+                    f"within ±2σ (calibrated: 68 %, 95 %), CRPS {within['crps']:.4g}"
+                )
             feedback.pushInfo(line)
         for note in result.notes:
             feedback.pushWarning(note)
         if np.isfinite(result.noise_variance):
             feedback.pushInfo(
-                f"The CNN's σ: its ensemble's spread plus a noise variance of {result.noise_variance:.4g} {units}² calibrated on {result.points['calibration']} validation points."
+                f"The CNN's σ: its ensemble's spread plus a noise variance of {result.noise_variance:.4g} {units}² "
+                f"calibrated on {result.points['calibration']} validation points."
             )
         else:
             feedback.pushWarning(
@@ -269,16 +327,18 @@ class Evaluate(SubsidenceAlgorithm):
                     "The dataset has no validation points: the CNN's σ is its ensemble's spread alone, uncalibrated."
                 )
             )
-        if int(metadata.get("ensemble_members", "1")) < 2:
+        if card.ensemble_members < 2:
             feedback.pushInfo(
                 self.tr(
-                    "The model is a single network: its σ is the calibrated noise alone, the same everywhere (an ensemble, ENSEMBLE of 5 or more, adds where the networks disagree)."
+                    "The model is a single network: its σ is the calibrated noise alone, the same everywhere (an "
+                    "ensemble, ENSEMBLE of 5 or more, adds where the networks disagree)."
                 )
             )
         if cross:
             for method in METHODS:
                 feedback.pushInfo(
-                    f"Spatial {folds}-fold cross-validation, {NAMES[method]}: RMSE {cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)"
+                    f"Spatial {folds}-fold cross-validation, {NAMES[method]}: RMSE "
+                    f"{cross.scores[method]['rmse']:.4g} {units} ({cross.scores[method]['n']} points)"
                 )
         feedback.pushInfo(advice)
 
@@ -350,21 +410,24 @@ def _predictor(model_path):
     return predict
 
 
-def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
+def _cross_validate(data, card, folds, variogram, neighbours, feedback):
     """Spatial K-fold cross-validation: per fold, the CNN retrained (with the model's own training
     settings) and every other method fitted on the other folds' points, all predicting the fold's."""
-    settings = json.loads(metadata.get("training", "{}")).get("settings")
-    if not settings:
+    settings = card.settings
+    if settings is None:
         raise QgsProcessingException(
-            "The model does not record how it was trained, so FOLDS cannot retrain it: train it again with 'Train the CNN' (this version)."
+            "The model does not record how it was trained, so FOLDS cannot retrain it: train it again with "
+            "'Train the CNN' (this version)."
         )
     size, pixel, x, y = int(data["patch_size"]), data["pixel_size"], data["x"], data["y"]
     block = default_block_size(x, y, size * float(np.max(pixel)))
-    rng = np.random.default_rng(settings["seed"])
+    rng = np.random.default_rng(settings.seed)
     fold_of = spatial_folds(x, y, block, folds, rng)
+    members = settings.members or 1
+    networks = f"CNN ensemble ({members} members)" if members > 1 else "CNN"
     feedback.pushWarning(
-        f"Cross-validation trains the CNN{' ensemble (%d members)' % settings['members'] if settings.get('members', 1) > 1 else ''} {folds} more times "
-        f"(with the same settings): about {folds} times as long as its training took."
+        f"Cross-validation trains the {networks} {folds} more times (with the same settings): about {folds} times "
+        "as long as its training took."
     )
     predicted = {method: np.full(len(x), np.nan) for method in METHODS}
     sigma = {method: np.full(len(x), np.nan) for method in METHODS}
@@ -375,12 +438,16 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
             split = fold_split(fold_of == fold, x, y, pixel, size, block, VALIDATION_FRACTION, rng)
             keep = np.flatnonzero(split != DROPPED)
             feedback.pushInfo(
-                f"Fold {fold + 1}/{folds}: {(split == TEST).sum()} test points, {(split == TRAIN).sum()} training, {(split == VAL).sum()} "
-                f"validation, {(split == DROPPED).sum()} left out (their patch overlaps a test patch)."
+                f"Fold {fold + 1}/{folds}: {(split == TEST).sum()} test points, {(split == TRAIN).sum()} training, "
+                f"{(split == VAL).sum()} validation, {(split == DROPPED).sum()} left out (their patch overlaps a "
+                "test patch)."
             )
             path = os.path.join(folder, "fold.npz")
             dataset.write_subset(path, data, keep, split[keep])
-            train_in_worker(path, folder, settings, feedback)
+            try:
+                train_in_worker(path, folder, settings, torch_python_setting(), feedback)
+            except TrainingError as error:
+                raise QgsProcessingException(str(error)) from None
             comparison = compare(
                 open_dataset(path), _predictor(os.path.join(folder, "model.onnx")), variogram, neighbours
             )
@@ -393,20 +460,42 @@ def _cross_validate(data, metadata, folds, variogram, neighbours, feedback):
     return pooled(data, predicted, sigma, fold_scores)
 
 
-def _check_model_fits(metadata, data):
-    names = json.loads(metadata.get("band_names", "[]"))
-    if names != [str(name) for name in data["band_names"]] or int(metadata.get("patch_size", -1)) != int(
-        data["patch_size"]
-    ):
+def _card(path):
+    """The model card of the MODEL file."""
+    from ..models.export import read_card
+
+    try:
+        return read_card(path)
+    except InputError as error:
+        raise QgsProcessingException(f"{path}: {error}") from None
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise QgsProcessingException(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
+
+
+def _check_model_fits(card, data):
+    names = [str(name) for name in data["band_names"]]
+    size = int(data["patch_size"])
+    if list(card.band_names) != names or card.patch_size != size:
         raise QgsProcessingException(
-            "The model was not trained on this dataset's drivers: it takes {} at {} x {}, the dataset has {} at {} x {}.".format(
-                ", ".join(names) or "unknown bands",
-                metadata.get("patch_size"),
-                metadata.get("patch_size"),
-                ", ".join(map(str, data["band_names"])),
-                int(data["patch_size"]),
-                int(data["patch_size"]),
+            f"The model was not trained on this dataset's drivers: it takes {', '.join(card.band_names)} at "
+            f"{card.patch_size} x {card.patch_size}, the dataset has {', '.join(names)} at {size} x {size}."
+        )
+
+
+def _check_split(card, data, feedback):
+    """Refuses a dataset whose points or split differ from those the model was trained on: its test
+    points could be the model's training points."""
+    if card.split_fingerprint is None:
+        feedback.pushWarning(
+            card.unrecorded_warning(
+                "the split of the points it was trained on", "Whether this dataset is the one it was trained on"
             )
+        )
+    elif card.split_fingerprint != split_fingerprint(data["x"], data["y"], data["split"]):
+        raise QgsProcessingException(
+            "This model was trained on another split of these points (e.g. exported with another SEED), or on "
+            "other points: its training points may be this dataset's test points. Evaluate it with the dataset it "
+            "was trained on, or train again on this one."
         )
 
 
@@ -478,8 +567,9 @@ def _report(data, result, cross, units, advice, maps):
                 "Which points",
                 report.paragraph(SPLIT_NOTE)
                 + report.paragraph(
-                    f"{len(result.test)} test points. Points each method learnt from: {learnt_from} (the hybrid kriges the CNN's "
-                    "residuals at the validation points only; kriging and regression kriging use the training and validation points)."
+                    f"{len(result.test)} test points. Points each method learnt from: {learnt_from} (the hybrid "
+                    "kriges the CNN's residuals at the validation points only; kriging and regression kriging use "
+                    "the training and validation points)."
                 ),
             ),
             ("Observed and predicted", report.image(scatter, "observed versus predicted")),
@@ -510,9 +600,9 @@ def _cross_section(cross, header):
             for method in METHODS
         ]
     return report.paragraph(
-        f"Every point of the dataset was held out once: the points fall into {folds} folds of whole spatial blocks; for each fold "
-        "the CNN was trained again, with the model's own settings, and every other method fitted, on the other folds' points, "
-        "leaving out those whose patch overlaps a held-out patch."
+        f"Every point of the dataset was held out once: the points fall into {folds} folds of whole spatial blocks; "
+        "for each fold the CNN was trained again, with the model's own settings, and every other method fitted, on "
+        "the other folds' points, leaving out those whose patch overlaps a held-out patch."
     ) + report.table(header, rows)
 
 
@@ -540,8 +630,8 @@ def _calibration_section(result, cross):
     axes.legend(fontsize="small")
     note = (
         "σ: for kriging, regression kriging and the hybrid the kriging standard deviation; for the CNN the ensemble "
-        f"members' spread plus a noise variance calibrated on {result.points['calibration']} validation points (those whose patch "
-        "overlaps no training patch, or all of them when fewer than 10 do)"
+        f"members' spread plus a noise variance calibrated on {result.points['calibration']} validation points "
+        f"(those whose patch overlaps no training patch, or all of them when fewer than {MIN_CALIBRATION_POINTS} do)"
         + (
             f": {result.noise_variance:.4g}, in the target's units squared"
             if np.isfinite(result.noise_variance)

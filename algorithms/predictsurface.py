@@ -1,12 +1,12 @@
 """subsidence:predictsurface — every pixel of a driver stack through the trained model."""
 
-import json
 import math
 import time
 
 import numpy as np
 from osgeo import gdal
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsProcessing,
     QgsProcessingException,
@@ -23,13 +23,13 @@ from qgis.core import (
 
 from ..core import calibration
 from ..core.applicability import Applicability
+from ..core.errors import InputError
 from ..core.grid import Grid
-from ..core.prediction import Predictor, ensemble_summary, reflected, session
+from ..core.prediction import Predictor, ensemble_summary, session
 from .base import SubsidenceAlgorithm
 from .layers import Float32Rasters, grid_of_raster, polygon_cells, read_band
 from .styles import style_raster
 
-REQUIRED_METADATA = ("band_names", "band_mean", "patch_size")
 PATCHWISE_TILE = 64  # tile side when the model runs patch by patch: progress every few seconds
 
 
@@ -44,6 +44,7 @@ class PredictSurface(SubsidenceAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
     OUTPUT_APPLICABILITY = "OUTPUT_APPLICABILITY"
+    APPLICABLE_PERCENT = "APPLICABLE_PERCENT"
 
     def name(self):
         return "predictsurface"
@@ -65,14 +66,17 @@ class PredictSurface(SubsidenceAlgorithm):
             "Applies a model written by 'Train the CNN' (or any ONNX model following the plugin's "
             "conventions) to every pixel of the driver stack: the prediction at a pixel is the model "
             "applied to the patch around it (rows r - P//2 … r - P//2 + P - 1). The stack's bands are "
-            "matched to the model's by name.\n"
+            "matched to the model's by name, and its pixel size (to 1 %) and CRS must be those of the drivers the "
+            "model was trained on, as its model card records them (models of earlier versions record neither).\n"
             "Models of the dense and small architectures are evaluated densely, a tile at a time: every layer at "
             "every pixel, pooling and dense layers as dilated convolutions, which gives exactly the "
             "per-patch values at a small fraction of the cost. Other models run patch by patch.\n"
-            "Beyond the stack's edge the drivers are mirrored, so edge pixels are predicted too. A pixel "
-            "whose own drivers are nodata gets nodata; nodata elsewhere in its patch is replaced by the "
-            "band's training mean, and the pixel gets nodata if its patch has less valid data than the "
-            "model was trained with (none missing for 'skip' datasets, half for 'fill' ones). EXTENT "
+            "Beyond the stack's edge the drivers are nodata, as they were when the training patches were "
+            "cut. A pixel whose own drivers are nodata gets nodata; nodata elsewhere in its patch is replaced "
+            "by the band's training mean, and the pixel gets nodata if its patch has less valid data than the "
+            "model was trained with (none missing for 'skip' datasets, half for 'fill' ones). So a 'skip' model "
+            "leaves a strip of P//2 pixels along the stack's edge empty: give a stack larger than the area to "
+            "map, or train with 'fill'. EXTENT "
             "limits the output to a part of the stack's grid; MASK to the inside of polygons.\n"
             "OUTPUT_UNCERTAINTY: the standard deviation σ of the prediction at each pixel, from the square of "
             "the ensemble members' spread (the surface is their mean) plus the noise variance the model "
@@ -133,7 +137,7 @@ class PredictSurface(SubsidenceAlgorithm):
             )
         )
         self.addOutput(
-            QgsProcessingOutputNumber("APPLICABLE_PERCENT", self.tr("Pixels inside the area of applicability (%)"))
+            QgsProcessingOutputNumber(self.APPLICABLE_PERCENT, self.tr("Pixels inside the area of applicability (%)"))
         )
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -142,26 +146,29 @@ class PredictSurface(SubsidenceAlgorithm):
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         with open(model_path, "rb") as file:
             model_bytes = file.read()
-        metadata = _metadata(model_path, model_bytes)
-        size, members = int(metadata["patch_size"]), int(metadata.get("ensemble_members", "1"))
-        band_names = json.loads(metadata["band_names"])
+        card = _card(model_path, model_bytes)
+        size, members = card.patch_size, card.ensemble_members
         uncertainty_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_UNCERTAINTY, context)
         applicability_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_APPLICABILITY, context)
         blank = self.parameterAsBoolean(parameters, self.BLANK_OUTSIDE, context)
-        noise = float(metadata.get("noise_variance", "nan"))
+        noise = float("nan") if card.noise_variance is None else card.noise_variance
         if uncertainty_path and members < 2 and not np.isfinite(noise):
             raise QgsProcessingException(
                 self.tr(
-                    "The model is a single network without a calibrated noise variance: an uncertainty needs an ensemble, or a model trained with this version's 'Train the CNN'. Train it with ENSEMBLE of 2 or more (5 or more is usual)."
+                    "The model is a single network without a calibrated noise variance: an uncertainty needs an "
+                    "ensemble, or a model trained with this version's 'Train the CNN'. Train it with ENSEMBLE of 2 "
+                    "or more (5 or more is usual)."
                 )
             )
-        area = _area(model_path, metadata) if applicability_path or blank else None
+        area = _area(model_path, card) if applicability_path or blank else None
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
         stack = gdal.Open(layer.source())
         if stack is None:
             raise QgsProcessingException(f"GDAL cannot open the stack {layer.source()}: {gdal.GetLastErrorMsg()}")
-        bands = _matched_bands(stack, band_names)
-        dense = metadata.get("dense_exact") == "true"
+        bands = _matched_bands(stack, card.band_names)
+        stack_grid, crs = grid_of_raster(layer), layer.crs()
+        _check_grid(card, stack_grid, crs, feedback)
+        dense = card.dense_exact
         if dense:
             try:
                 model_bytes, _ = dense_model(model_bytes)
@@ -170,15 +177,7 @@ class PredictSurface(SubsidenceAlgorithm):
                     self.tr("The model cannot be evaluated densely ({}): predicting patch by patch.").format(reason)
                 )
                 dense = False
-        predictor = Predictor(
-            session(model_bytes),
-            dense,
-            size,
-            json.loads(metadata["band_mean"]),
-            metadata.get("nodata_policy", "skip"),
-            members,
-        )
-        stack_grid, crs = grid_of_raster(layer), layer.crs()
+        predictor = Predictor(session(model_bytes), dense, size, list(card.band_mean), card.nodata_policy, members)
         grid, first_row, first_column = self._output_grid(parameters, context, stack_grid, crs)
         inside = self._mask(parameters, context, grid, crs)
         tile = (
@@ -197,8 +196,8 @@ class PredictSurface(SubsidenceAlgorithm):
             )
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        units = metadata.get("target_units", "")
-        name = f"{metadata.get('target_field', 'prediction')}" + (f" ({units})" if units else "")
+        units = card.target_units
+        name = card.target_field + (f" ({units})" if units else "")
         files = [(output, [name])]
         if uncertainty_path:
             files.append((uncertainty_path, [f"standard deviation ({units})" if units else "standard deviation"]))
@@ -245,7 +244,7 @@ class PredictSurface(SubsidenceAlgorithm):
         style_raster(output, units)
         results = {
             self.OUTPUT: output,
-            "APPLICABLE_PERCENT": 100.0 * counts[1] / counts[0] if counts[0] else float("nan"),
+            self.APPLICABLE_PERCENT: 100.0 * counts[1] / counts[0] if counts[0] else float("nan"),
         }
         if uncertainty_path:
             style_raster(uncertainty_path, units, sequential=True)
@@ -256,7 +255,7 @@ class PredictSurface(SubsidenceAlgorithm):
         if area is not None:
             feedback.pushInfo(
                 self.tr("{:.1f} % of the predicted pixels lie inside the area of applicability (DI ≤ {:.3g}).").format(
-                    results["APPLICABLE_PERCENT"], area.threshold
+                    results[self.APPLICABLE_PERCENT], area.threshold
                 )
             )
         return results
@@ -298,17 +297,55 @@ class PredictSurface(SubsidenceAlgorithm):
         return polygon_cells(polygons, grid, crs.toWkt())
 
 
-def _metadata(path, model_bytes):
-    from ..models.export import read_metadata
+def _card(path, model_bytes):
+    from ..models.export import read_card
 
     try:
-        metadata = read_metadata(model_bytes)
+        return read_card(model_bytes)
+    except InputError as error:
+        raise QgsProcessingException(f"{path}: {error}") from None
     except Exception as error:  # onnxruntime raises its own exception types
         raise QgsProcessingException(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
-    missing = [key for key in REQUIRED_METADATA if key not in metadata]
-    if missing:
-        raise QgsProcessingException(f"{path} lacks the metadata {', '.join(missing)}: write it with 'Train the CNN'.")
-    return metadata
+
+
+def _check_grid(card, stack_grid, crs, feedback):
+    """Refuses a stack whose pixel size or CRS differ from the drivers' the model was trained on:
+    its patches would cover another area, or be read in other units and directions."""
+    problem = card.resolution_problem(stack_grid.pixel_width, stack_grid.pixel_height)
+    if problem:
+        raise QgsProcessingException(problem)
+    if card.crs is None:
+        feedback.pushWarning(
+            card.unrecorded_warning(
+                "the pixel size and CRS of the drivers it was trained on", "The stack's pixel size and CRS"
+            )
+        )
+        return
+    trained = _crs(card.crs)
+    if not trained.isValid():
+        feedback.pushWarning(f"QGIS does not know the model's CRS ({card.crs}): the stack's CRS is not checked.")
+    elif not _same_crs(trained, crs):
+        raise QgsProcessingException(
+            f"The stack is in {_crs_name(crs)}, the model was trained on drivers in {_crs_name(trained)}. Reproject "
+            "the drivers to the model's CRS ('Stack driver rasters' with a REFERENCE raster in that CRS, or "
+            f"gdalwarp -t_srs {trained.authid() or 'with its WKT'}), or train a model on drivers in this CRS."
+        )
+
+
+def _crs(text):
+    """The CRS of WKT or of an authority id such as EPSG:32630 (what datasets record): WKT has
+    brackets, an authority id none (PROJ would complain of the id read as WKT)."""
+    return QgsCoordinateReferenceSystem.fromWkt(text) if "[" in text else QgsCoordinateReferenceSystem(text)
+
+
+def _same_crs(first, second):
+    if first.authid() and second.authid():
+        return first.authid() == second.authid()
+    return first == second
+
+
+def _crs_name(crs):
+    return f"{crs.authid()} ({crs.description()})" if crs.authid() else crs.description() or crs.toWkt()
 
 
 def _predicted_tile(predictor, area, block, wanted, blank, noise):
@@ -329,14 +366,13 @@ def _predicted_tile(predictor, area, block, wanted, blank, noise):
     return [mean, sigma, dissimilarity, applicable]
 
 
-def _area(path, metadata):
-    if "applicability" not in metadata or "band_std" not in metadata:
+def _area(path, card):
+    if card.applicability is None:
         raise QgsProcessingException(
-            f"{path} does not record the drivers it was trained on: train it again with 'Train the CNN' (this version) for an area of applicability."
+            f"{path} does not record the drivers it was trained on: train it again with 'Train the CNN' (this "
+            "version) for an area of applicability."
         )
-    return Applicability.from_metadata(
-        json.loads(metadata["applicability"]), json.loads(metadata["band_mean"]), json.loads(metadata["band_std"])
-    )
+    return Applicability.from_metadata(card.applicability, card.band_mean, card.band_std)
 
 
 def _matched_bands(stack, names):
@@ -360,14 +396,17 @@ def _matched_bands(stack, names):
 
 def _read_block(stack, bands, stack_grid, first_row, rows, first_column, columns, size):
     """Drivers (bands, rows + size - 1, columns + size - 1) for the output pixels from
-    (first_row, first_column), mirrored beyond the stack's edge, NaN for nodata."""
+    (first_row, first_column), NaN for nodata and beyond the stack's edge: the patches training cut."""
     half = size // 2
-    row_index = reflected(first_row - half, first_row - half + rows + size - 1, stack_grid.height)
-    column_index = reflected(first_column - half, first_column - half + columns + size - 1, stack_grid.width)
-    top, bottom = int(row_index.min()), int(row_index.max()) + 1
-    left, right = int(column_index.min()), int(column_index.max()) + 1
-    block = np.empty((len(bands), len(row_index), len(column_index)), np.float32)
+    top, left = first_row - half, first_column - half
+    block = np.full((len(bands), rows + size - 1, columns + size - 1), np.nan, np.float32)
+    inside_top, inside_left = max(top, 0), max(left, 0)
+    inside_bottom = min(top + block.shape[1], stack_grid.height)
+    inside_right = min(left + block.shape[2], stack_grid.width)
+    if inside_bottom <= inside_top or inside_right <= inside_left:
+        return block
     for slot, number in enumerate(bands):
-        values = read_band(stack.GetRasterBand(number), left, top, right - left, bottom - top)
-        block[slot] = values[np.ix_(row_index - top, column_index - left)]
+        block[slot, inside_top - top : inside_bottom - top, inside_left - left : inside_right - left] = read_band(
+            stack.GetRasterBand(number), inside_left, inside_top, inside_right - inside_left, inside_bottom - inside_top
+        )
     return block

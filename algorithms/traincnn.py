@@ -1,5 +1,6 @@
 """subsidence:traincnn — train the CNN in the torch interpreter and write one ONNX model."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,20 +20,20 @@ from qgis.core import (
 )
 
 from ..core import applicability, calibration, dataset, metrics, report, transforms
-from ..core.dataset import open_dataset
-from ..core.patches import default_block_size
-from ..core.prediction import MODEL_OUTPUTS, ensemble_summary
 from ..core.calibration import MIN_POINTS as MIN_CALIBRATION_POINTS
-from ..models import launch
+from ..core.dataset import open_dataset
+from ..core.model_card import ModelCard, TrainingSettings, dataset_fields
+from ..core.patches import TEST, TRAIN, VAL, default_block_size
+from ..core.prediction import MODEL_OUTPUTS, ensemble_summary
 from ..models.architecture import ARCHITECTURES, check_patch_size, dense_exact
 from ..models.export import finish, plugin_version
-from ..models.interpreter import find_torch_python
 from ..models.launch import DEVICES
 from ..models.recipe import PATIENCE, RECIPES, STEPS, Plan
+from ..models.training import TrainingError, train_in_worker
 from .base import SubsidenceAlgorithm
 from .settings import torch_python_setting
 
-SPLITS = ("train", "val", "test")  # the dataset's split codes 0, 1, 2
+SPLITS = ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))  # the dataset's split codes, by name
 MAX_MEMBERS = 50
 # A model is reported as having learnt nothing below this training R², or when its RMSE on the
 # validation or test points is not this much below the training mean's (the best epoch is chosen
@@ -57,6 +58,9 @@ class TrainCnn(SubsidenceAlgorithm):
     DEVICE = "DEVICE"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     OUTPUT_REPORT = "OUTPUT_REPORT"
+    TRAIN_RMSE = "TRAIN_RMSE"
+    VAL_RMSE = "VAL_RMSE"
+    TEST_RMSE = "TEST_RMSE"
 
     def name(self):
         return "traincnn"
@@ -115,19 +119,22 @@ class TrainCnn(SubsidenceAlgorithm):
             "writes their mean.\n"
             "Uncertainty: the members' spread covers their disagreement, not the noise in the data, so σ² is "
             "the spread's square plus a noise variance calibrated on the validation points whose patch overlaps "
-            f"no training patch (all of them if fewer than {MIN_CALIBRATION_POINTS}): the smallest that makes their mean "
-            "squared standardised error at most 1 (for a single network σ is that noise alone, the same "
+            f"no training patch (all of them if fewer than {MIN_CALIBRATION_POINTS}): the smallest that makes their "
+            "mean squared standardised error at most 1 (for a single network σ is that noise alone, the same "
             "everywhere). The model records it (noise_variance) and 'Predict the surface' writes this σ "
             "as the uncertainty; the report shows how well it covers the test errors, which took no part.\n"
             "REFIT, for the final map: once the split has chosen how long to train and measured the "
             "result, the same networks are trained again on every point (training, validation and test) along "
-            "the same schedule, stopped at the median of their best epochs, and that model is written, so the map uses all the evidence. "
+            "the same schedule, stopped at the median of their best epochs, and that model is written, so the map "
+            "uses all the evidence. "
             "Its scores and calibration are those measured on the split (it has no held-out points of its "
             "own), so 'Evaluate' refuses it: evaluate the model trained without REFIT. It costs a second "
             "training.\n"
-            "The model takes raw driver values and returns the target in its units; its metadata "
-            "records the bands, their statistics, the patch size, the target, the scores, the training "
-            "plan and the drivers of the training patches with their dissimilarity threshold, for the area "
+            "The model takes raw driver values and returns the target in its units; its metadata (the model "
+            "card) records the bands, their statistics, the patch size, the drivers' pixel size and CRS (so that "
+            "'Predict the surface' refuses a stack of another resolution or CRS), the dataset's split (so that "
+            "'Evaluate' refuses another split of the points), the target, the scores, the training settings and "
+            "plan, and the drivers of the training patches with their dissimilarity threshold, for the area "
             "of applicability (see 'Predict the surface'). "
             "OUTPUT_REPORT: the plan, each member's learning curves, RMSE/MAE/R²/bias for the training, "
             "validation and test points and observed-versus-predicted plots.\n"
@@ -215,16 +222,17 @@ class TrainCnn(SubsidenceAlgorithm):
             )
         )
         for key, label in (
-            ("TRAIN_RMSE", "Training RMSE"),
-            ("VAL_RMSE", "Validation RMSE"),
-            ("TEST_RMSE", "Test RMSE"),
+            (self.TRAIN_RMSE, "Training RMSE"),
+            (self.VAL_RMSE, "Validation RMSE"),
+            (self.TEST_RMSE, "Test RMSE"),
         ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def checkParameterValues(self, parameters, context):
         if self.parameterAsInt(parameters, self.BATCH_SIZE, context) == 1:
             return False, self.tr(
-                "A batch size of 1 cannot be trained (batch normalisation needs two patches): choose 0 for the recipe's, or 2 or more."
+                "A batch size of 1 cannot be trained (batch normalisation needs two patches): choose 0 for the "
+                "recipe's, or 2 or more."
             )
         return super().checkParameterValues(parameters, context)
 
@@ -235,29 +243,29 @@ class TrainCnn(SubsidenceAlgorithm):
         problem = check_patch_size(architecture, int(data["patch_size"]))
         if problem:
             raise QgsProcessingException(problem)
-        if not (data["split"] == 0).sum() >= 2:
+        if not (data["split"] == TRAIN).sum() >= 2:
             raise QgsProcessingException(self.tr("The dataset has fewer than 2 training patches."))
-        if not (data["split"] == 1).any():
+        if not (data["split"] == VAL).any():
             feedback.pushWarning(
                 self.tr("The dataset has no validation patches: no early stopping, the last epoch's weights are kept.")
             )
-        settings = {
-            "architecture": architecture,
-            "recipe": RECIPES[self.parameterAsEnum(parameters, self.RECIPE, context)],
-            "epochs": self.parameterAsInt(parameters, self.EPOCHS, context),
-            "steps": self.parameterAsInt(parameters, self.STEPS, context),
-            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            "learning_rate": self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-            "patience": self.parameterAsInt(parameters, self.PATIENCE, context),
-            "seed": self.parameterAsInt(parameters, self.SEED, context),
-            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            "members": self.parameterAsInt(parameters, self.ENSEMBLE, context),
-        }
+        settings = TrainingSettings(
+            architecture=architecture,
+            recipe=RECIPES[self.parameterAsEnum(parameters, self.RECIPE, context)],
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            steps=self.parameterAsInt(parameters, self.STEPS, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+            patience=self.parameterAsInt(parameters, self.PATIENCE, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            members=self.parameterAsInt(parameters, self.ENSEMBLE, context),
+        )
         refit = self.parameterAsBoolean(parameters, self.REFIT, context)
         steps = QgsProcessingMultiStepFeedback(2 if refit else 1, feedback)
         folder = tempfile.mkdtemp(prefix="subsidence-train-")
         try:
-            train_in_worker(dataset_path, folder, settings, steps)
+            _train(dataset_path, folder, settings, steps)
             final = _refit(data, settings, folder, steps) if refit else None
             return self._write_outputs(parameters, context, feedback, data, settings, folder, final)
         finally:
@@ -266,7 +274,6 @@ class TrainCnn(SubsidenceAlgorithm):
     def _write_outputs(self, parameters, context, feedback, data, settings, folder, final=None):
         """The model and the report. The scores and the calibration are those of the networks
         trained on the split (folder); with `final` (_refit's), the model written is its own."""
-        architecture = settings["architecture"]
         with np.load(os.path.join(folder, "result.npz")) as result:
             members, history = result["predictions"], json.loads(str(result["history"]))
             schedule, scales = Plan.from_dict(json.loads(str(result["plan"]))), result["log_scales"]
@@ -279,59 +286,55 @@ class TrainCnn(SubsidenceAlgorithm):
         calibrating, apart = calibration.calibration_points(data)
         noise = calibration.noise_variance(targets[calibrating] - predictions[calibrating], spread[calibrating])
         sigma = calibration.sigma(spread, noise)
-        scores = {
-            name: metrics.regression(targets[split == code], predictions[split == code])
-            for code, name in enumerate(SPLITS)
-        }
+        scores = {name: metrics.regression(targets[split == code], predictions[split == code]) for code, name in SPLITS}
         coverage = {
             name: metrics.coverage(targets[split == code], predictions[split == code], sigma[split == code])
-            for code, name in enumerate(SPLITS)
+            for code, name in SPLITS
         }
         feedback.pushInfo(
             self.tr("Area of applicability: the drivers of {} training patches.").format(
-                int((model_data["split"] == 0).sum())
+                int((model_data["split"] == TRAIN).sum())
             )
         )
-        area, training_di = _applicability(model_data, settings["seed"])
+        area, training_di = _applicability(model_data, settings.seed)
         spread = float(np.ptp(targets)) or 1.0
-        metadata = {
-            "band_names": [str(name) for name in data["band_names"]],
-            "band_mean": [float(value) for value in model_data["band_mean"]],
-            "band_std": [float(value) for value in model_data["band_std"]],
-            "band_transforms": transforms.to_metadata(data["band_names"], model_scales),
-            "patch_size": str(int(data["patch_size"])),
-            "target_field": str(data["target_field"]),
-            "target_units": str(data["target_units"]),
-            "nodata_policy": str(data.get("nodata_policy", "skip")),
-            "architecture": architecture,
-            "dense_exact": "true" if dense_exact(architecture) else "false",
-            "ensemble_members": str(settings["members"]),
-            "metrics": scores,
-            "calibration": coverage,
-            **({"noise_variance": repr(noise)} if np.isfinite(noise) else {}),
-            "applicability": area.to_metadata(),
-            "plugin_version": plugin_version(),
-            "training": {
-                "epochs_run": len(history),
-                "history": history,
-                "settings": settings,
-                "plan": schedule._asdict(),
-            },
-            **({"refit": refit} if refit else {}),
-        }
+        card = ModelCard(
+            # The dataset's split, not the refit's: the split that measured the model.
+            **dataset_fields(data),
+            band_mean=[float(value) for value in model_data["band_mean"]],
+            band_std=[float(value) for value in model_data["band_std"]],
+            band_transforms=transforms.to_metadata(data["band_names"], model_scales),
+            architecture=settings.architecture,
+            dense_exact=dense_exact(settings.architecture),
+            ensemble_members=settings.members,
+            metrics=scores,
+            calibration=coverage,
+            noise_variance=float(noise) if np.isfinite(noise) else None,
+            applicability=area.to_metadata(),
+            plugin_version=plugin_version(),
+            settings=settings,
+            history=history,
+            plan=schedule._asdict(),
+            refit=refit,
+        )
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         try:
             difference = finish(
-                os.path.join(model_folder, "model.onnx"), model_path, metadata, check_inputs, check_outputs, spread
+                os.path.join(model_folder, "model.onnx"),
+                model_path,
+                card.to_metadata(),
+                check_inputs,
+                check_outputs,
+                spread,
             )
         except ValueError as error:
             raise QgsProcessingException(str(error)) from None
         feedback.pushInfo(
             self.tr("ONNX Runtime reproduces torch on {} patches to {:.2g} {}.").format(
-                len(check_inputs), difference, metadata["target_units"]
+                len(check_inputs), difference, card.target_units
             )
         )
-        for name in SPLITS:
+        for _, name in SPLITS:
             feedback.pushInfo(
                 self.tr("{}: RMSE {:.4g}, MAE {:.4g}, R² {:.3f}, bias {:.4g} ({} points)").format(
                     name, *(scores[name][key] for key in ("rmse", "mae", "r2", "bias", "n"))
@@ -340,11 +343,12 @@ class TrainCnn(SubsidenceAlgorithm):
         if np.isfinite(noise):
             feedback.pushInfo(
                 self.tr(
-                    "σ: the ensemble's spread plus a noise variance of {:.4g} {}² calibrated on {} validation points{}; on the test points "
-                    "{:.0f} % of the errors lie within ±1σ, {:.0f} % within ±2σ (calibrated: 68 %, 95 %)."
+                    "σ: the ensemble's spread plus a noise variance of {:.4g} {}² calibrated on {} validation "
+                    "points{}; on the test points {:.0f} % of the errors lie within ±1σ, {:.0f} % within ±2σ "
+                    "(calibrated: 68 %, 95 %)."
                 ).format(
                     noise,
-                    metadata["target_units"],
+                    card.target_units,
                     len(calibrating),
                     " (those whose patch overlaps no training patch)"
                     if apart
@@ -359,11 +363,16 @@ class TrainCnn(SubsidenceAlgorithm):
         if refit:
             feedback.pushInfo(
                 self.tr(
-                    "The model written was trained again on all {points} points for {epochs} epochs; the scores above are "
-                    "those of the networks trained on the split, the estimate of its quality."
+                    "The model written was trained again on all {points} points for {epochs} epochs; the scores "
+                    "above are those of the networks trained on the split, the estimate of its quality."
                 ).format(**refit)
             )
-        results = {self.OUTPUT_MODEL: model_path, **{f"{name.upper()}_RMSE": scores[name]["rmse"] for name in SPLITS}}
+        results = {
+            self.OUTPUT_MODEL: model_path,
+            self.TRAIN_RMSE: scores["train"]["rmse"],
+            self.VAL_RMSE: scores["val"]["rmse"],
+            self.TEST_RMSE: scores["test"]["rmse"],
+        }
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         if report_path:
             with open(report_path, "w", encoding="utf-8") as file:
@@ -383,8 +392,7 @@ class TrainCnn(SubsidenceAlgorithm):
                         split,
                         training_di,
                         area.threshold,
-                        metadata,
-                        refit,
+                        card,
                     )
                 )
             results[self.OUTPUT_REPORT] = report_path
@@ -393,7 +401,7 @@ class TrainCnn(SubsidenceAlgorithm):
 
 def _applicability(data, seed):
     """The area of applicability of the dataset's training patches (core.applicability.fit)."""
-    train = np.flatnonzero(data["split"] == 0)
+    train = np.flatnonzero(data["split"] == TRAIN)
     x, y = data["x"][train], data["y"][train]
     block = default_block_size(x, y, int(data["patch_size"]) * float(np.max(data["pixel_size"])))
     return applicability.fit(
@@ -419,7 +427,8 @@ def _refit(data, settings, folder, feedback):
     )
     # The same schedule cut at the best epoch, not a schedule of that length: one compressed into a
     # few epochs skips the warm-up's slow start and ends at a cold learning rate, another network.
-    train_in_worker(path, refit_folder, {**settings, "epochs": planned, "stop_after": epochs, "patience": 0}, feedback)
+    refit_settings = dataclasses.replace(settings, epochs=planned, patience=0)
+    _train(path, refit_folder, refit_settings, feedback, stop_after=epochs)
     return refit_folder, open_dataset(path), {"points": points, "epochs": epochs, "planned_epochs": planned}
 
 
@@ -434,20 +443,11 @@ def refit_epochs(history):
     return max(1, int(round(float(np.median(best)))))
 
 
-def train_in_worker(dataset_path, folder, settings, feedback):
-    """Trains in the torch interpreter's worker; settings: worker_command's keywords (architecture,
-    epochs, batch_size, learning_rate, patience, seed, device). The worker writes model.onnx and
-    result.npz into folder; its progress goes to feedback."""
-    torch_python = find_torch_python(torch_python_setting())
-    if torch_python.problem:
-        raise QgsProcessingException(torch_python.problem)
-    feedback.pushInfo(f"Training in {torch_python.path} (torch {torch_python.torch_version}).")
-    command = launch.worker_command(torch_python.path, dataset_path, folder, **settings)
+def _train(dataset_path, folder, settings, feedback, stop_after=0):
+    """models.training.train_in_worker in the torch interpreter of the plugin's setting."""
     try:
-        launch.run(command, launch.worker_env(os.environ), _Follower(feedback), feedback.isCanceled)
-    except InterruptedError:
-        raise QgsProcessingException("Canceled: training stopped, no model was written.") from None
-    except launch.WorkerFailedError as error:
+        train_in_worker(dataset_path, folder, settings, torch_python_setting(), feedback, stop_after)
+    except TrainingError as error:
         raise QgsProcessingException(str(error)) from None
 
 
@@ -458,44 +458,6 @@ def _open(path):
         raise QgsProcessingException(f"{path} is not a dataset written by 'Export training patches': {error}") from None
 
 
-class _Follower:
-    """Turns the worker's events into the log and the progress bar."""
-
-    def __init__(self, feedback):
-        self.feedback = feedback
-        self.epochs = 1
-
-    def __call__(self, event):
-        kind, feedback = event.get("event"), self.feedback
-        member, members = event.get("member", 1), event.get("members", 1)
-        of_member = f"Member {member}/{members}: " if members > 1 else ""
-        done = lambda epoch: 100 * ((member - 1) * self.epochs + epoch) / (members * self.epochs)
-        if kind == "start":
-            feedback.pushInfo(
-                f"Worker started on {event['device']} ({event['threads']} threads), {event['samples']} patches."
-            )
-        elif kind == "plan":
-            self.epochs = event["epochs"]
-            feedback.pushInfo(f"Training plan: {Plan.from_dict(event).describe()}.")
-        elif kind == "batch":
-            feedback.setProgress(done(event["epoch"] - 1 + event["fraction"]))
-        elif kind == "epoch":
-            feedback.setProgress(done(event["epoch"]))
-            validation = "" if event["val_loss"] is None else f", validation {event['val_loss']:.4f}"
-            feedback.pushInfo(
-                f"{of_member}Epoch {event['epoch']}/{self.epochs}: loss (standardised MSE) training {event['train_loss']:.4f}{validation}, {event['seconds']:.1f} s"
-            )
-        elif kind == "stopped":
-            feedback.pushInfo(
-                f"{of_member}Early stop after epoch {event['epoch']}: the best validation loss was at epoch {event['best_epoch']}."
-            )
-        elif kind == "transforms":
-            if event["bands"]:
-                feedback.pushInfo("Log-scaled inside the model, as asinh(x / m): " + ", ".join(event["bands"]) + ".")
-        elif kind == "output":
-            feedback.pushDebugInfo(event["text"])
-
-
 def nothing_learnt(scores, targets, split):
     """A warning when the model learnt nothing useful, else None: a training R² below
     MIN_TRAINING_R2, or an RMSE on the validation or the test points not MIN_GAIN_ON_MEAN below
@@ -503,16 +465,16 @@ def nothing_learnt(scores, targets, split):
     problems = []
     if not scores["train"]["r2"] >= MIN_TRAINING_R2:
         problems.append(f"its training R² is {scores['train']['r2']:.2f} (below {MIN_TRAINING_R2})")
-    for code, name in ((1, "validation"), (2, "test")):
+    for code, key, name in ((VAL, "val", "validation"), (TEST, "test", "test")):
         held_out = split == code
         if held_out.any():
-            mean_rmse = metrics.regression(targets[held_out], np.full(held_out.sum(), targets[split == 0].mean()))[
-                "rmse"
-            ]
-            rmse = scores[SPLITS[code]]["rmse"]
+            training_mean = np.full(held_out.sum(), targets[split == TRAIN].mean())
+            mean_rmse = metrics.regression(targets[held_out], training_mean)["rmse"]
+            rmse = scores[key]["rmse"]
             if not rmse < (1 - MIN_GAIN_ON_MEAN) * mean_rmse:
                 problems.append(
-                    f"its {name} RMSE ({rmse:.4g}) is not {MIN_GAIN_ON_MEAN:.0%} below the training mean's ({mean_rmse:.4g})"
+                    f"its {name} RMSE ({rmse:.4g}) is not {MIN_GAIN_ON_MEAN:.0%} below the training mean's "
+                    f"({mean_rmse:.4g})"
                 )
     if not problems:
         return None
@@ -520,9 +482,9 @@ def nothing_learnt(scores, targets, split):
         "The model learnt nothing useful: "
         + " and ".join(problems)
         + ". Its map would be no better than a constant. Likely causes: "
-        "targets the drivers do not explain (look for a driver that matters and is missing, or noise larger than the signal), "
-        "too few training points, or training too short to converge (see the learning curves in the report; the adaptive "
-        "recipe with its defaults is the first thing to try)."
+        "targets the drivers do not explain (look for a driver that matters and is missing, or noise larger than "
+        "the signal), too few training points, or training too short to converge (see the learning curves in the "
+        "report; the adaptive recipe with its defaults is the first thing to try)."
     )
 
 
@@ -540,10 +502,9 @@ def _report(
     split,
     training_di,
     threshold,
-    metadata,
-    refit,
+    card,
 ):
-    units = metadata["target_units"]
+    units, refit = card.target_units, card.refit
     members = sorted({entry.get("member", 1) for entry in history})
     columns = min(len(members), 3)
     rows = -(-len(members) // columns)
@@ -570,9 +531,9 @@ def _report(
         )
         axes.legend(fontsize="x-small")
     scatter = report.figure(12, 4)
-    for index, name in enumerate(SPLITS):
+    for index, (code, name) in enumerate(SPLITS):
         axes = scatter.add_subplot(1, 3, index + 1)
-        chosen = split == index
+        chosen = split == code
         if np.isfinite(sigma).all():
             axes.errorbar(
                 targets[chosen], predictions[chosen], yerr=sigma[chosen], fmt="o", markersize=2, elinewidth=0.5
@@ -582,7 +543,7 @@ def _report(
         low, high = float(np.min(targets)), float(np.max(targets))
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
         axes.set(title=f"{name} ({int(chosen.sum())})", xlabel=f"observed ({units})", ylabel=f"predicted ({units})")
-    rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for name in SPLITS]
+    rows = [[name, *(scores[name][key] for key in metrics.NAMES)] for _, name in SPLITS]
     sections = (
         [("Warning: the model learnt nothing useful", report.paragraph(problem, warning=True))] if problem else []
     )
@@ -591,9 +552,11 @@ def _report(
             (
                 "Refit on every point",
                 report.paragraph(
-                    f"The model written was trained again, with the same settings, on all {refit['points']} points for {refit['epochs']} epochs "
-                    f"of the split's {refit['planned_epochs']} planned (the median of the members' best epochs on the validation points). Everything below describes the networks trained on "
-                    "the split, which is the estimate of its quality; the refit model has no held-out points of its own."
+                    f"The model written was trained again, with the same settings, on all {refit['points']} points "
+                    f"for {refit['epochs']} epochs of the split's {refit['planned_epochs']} planned (the median of "
+                    "the members' best epochs on the validation points). Everything below describes the networks "
+                    "trained on the split, which is the estimate of its quality; the refit model has no held-out "
+                    "points of its own."
                 ),
             )
         )
@@ -612,7 +575,8 @@ def _report(
             "Learning curves",
             report.image(
                 curves,
-                "training and validation loss of each member by epoch; dashed: about the loss of predicting the training mean",
+                "training and validation loss of each member by epoch; dashed: about the loss of predicting the "
+                "training mean",
             ),
         ),
         (
@@ -621,17 +585,18 @@ def _report(
         ),
     ]
     if np.isfinite(noise):
-        rows = [[name, *(coverage[name][key] for key in metrics.COVERAGE_NAMES)] for name in SPLITS]
+        rows = [[name, *(coverage[name][key] for key in metrics.COVERAGE_NAMES)] for _, name in SPLITS]
         rows.append(["normal distribution", *metrics.GAUSSIAN_COVERAGE])
         spread = f"the standard deviation of the {len(members)} members' predictions plus " if len(members) > 1 else ""
         sections.append(
             (
                 "Calibration of σ",
                 report.paragraph(
-                    f"σ² is {spread}a noise variance of {noise:.4g} {units}², the smallest that makes the mean squared standardised "
-                    "error on the validation points whose patch overlaps no training patch at most 1 (the errors a network's spread does not see: noise in the data and "
-                    "what the drivers cannot explain). Calibrated, about 68 % of the errors lie within ±1σ and 95 % within ±2σ; "
-                    "the test points, which took no part in the calibration, tell how well it holds."
+                    f"σ² is {spread}a noise variance of {noise:.4g} {units}², the smallest that makes the mean "
+                    "squared standardised error on the validation points whose patch overlaps no training patch at "
+                    "most 1 (the errors a network's spread does not see: noise in the data and what the drivers "
+                    "cannot explain). Calibrated, about 68 % of the errors lie within ±1σ and 95 % within ±2σ; the "
+                    "test points, which took no part in the calibration, tell how well it holds."
                 )
                 + report.table(["points", "% within ±1σ", "% within ±2σ"], rows),
             )
@@ -652,4 +617,4 @@ def _report(
             + report.image(histogram, "training dissimilarity"),
         )
     )
-    return report.page(f"CNN training: {metadata['architecture']} on {metadata['target_field']}", sections)
+    return report.page(f"CNN training: {card.architecture} on {card.target_field}", sections)

@@ -11,8 +11,11 @@ Members (all .npy, no pickles):
   patch_size   int, pixel_size float64 (2,), crs str (WKT), target_field str, target_units str
   nodata_policy str                  "skip" (patches with nodata left out) or "fill" (band means)
 Stored without compression, so `patches` can be memory-mapped (open_dataset) instead of read.
+split_fingerprint identifies the points and their split, so that a model can tell whether a
+dataset is the one it was trained on.
 """
 
+import hashlib
 import zipfile
 
 import numpy as np
@@ -21,6 +24,15 @@ from .patches import TRAIN, band_statistics
 
 CHUNK = 1024  # patches written at a time (~32 MB of 9 x 30 x 30)
 PER_POINT = ("targets", "x", "y", "pid", "split")  # the members with a value per point
+
+
+def split_fingerprint(x, y, split):
+    """sha256 (hex) of the points' coordinates and split codes, in their order: the same for the
+    same points split alike, another for other points or another split of them."""
+    digest = hashlib.sha256(len(split).to_bytes(8, "little"))
+    for values, dtype in ((x, "<f8"), (y, "<f8"), (split, "<i1")):
+        digest.update(np.ascontiguousarray(values, dtype).tobytes())
+    return digest.hexdigest()
 
 
 def write(path, patches, index, arrays, fill=None):

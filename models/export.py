@@ -1,5 +1,5 @@
-"""Finishing the worker's ONNX file in QGIS: the metadata DESIGN.md asks for, and the check
-that ONNX Runtime gives torch's numbers before the file is written."""
+"""Finishing the worker's ONNX file in QGIS: the metadata (core.model_card.ModelCard.to_metadata),
+and the check that ONNX Runtime gives torch's numbers before the file is written."""
 
 import json
 import os
@@ -30,7 +30,8 @@ def finish(raw_model, destination, metadata, check_inputs, check_outputs, spread
     error = max(float(np.max(np.abs(value - expected))) for value, expected in zip(got, check_outputs.values()))
     if not error <= TOLERANCE * max(spread, 1e-12):
         raise ValueError(
-            f"ONNX Runtime's output differs from torch's by {error:.3g} (allowed {TOLERANCE * spread:.3g}); the model was not written."
+            f"ONNX Runtime's output differs from torch's by {error:.3g} (allowed {TOLERANCE * spread:.3g}); "
+            "the model was not written."
         )
     folder = os.path.dirname(os.path.abspath(destination))
     handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=folder)
@@ -56,3 +57,11 @@ def plugin_version():
     parser = configparser.ConfigParser()
     parser.read(os.path.join(PLUGIN_DIR, "metadata.txt"), encoding="utf-8")
     return parser.get("general", "version", fallback="unknown")
+
+
+def read_card(model):
+    """The model card of an ONNX model (a path or the file's bytes); core.errors.InputError when
+    its metadata is not a card this version reads."""
+    from ..core.model_card import ModelCard
+
+    return ModelCard.from_metadata(read_metadata(model))

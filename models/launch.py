@@ -1,14 +1,16 @@
 """Starting the training worker in the torch interpreter and following it: the command line (a
 pure function, tested as data), and a runner that streams its JSON progress lines, kills it on
-cancel and reports its last error lines when it fails."""
+cancel, reports its last error lines when it fails and its warnings when it succeeds."""
 
 import collections
 import json
 import os
 import queue
+import re
 import subprocess
 import threading
 
+from ..core.dependencies import no_console_window
 from .interpreter import PLUGIN_DIR, worker_environment
 from .recipe import STEPS
 
@@ -16,6 +18,9 @@ DEVICES = ("auto", "cpu", "cuda")  # the DEVICE enum's order
 PACKAGE = __name__.split(".")[0]  # the plugin's package name, whatever its folder is called
 ERROR_LINES = 12  # of the worker's stderr, quoted when it fails
 POLL_S = 0.2  # how often a waiting run looks at the cancel flag
+# A line of Python's warnings module ("file.py:12: UserWarning: text"), torch's included.
+WARNING_LINE = re.compile(r":\d+: \w*Warning: ")
+MAX_WARNINGS = 50  # distinct warning lines passed on, at most
 
 
 def worker_command(
@@ -84,18 +89,32 @@ class WorkerFailedError(Exception):
 
 
 def run(command, env, on_event, cancelled):
-    """Run the worker; on_event(dict) for each JSON line it prints. Raises InterruptedError
-    (after killing it) when cancelled() turns true, WorkerFailedError with its last error lines when it
-    exits with an error."""
+    """Run the worker; on_event(dict) for each JSON line it prints, and once it has succeeded
+    {"event": "warning", "text": line} for each distinct warning line of its stderr. Raises
+    InterruptedError (after killing it) when cancelled() turns true, WorkerFailedError with its
+    last error lines when it exits with an error."""
     # As a context manager, Popen closes the pipes and waits for the worker however this ends.
     with subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        **no_console_window(),
     ) as process:
         lines = queue.Queue()
         errors = collections.deque(maxlen=ERROR_LINES)
+        warnings = {}  # distinct warning lines, in order (a dict: insertion-ordered)
+
+        def keep_error_line(line):
+            errors.append(line)
+            if WARNING_LINE.search(line) and len(warnings) < MAX_WARNINGS:
+                warnings[line] = None
+
         readers = [
             threading.Thread(target=_read, args=(process.stdout, lines.put), daemon=True),
-            threading.Thread(target=_read, args=(process.stderr, errors.append), daemon=True),
+            threading.Thread(target=_read, args=(process.stderr, keep_error_line), daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -122,6 +141,8 @@ def run(command, env, on_event, cancelled):
             _dispatch(lines.get(), on_event)
     if process.returncode != 0:
         raise WorkerFailedError(_failure(process.returncode, list(errors)))
+    for line in warnings:
+        on_event({"event": "warning", "text": line})
 
 
 def _read(stream, put):

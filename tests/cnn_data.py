@@ -1,5 +1,7 @@
 """Synthetic training datasets whose target is a known function of the patches."""
 
+import sys
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
@@ -7,12 +9,13 @@ from insar_subsidence.core import dataset
 from insar_subsidence.core.patches import spatial_blocks
 
 
-def known_function_dataset(path, n=3000, bands=3, size=22, seed=0, blocks=False, shuffled=False):
+def known_function_dataset(path, n=3000, bands=3, size=22, seed=0, blocks=False, shuffled=False, policy="fill"):
     """Bands are smooth random fields (like driver rasters); the target is band 0 at the patch's
     centre pixel + 3 x the mean of band 1 over the 5 x 5 centre; band 2, positive and heavy-tailed
     like a catchment area (so that the model log-scales it), plays no part. Split 70 / 15 / 15 at
     random, or with `blocks` by whole 250 x 250 m blocks of the points (as exportpatches does);
-    `shuffled`: the targets shuffled, so that nothing can be learnt. Returns the targets' std."""
+    `shuffled`: the targets shuffled, so that nothing can be learnt; `policy`: the nodata policy
+    recorded (the patches have no nodata). Returns the targets' std."""
     rng = np.random.default_rng(seed)
     patches = gaussian_filter(rng.normal(0, 1, (n, bands, size, size)), sigma=(0, 0, 5, 5), mode="wrap")
     patches = (patches / patches.std()).astype(np.float32)
@@ -50,31 +53,44 @@ def known_function_dataset(path, n=3000, bands=3, size=22, seed=0, blocks=False,
             "crs": "EPSG:32630",
             "target_field": "displacement",
             "target_units": "mm",
-            "nodata_policy": "fill",
+            "nodata_policy": policy,
         },
     )
     return float(targets.std())
 
 
 def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1):
-    """A model of `architecture` (an ensemble of `members`) trained briefly (in this process) on
-    known_function_dataset patches of `size` (folder / "data.npz"), written the way traincnn
-    writes one; returns its path."""
-    import torch
+    """A model of `architecture` (an ensemble of `members`) trained briefly on known_function_dataset
+    patches of `size` (folder / "data.npz", its nodata policy `policy`) by the worker in the venv's
+    interpreter, as traincnn trains one, and written with its model card; returns its path."""
+    from qgis.core import QgsProcessingFeedback
 
     from insar_subsidence.core import applicability
     from insar_subsidence.core.dataset import open_dataset
+    from insar_subsidence.core.model_card import ModelCard, TrainingSettings, dataset_fields
+    from insar_subsidence.core.patches import TRAIN
+    from insar_subsidence.core.prediction import MODEL_OUTPUTS
     from insar_subsidence.models.architecture import dense_exact
     from insar_subsidence.models.export import finish
-    from insar_subsidence.models.worker import export, train
+    from insar_subsidence.models.training import train_in_worker
 
-    known_function_dataset(folder / "data.npz", n=600, size=size)
+    known_function_dataset(folder / "data.npz", n=600, size=size, policy=policy)
     data = open_dataset(folder / "data.npz")
-    model, _, _, scales = train(
-        data, architecture, epochs, 64, 3e-3, 0, 0, torch.device("cpu"), members, progress=lambda *args, **values: None
+    settings = TrainingSettings(
+        architecture=architecture,
+        epochs=epochs,
+        batch_size=64,
+        learning_rate=3e-3,
+        patience=0,
+        seed=0,
+        device="cpu",
+        members=members,
     )
-    inputs, outputs = export(model, data["patches"], str(folder))
-    train = data["split"] == 0
+    train_in_worker(str(folder / "data.npz"), str(folder), settings, sys.executable, QgsProcessingFeedback())
+    with np.load(folder / "result.npz") as result:
+        inputs = result["check_inputs"]
+        outputs = {name: result[f"check_{name}"] for name in MODEL_OUTPUTS}
+    train = data["split"] == TRAIN
     area, _ = applicability.fit(
         data["patches"][train],
         data["band_mean"],
@@ -84,30 +100,21 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
         250.0,
         np.random.default_rng(0),
     )
-    metadata = {
-        "band_names": [str(name) for name in data["band_names"]],
-        "band_mean": data["band_mean"].tolist(),
-        "band_std": data["band_std"].tolist(),
-        "patch_size": str(size),
-        "target_field": "displacement",
-        "target_units": "mm",
-        "nodata_policy": policy,
-        "architecture": architecture,
-        "dense_exact": "true" if dense_exact(architecture) else "false",
-        "ensemble_members": str(members),
-        "applicability": area.to_metadata(),
-        "metrics": {},
-        "plugin_version": "test",
-    }
-    finish(
-        str(folder / "model.onnx"),
-        str(folder / f"{architecture}{members}.onnx"),
-        metadata,
-        inputs,
-        outputs,
-        spread=float(np.ptp(data["targets"])),
+    card = ModelCard(
+        **dataset_fields(data),
+        band_mean=data["band_mean"].tolist(),
+        band_std=data["band_std"].tolist(),
+        architecture=architecture,
+        dense_exact=dense_exact(architecture),
+        ensemble_members=members,
+        applicability=area.to_metadata(),
+        metrics={},
+        plugin_version="test",
+        settings=settings,
     )
-    return str(folder / f"{architecture}{members}.onnx")
+    path = str(folder / f"{architecture}{members}.onnx")
+    finish(str(folder / "model.onnx"), path, card.to_metadata(), inputs, outputs, float(np.ptp(data["targets"])))
+    return path
 
 
 def smooth_fields(bands, rows, columns, seed=0):

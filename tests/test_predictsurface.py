@@ -1,6 +1,7 @@
 """subsidence:predictsurface against ONNX Runtime run by hand on each pixel's own patch."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,7 +16,8 @@ from insar_subsidence.models.dense import dense_model
 from insar_subsidence.models.export import read_metadata
 
 NAMES = ["band0", "band1", "band2"]  # those of cnn_data's datasets
-LEFT, TOP, PIXEL = 400000.0, 4500000.0, 10.0
+LEFT, TOP, PIXEL = 400000.0, 4500000.0, 10.0  # cnn_data's datasets record 10 m pixels in EPSG:32630
+LEGACY = Path(__file__).parent / "data" / "models"  # a model of version 0.1.0 and its surface (README.md)
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +49,29 @@ def write_stack(path, geotiff, rows=70, columns=90, holes=True, order=(0, 1, 2),
 
 
 def by_hand(model, values, row, column, size, policy):
-    """The model's members on pixel (row, column)'s patch built as documented: rows mirrored beyond
-    the edge, nodata filled with the band's training mean; None where the policy says nodata."""
+    """The model's members on pixel (row, column)'s patch built as documented: nodata beyond the
+    edge, nodata filled with the band's training mean; None where the policy says nodata."""
     mean = np.array(json.loads(read_metadata(model)["band_mean"]))
-    rows = np.abs(np.arange(row - size // 2, row - size // 2 + size))
-    columns = np.abs(np.arange(column - size // 2, column - size // 2 + size))
-    rows = np.where(rows < values.shape[1], rows, 2 * (values.shape[1] - 1) - rows)
-    columns = np.where(columns < values.shape[2], columns, 2 * (values.shape[2] - 1) - columns)
-    patch = values[:, rows][:, :, columns].astype(np.float32)
+    beyond = np.pad(values, ((0, 0), (size, size), (size, size)), constant_values=-9999)
+    top, left = row - size // 2 + size, column - size // 2 + size
+    patch = beyond[:, top : top + size, left : left + size].astype(np.float32)
     valid = patch != -9999
     if not valid[:, size // 2, size // 2].all() or valid.mean() < (1.0 if policy == "skip" else 0.5):
         return None
     patch = np.where(valid, patch, mean[:, None, None]).astype(np.float32)
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     return session.run(["members"], {"patches": patch[None]})[0][0].astype(float)
+
+
+def predictable(values, size, policy):
+    """Where the policy lets a pixel be predicted, from window counts of valid cells (nodata beyond
+    the edge): its own cell valid in every band, and enough of its patch (all for skip, half for fill)."""
+    valid = np.pad(values != -9999, ((0, 0), (size, size), (size, size)))
+    windows = np.lib.stride_tricks.sliding_window_view(valid, (size, size), axis=(1, 2))
+    first = size - size // 2
+    windows = windows[:, first : first + values.shape[1], first : first + values.shape[2]]
+    share = windows.sum(axis=(0, 3, 4)) / (values.shape[0] * size * size)
+    return (values != -9999).all(axis=0) & (share >= (1.0 if policy == "skip" else 0.5) - 1e-9)
 
 
 def read(path, number=1):
@@ -135,7 +146,7 @@ def test_every_pixel_is_the_model_on_its_own_patch(
             assert len(expected) == members
             assert abs(out[row, column] - expected.mean()) <= 1e-4 * spread, (row, column)
             assert sd is None or abs(sd[row, column] - expected.std(ddof=1)) <= 1e-4 * spread, (row, column)
-    assert np.isfinite(out[0]).all() and np.isfinite(out[:45, 0]).all()  # no nodata border (away from the holes)
+    np.testing.assert_array_equal(np.isfinite(out), predictable(values, size, policy))
     assert np.isnan(out[30:33, 40:44]).all() and np.isnan(out[60:62, 5:9]).all()
     assert sd is None or np.nanmin(sd) > 0  # the members differ
 
@@ -266,3 +277,52 @@ def test_the_uncertainty_adds_the_recorded_noise_variance_to_the_spread(plugin, 
         spread = np.where(np.isfinite(out), 0.0, np.nan)  # a single network: no spread, nodata where the surface is
     np.testing.assert_allclose(sigma, np.sqrt(spread**2 + 0.25), rtol=1e-5)
     assert np.array_equal(np.isnan(sigma), np.isnan(out))
+
+
+def test_a_stack_of_another_resolution_is_refused(plugin, tmp_path, geotiff, models):
+    """The model was trained on 10 m drivers: 10.05 m pixels pass (within 1 %), 20 m ones are
+    refused with how to resample them, before any output is written."""
+    model = models[("dense", 22, "fill", 1)]
+    values = smooth_fields(3, 30, 30)
+    close = geotiff(tmp_path / "close.tif", values, (LEFT, 10.05, 0, TOP, 0, -10.05), 32630, names=NAMES)
+    out, _ = predict(tmp_path, model, close)
+    assert out.shape == (30, 30)
+    coarse = geotiff(tmp_path / "coarse.tif", values, (LEFT, 20.0, 0, TOP, 0, -20.0), 32630, names=NAMES)
+    with pytest.raises(QgsProcessingException, match=r"pixels are 20 x 20 map units.*10 x 10.*gdalwarp -tr 10 10"):
+        predict(tmp_path, model, coarse, OUTPUT=str(tmp_path / "coarse_out.tif"))
+    assert not (tmp_path / "coarse_out.tif").exists()
+
+
+def test_a_stack_in_another_crs_is_refused(plugin, tmp_path, geotiff, models):
+    model = models[("dense", 22, "fill", 1)]
+    stack = geotiff(tmp_path / "s.tif", smooth_fields(3, 30, 30), (LEFT, PIXEL, 0, TOP, 0, -PIXEL), 32631, names=NAMES)
+    with pytest.raises(QgsProcessingException, match=r"stack is in EPSG:32631.*in EPSG:32630.*Reproject"):
+        predict(tmp_path, model, stack)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_model_of_the_previous_version_still_predicts(plugin, tmp_path, log_feedback):
+    """The model version 0.1.0 wrote (before the model card) gives the surface and σ it gave then,
+    away from the edge (the edge convention has changed since: P//2 = 4 pixels); it records no
+    pixel size or CRS, so they go unchecked, with a warning."""
+    feedback = log_feedback()
+    result = processing.run(
+        "subsidence:predictsurface",
+        {
+            "MODEL": str(LEGACY / "legacy_small.onnx"),
+            "FACTORS": str(LEGACY / "legacy_stack.tif"),
+            "OUTPUT": str(tmp_path / "out.tif"),
+            "OUTPUT_UNCERTAINTY": str(tmp_path / "sigma.tif"),
+        },
+        feedback=feedback,
+    )
+    interior = (slice(4, -4), slice(4, -4))
+    for output, expected in (
+        (result["OUTPUT"], "legacy_surface.tif"),
+        (result["OUTPUT_UNCERTAINTY"], "legacy_sigma.tif"),
+    ):
+        then, now = read(str(LEGACY / expected))[interior], read(output)[interior]
+        assert np.isfinite(then).mean() > 0.9  # a surface to compare
+        np.testing.assert_array_equal(np.isnan(now), np.isnan(then))
+        np.testing.assert_allclose(now, then, rtol=0, atol=1e-5 * np.nanmax(np.abs(then)))
+    assert "predates the model card" in feedback.text and "pixel size and CRS" in feedback.text
