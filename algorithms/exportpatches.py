@@ -4,7 +4,6 @@ import os
 import tempfile
 
 import numpy as np
-from osgeo import gdal
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -23,7 +22,7 @@ from ..core import dataset, patches
 from ..core.errors import InputError
 from ..core.patches import DROPPED, POLICIES, POLICY_NAMES, SPLITS, TEST, TRAIN, VAL
 from .base import SubsidenceAlgorithm
-from .layers import grid_of_raster, point_values, read_rows, remove_output
+from .layers import grid_of_raster, open_raster, point_values, read_rows, remove_output
 
 UNITS_OF_FIELD = {"displacement": "mm", "velocity": "mm/yr"}
 
@@ -71,7 +70,8 @@ class ExportPatches(SubsidenceAlgorithm):
             "measure prediction away from the training data), random (the paper's; neighbouring patches then "
             "leak into the test set), or from SPLIT_FIELD (train/val/test or 0/1/2).\n"
             "NODATA_POLICY: skip points whose patch has any nodata, or fill nodata with the band's training "
-            f"mean (patches with less than {patches.MIN_VALID_TO_FILL:.0%} valid data are still skipped). Points "
+            f"mean (points with nodata in their own cell, or less than {patches.MIN_VALID_TO_FILL:.0%} valid data "
+            "in their patch, are still skipped). Cells beyond the stack's edge are nodata. Points "
             "outside the stack, without a value or dropped for overlap are counted in the log.\n"
             "The .npz is uncompressed and readable with numpy alone (patches memory-mappable); its members are "
             "listed in the plugin's core/dataset.py.\n"
@@ -160,7 +160,7 @@ class ExportPatches(SubsidenceAlgorithm):
         field = self.parameterAsString(parameters, self.FIELD, context)
         size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
         grid, crs = grid_of_raster(layer), layer.crs()
-        stack = gdal.Open(layer.source())
+        stack = open_raster(layer.source(), "the driver stack")
         band_names = [stack.GetRasterBand(i + 1).GetDescription() or f"band_{i + 1}" for i in range(stack.RasterCount)]
 
         split_field = self.parameterAsString(parameters, self.SPLIT_FIELD, context) or None
@@ -193,9 +193,8 @@ class ExportPatches(SubsidenceAlgorithm):
             if not complete:
                 raise QgsProcessingException(self.tr("Canceled: no output was written."))
             policy = self.parameterAsEnum(parameters, self.NODATA_POLICY, context)
-            fractions = patches.valid_fraction(cut)
-            enough = fractions >= (1.0 if policy == 0 else patches.MIN_VALID_TO_FILL)
-            counts["too little valid data in the patch"] = int((~enough).sum())
+            enough = patches.usable(cut, patches.POLICY_NAMES[policy])
+            counts["nodata at the point, or too little valid data in the patch"] = int((~enough).sum())
 
             steps.setCurrentStep(2)
             labels = np.full(len(keep), DROPPED)
@@ -210,16 +209,19 @@ class ExportPatches(SubsidenceAlgorithm):
             )
             if self.parameterAsEnum(parameters, self.SPLIT, context) == 0:
                 labels, overlapping = patches.drop_test_overlaps(rows[keep], columns[keep], labels, size)
-                counts[
-                    "dropped from training/validation: patch overlaps a test patch, or a training patch overlaps a validation patch"
-                ] = overlapping
+                overlap = (
+                    "dropped from training/validation: patch overlaps a test patch, "
+                    "or a training patch overlaps a validation patch"
+                )
+                counts[overlap] = overlapping
             chosen = np.flatnonzero(labels != DROPPED)
             training = chosen[labels[chosen] == TRAIN]
             if not len(training):
                 feedback.pushInfo(", ".join(f"{count} {reason}" for reason, count in counts.items()) + ".")
                 raise QgsProcessingException(
                     self.tr(
-                        "No training point is left: see the counts above (a smaller BLOCK_SIZE or PATCH_SIZE leaves more)."
+                        "No training point is left: see the counts above "
+                        "(a smaller BLOCK_SIZE or PATCH_SIZE leaves more)."
                     )
                 )
             mean, std = patches.band_statistics(cut, training)

@@ -1,7 +1,7 @@
 """Patches of the driver stack around points, and honest train / validation / test splits.
 
-Patch convention (DESIGN.md): around pixel (r, c) with size P, rows r - P//2 … r - P//2 + P - 1,
-likewise columns; cells outside the stack are NaN.
+Patch convention (docs/DESIGN.md): around pixel (r, c) with size P, rows r - P//2 … r - P//2 + P - 1,
+likewise columns; cells outside the stack are NaN (nodata), in prediction too.
 """
 
 import numpy as np
@@ -14,6 +14,7 @@ POLICIES = ("skip the point", "fill with the band's training mean")  # enum orde
 POLICY_NAMES = ("skip", "fill")  # the same, as recorded in datasets and models
 TRAIN, VAL, TEST, DROPPED = 0, 1, 2, -1
 MIN_VALID_TO_FILL = 0.5  # with the fill policy, patches with less valid data are still dropped
+FRACTION_ROUNDING = 1e-9  # valid shares are compared with this slack, so that 0.5 is 0.5 however summed
 STRIP_BYTES = 64 * 2**20  # float32 strip of the stack read at once
 POINTS_PER_GATHER = 1024  # patches cut from a strip in one vectorised step
 # The chunks below (about 32 MB of 9 x 30 x 30 float32 patches) bound the memory of the passes.
@@ -53,12 +54,23 @@ def extract(read_rows, n_bands, height, width, rows, columns, size, out, cancell
     return True
 
 
-def valid_fraction(patches, chunk=1024):
-    fractions = np.empty(len(patches))
+def least_valid(policy):
+    """The smallest share of valid cells a patch needs under a nodata policy (POLICY_NAMES)."""
+    return 1.0 if policy == "skip" else MIN_VALID_TO_FILL
+
+
+def usable(patches, policy, chunk=1024):
+    """Which (N, C, P, P) patches (an array, or a PatchFile read in chunks) a policy keeps, in
+    training and prediction alike: their centre cell is valid in every band and at least
+    least_valid(policy) of their cells are valid."""
+    keep = np.empty(len(patches), bool)
     for start in range(0, len(patches), chunk):
-        block = patches[start : start + chunk]
-        fractions[start : start + chunk] = np.isfinite(block).reshape(len(block), -1).mean(axis=1)
-    return fractions
+        block = np.isfinite(patches[start : start + chunk])
+        half = block.shape[-1] // 2
+        fraction = block.reshape(len(block), -1).mean(axis=1)
+        centre_valid = block[:, :, half, half].all(axis=1)
+        keep[start : start + chunk] = centre_valid & (fraction >= least_valid(policy) - FRACTION_ROUNDING)
+    return keep
 
 
 MIN_BLOCKS = 9  # fewer leave one block for the test points and one for validation, or none

@@ -1,11 +1,11 @@
 """Predicting every pixel of a driver stack with an ONNX patch model, tile by tile.
 
-Pixel (r, c) stands for the patch of rows r - P//2 ... r - P//2 + P - 1 (columns alike). Beyond
-the raster's edge the drivers are mirrored (numpy's 'reflect': row -1 is row 1), so edge pixels
-get a prediction too. Inside the raster, nodata follows the model's policy: a pixel whose own
-drivers are nodata gets nodata; otherwise nodata cells in its patch are replaced by the band's
-training mean, and the pixel gets nodata when its patch has less valid data than the model saw
-in training (any nodata for "skip" models, under MIN_VALID_TO_FILL for "fill" models).
+Pixel (r, c) stands for the patch of rows r - P//2 ... r - P//2 + P - 1 (columns alike). Cells
+beyond the raster's edge are nodata, as in the patches training cut (core.patches.extract), and
+nodata follows the model's policy: a pixel whose own drivers are nodata gets nodata; otherwise
+nodata cells in its patch are replaced by the band's training mean, and the pixel gets nodata when
+its patch has less valid data than the model saw in training (any nodata for "skip" models, under
+MIN_VALID_TO_FILL for "fill" models).
 
 A dense model (models.dense) gives a whole tile in one run; another model is run patch by patch,
 in batches. An ensemble model gives each member's prediction: their mean is the prediction, their
@@ -16,22 +16,12 @@ import os
 
 import numpy as np
 
-from .patches import MIN_VALID_TO_FILL
+from .patches import FRACTION_ROUNDING, least_valid
 
 PATCH_BATCH = 256  # patches per run when evaluating patch by patch
-# The model's outputs: the ensemble's mean (N, 1), as DESIGN.md's contract has it, and each
+# The model's outputs: the ensemble's mean (N, 1), as docs/DESIGN.md's contract has it, and each
 # member's prediction (N, members). Models with the first output alone are single networks.
 MODEL_OUTPUTS = ("prediction", "members")
-
-
-def reflected(start, stop, size):
-    """Indices start .. stop - 1 mirrored into 0 .. size - 1 (numpy's 'reflect' padding)."""
-    index = np.arange(start, stop)
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * (size - 1)
-    index = np.abs(index) % period
-    return np.where(index < size, index, period - index)
 
 
 def window_sums(values, size):
@@ -59,7 +49,7 @@ def session(model_bytes):
 
 class Predictor:
     """Predictions for blocks of raw drivers (bands, rows + P - 1, columns + P - 1), NaN for
-    nodata, already mirrored beyond the raster: prepare(block) gives the block as the model sees
+    nodata and beyond the raster's edge: prepare(block) gives the block as the model sees
     it and where the policy lets it predict, predict(...) every member's (rows, columns)."""
 
     def __init__(self, run, dense, patch_size, band_mean, policy, members=1):
@@ -69,7 +59,7 @@ class Predictor:
         self.dense = dense
         self.size = patch_size
         self.mean = np.asarray(band_mean, np.float32)[:, None, None]
-        self.least_valid = 1.0 if policy == "skip" else MIN_VALID_TO_FILL
+        self.least_valid = least_valid(policy)
         self.members = members
 
     def prepare(self, block):
@@ -78,7 +68,9 @@ class Predictor:
         rows, columns = block.shape[1] - size + 1, block.shape[2] - size + 1
         valid = np.isfinite(block)
         fraction = window_sums(valid.sum(axis=0), size) / (block.shape[0] * size * size)
-        wanted = (fraction >= self.least_valid - 1e-9) & valid[:, half : half + rows, half : half + columns].all(axis=0)
+        wanted = (fraction >= self.least_valid - FRACTION_ROUNDING) & valid[
+            :, half : half + rows, half : half + columns
+        ].all(axis=0)
         return np.where(valid, block, self.mean).astype(np.float32), wanted
 
     def predict(self, filled, wanted):

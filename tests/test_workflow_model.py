@@ -8,8 +8,9 @@ import sys
 from xml.etree.ElementTree import canonicalize
 
 import numpy as np
+import pytest
 from conftest import DONANA_ASC, REPO
-from osgeo import gdal
+from osgeo import gdal, ogr
 
 from insar_subsidence.core.dataset import open_dataset
 
@@ -32,6 +33,15 @@ OUTPUTS = {
     "evaluate:comparison": "comparison.csv",
     "evaluate:evaluation_report": "evaluation.html",
 }
+
+
+def cells(x, y):
+    """(rows, columns) of the 50 m DEM grid below (origin 175000, 4141000) holding points x, y."""
+    return np.floor((4141000 - np.asarray(y)) / 50).astype(int), np.floor((np.asarray(x) - 175000) / 50).astype(int)
+
+
+def step_of(output):
+    return output.split(":")[0]
 
 
 def test_the_committed_model_is_what_the_generator_writes(tmp_path):
@@ -88,7 +98,9 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
         raster = gdal.Open(outputs[name])
         assert (raster.RasterXSize, raster.RasterYSize) == (440, 400)
         assert raster.GetGeoTransform() == (175000, 50, 0, 4141000, 0, -50)
-        assert np.all(raster.GetRasterBand(1).ReadAsArray() > -1e30)  # no nodata, edges included
+        values = raster.GetRasterBand(1).ReadAsArray()
+        inner = values[11:-11, 11:-11] if step_of(name) != "krige" else values  # 22 x 22 patches: 11 pixels
+        assert np.all(inner > -1e30)  # no nodata, except where the patches leave the stack (the model's "skip")
         assert (tmp_path / OUTPUTS[name]).with_suffix(".qml").exists()
     stack = gdal.Open(outputs["stackfactors:stack"])
     assert sorted(stack.GetRasterBand(b).GetDescription() for b in range(1, 6)) == [
@@ -109,17 +121,43 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
         "cnn",
         "hybrid",
     }
-    assert all(
-        0 <= float(row["within_2_sigma"]) <= 100 for row in table if row["row"] == "summary" and row["method"] != "mean"
+    # Each summary is numpy's on the point rows: RMSE, and the share of errors within ±1σ and ±2σ.
+    points = [row for row in table if row["row"] == "point"]
+    observed = np.array([float(row["observed"]) for row in points])
+    sigmas = {"kriging": np.sqrt([float(row["kriging_variance"]) for row in points])}
+    sigmas.update(
+        {
+            method: np.array([float(row[f"{method}_sigma"]) for row in points])
+            for method in ("regression_kriging", "cnn", "hybrid")
+        }
     )
-    # The hybrid is the CNN's surface plus a correction that is not zero: it kriged residuals.
-    hybrid, cnn = (
-        gdal.Open(outputs[f"{step}:{name}"]).ReadAsArray()
-        for step, name in (("krigeresiduals", "hybrid_surface"), ("predictsurface", "cnn_surface"))
+    summary = {row["method"]: row for row in table if row["row"] == "summary"}
+    for method in ("mean", "kriging", "regression_kriging", "cnn", "hybrid"):
+        error = np.array([float(row[method]) for row in points]) - observed
+        assert float(summary[method]["rmse"]) == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-6), method
+        for k in (1, 2):
+            if method in sigmas:
+                expected = 100 * np.mean(np.abs(error) <= k * sigmas[method])
+                assert float(summary[method][f"within_{k}_sigma"]) == pytest.approx(expected), method
+    # The hybrid is the CNN's surface plus the kriged residuals of the points outside the training
+    # patches' cells: at those points it is closer to them than the CNN, and its variance lower there.
+    hybrid, cnn, variance = (
+        gdal.Open(outputs[name]).ReadAsArray().astype(float)
+        for name in ("krigeresiduals:hybrid_surface", "predictsurface:cnn_surface", "krigeresiduals:hybrid_variance")
     )
-    assert np.isfinite(hybrid).all() and np.abs(hybrid - cnn).max() > 0
-    variance = gdal.Open(outputs["krigeresiduals:hybrid_variance"]).ReadAsArray()
-    assert variance.min() >= 0 and variance.max() > 0
+    training_cells = set(zip(*cells(data["x"][data["split"] == 0], data["y"][data["split"] == 0])))
+    source = ogr.Open(outputs["importps:ps_points"])
+    ps_points = [
+        (*feature.GetGeometryRef().GetPoint_2D(), feature.GetField("displacement")) for feature in source.GetLayer()
+    ]
+    x, y, values = np.array(ps_points).T
+    rows, columns = cells(x, y)
+    kriged = np.array([cell not in training_cells for cell in zip(rows, columns)]) & (cnn[rows, columns] > -1e30)
+    rows, columns, values = rows[kriged], columns[kriged], values[kriged]
+    assert len(values) > 50
+    assert np.mean((values - hybrid[rows, columns]) ** 2) < 0.9 * np.mean((values - cnn[rows, columns]) ** 2)
+    variance = np.where(variance > -1e30, variance, np.nan)  # nodata where the CNN's surface has none
+    assert np.nanmin(variance) >= 0 and np.mean(variance[rows, columns]) < np.nanmean(variance)
     assert (
         'alt="maps of the surface, its uncertainty and its area of applicability"'
         in open(outputs["evaluate:evaluation_report"], encoding="utf-8").read()
