@@ -37,7 +37,7 @@ from ..core.patches import DROPPED, TEST, TRAIN, VAL, default_block_size
 from ..core.prediction import members_output, session
 from ..models.training import TrainingError, train_in_worker
 from .base import SubsidenceAlgorithm
-from .layers import read_decimated
+from .layers import open_raster, read_decimated
 from .settings import torch_python_setting
 
 PREDICT_BATCH = 256
@@ -649,8 +649,6 @@ def _calibration_section(result, cross):
 
 def _maps(data, maps, units):
     """The given rasters side by side, decimated, with the points on top."""
-    from osgeo import gdal
-
     titles = {
         "SURFACE": f"predicted surface ({units})",
         "UNCERTAINTY": f"uncertainty, σ ({units})",
@@ -659,9 +657,7 @@ def _maps(data, maps, units):
     shown = report.figure(5.5 * len(maps), 4.8)
     test = data["split"] == TEST
     for slot, (key, layer) in enumerate(maps):
-        raster = gdal.Open(layer.source())  # kept open while its band is read
-        if raster is None:
-            raise QgsProcessingException(f"GDAL cannot open {layer.source()}: {gdal.GetLastErrorMsg()}")
+        raster = open_raster(layer.source(), titles[key])  # kept open while its band is read
         values, extent = _decimated(raster, 1)
         axes = shown.add_subplot(1, len(maps), slot + 1)
         finite = values[np.isfinite(values)]

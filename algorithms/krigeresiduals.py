@@ -22,7 +22,7 @@ from ..core.errors import InputError
 from ..core.kriging import check_points, merge_coincident
 from ..core.patches import TRAIN, pixel_indices
 from .kriging_base import BLOCK_CELLS, KrigingAlgorithm
-from .layers import grid_of_raster, open_raster, point_values, read_band
+from .layers import crs_from_text, grid_of_raster, open_raster, point_values, read_band
 from .styles import style_raster
 
 NAMED = 10  # points named in the log when some lie outside the surface
@@ -222,9 +222,7 @@ class KrigeResiduals(KrigingAlgorithm):
             ) from None
         train = data["split"] == TRAIN
         x, y = data["x"][train], data["y"][train]
-        dataset_crs = QgsCoordinateReferenceSystem.fromWkt(str(data["crs"]))
-        if not dataset_crs.isValid():  # an authority id such as EPSG:32630
-            dataset_crs = QgsCoordinateReferenceSystem(str(data["crs"]))
+        dataset_crs = crs_from_text(str(data["crs"]))
         if dataset_crs.isValid() and dataset_crs != crs:
             transform = QgsCoordinateTransform(dataset_crs, crs, context.transformContext())
             try:

@@ -7,6 +7,7 @@ from collections import namedtuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
     QgsFeatureRequest,
@@ -85,6 +86,12 @@ def gdal_call(function, *args, **kwargs):
     if result is None:
         return None, gdal.GetLastErrorMsg() or "no reason given"
     return result, None
+
+
+def crs_from_text(text):
+    """The CRS of WKT or of an authority id such as EPSG:32630 (what datasets and models record):
+    WKT has brackets, an authority id none (PROJ would complain of the id read as WKT)."""
+    return QgsCoordinateReferenceSystem.fromWkt(text) if "[" in text else QgsCoordinateReferenceSystem(text)
 
 
 def open_raster(path, what="the raster"):

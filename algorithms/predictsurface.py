@@ -4,9 +4,7 @@ import math
 import time
 
 import numpy as np
-from osgeo import gdal
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsProcessing,
     QgsProcessingException,
@@ -27,7 +25,7 @@ from ..core.errors import InputError
 from ..core.grid import Grid
 from ..core.prediction import Predictor, ensemble_summary, session
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster, polygon_cells, read_band
+from .layers import Float32Rasters, crs_from_text, grid_of_raster, open_raster, polygon_cells, read_band
 from .styles import style_raster
 
 PATCHWISE_TILE = 64  # tile side when the model runs patch by patch: progress every few seconds
@@ -162,9 +160,7 @@ class PredictSurface(SubsidenceAlgorithm):
             )
         area = _area(model_path, card) if applicability_path or blank else None
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
-        stack = gdal.Open(layer.source())
-        if stack is None:
-            raise QgsProcessingException(f"GDAL cannot open the stack {layer.source()}: {gdal.GetLastErrorMsg()}")
+        stack = open_raster(layer.source(), "the stack")
         bands = _matched_bands(stack, card.band_names)
         stack_grid, crs = grid_of_raster(layer), layer.crs()
         _check_grid(card, stack_grid, crs, feedback)
@@ -321,7 +317,7 @@ def _check_grid(card, stack_grid, crs, feedback):
             )
         )
         return
-    trained = _crs(card.crs)
+    trained = crs_from_text(card.crs)
     if not trained.isValid():
         feedback.pushWarning(f"QGIS does not know the model's CRS ({card.crs}): the stack's CRS is not checked.")
     elif not _same_crs(trained, crs):
@@ -330,12 +326,6 @@ def _check_grid(card, stack_grid, crs, feedback):
             "the drivers to the model's CRS ('Stack driver rasters' with a REFERENCE raster in that CRS, or "
             f"gdalwarp -t_srs {trained.authid() or 'with its WKT'}), or train a model on drivers in this CRS."
         )
-
-
-def _crs(text):
-    """The CRS of WKT or of an authority id such as EPSG:32630 (what datasets record): WKT has
-    brackets, an authority id none (PROJ would complain of the id read as WKT)."""
-    return QgsCoordinateReferenceSystem.fromWkt(text) if "[" in text else QgsCoordinateReferenceSystem(text)
 
 
 def _same_crs(first, second):

@@ -21,7 +21,7 @@ from .patches import POLICY_NAMES
 CARD_VERSION = 1
 EDGE_POLICIES = ("nodata",)  # cells beyond the raster's edge: nodata, in training and in prediction
 RESOLUTION_TOLERANCE = 0.01  # a stack's pixel may differ from the model's by this fraction
-# Every model following the plugin's conventions records these (DESIGN.md); the rest is optional.
+# Every model following the plugin's conventions records these (docs/DESIGN.md); the rest is optional.
 REQUIRED = (
     "band_names",
     "band_mean",

@@ -46,7 +46,7 @@ class Deployed(nn.Module):
     """Log-scales the bands core.transforms chose, standardises every band with its training
     statistics (after that transform), applies each network of the ensemble and turns their
     standardised outputs back into the target's units: what the .onnx file contains. Outputs: the
-    prediction (N, 1), the members' mean, as DESIGN.md's model contract has it; and the members'
+    prediction (N, 1), the members' mean, as docs/DESIGN.md's model contract has it; and the members'
     own predictions (N, members), whose spread is the uncertainty."""
 
     def __init__(self, networks, log_scales, band_mean, band_std, target_mean, target_std):

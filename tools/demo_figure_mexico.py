@@ -68,7 +68,8 @@ def main(folder, truth_path):
         axes.set(title=title, xticks=[], yticks=[], xlim=extent[:2], ylim=extent[2:])
         figure.colorbar(shown, ax=axes, shrink=0.8)
     figure.suptitle(
-        f"Mexico City, vertical velocity January–July 2018 (Sentinel-1, PyRate test data): {len(ps)} PS cells of coherence ≥ 0.65, the rest gaps"
+        "Mexico City, vertical velocity January–July 2018 (Sentinel-1, PyRate test data): "
+        f"{len(ps)} PS cells of coherence ≥ 0.65, the rest gaps"
     )
     figure.savefig(folder / "surfaces.png")
 

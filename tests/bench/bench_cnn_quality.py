@@ -203,13 +203,16 @@ def one_scenario(seed, env):
         r2 = json.loads(metadata["metrics"])["train"]["r2"]
         paper_r2 = json.loads(read_metadata(str(folder / "paper.onnx"))["metrics"])["train"]["r2"]
         print(
-            f"scenario {seed}: {len(split)} patches ({(split == 0).sum()} train / {(split == 1).sum()} val / {(split == 2).sum()} test), "
-            f"{int(gaps.sum())} gap cells; {training['plan']['epochs']} epochs planned, warm-up {warmup}; training {seconds:.0f} s "
+            f"scenario {seed}: {len(split)} patches ({(split == 0).sum()} train / {(split == 1).sum()} val / "
+            f"{(split == 2).sum()} test), "
+            f"{int(gaps.sum())} gap cells; {training['plan']['epochs']} epochs planned, warm-up {warmup}; "
+            f"training {seconds:.0f} s "
             f"({seconds / ENSEMBLE:.0f} s per network)",
             flush=True,
         )
         print(
-            f"  gap RMSE (mm): CNN {figures['cnn']:.2f}, ordinary kriging {figures['kriging']:.2f}, gradient boosting {figures['boosting']:.2f}, "
+            f"  gap RMSE (mm): CNN {figures['cnn']:.2f}, ordinary kriging {figures['kriging']:.2f}, "
+            f"gradient boosting {figures['boosting']:.2f}, "
             f"training mean {figures['mean']:.2f}; one network with the paper's recipe {figures['paper']:.2f} "
             f"(training R² {paper_r2:.3f}, {paper_seconds:.0f} s)",
             flush=True,
@@ -221,7 +224,8 @@ def one_scenario(seed, env):
             "every member's best epoch after its warm-up": all(epoch > warmup for epoch in best),
         }
         print(
-            f"  CNN / kriging {figures['cnn'] / figures['kriging']:.2f}, CNN / gradient boosting {figures['cnn'] / figures['boosting']:.2f}, "
+            f"  CNN / kriging {figures['cnn'] / figures['kriging']:.2f}, "
+            f"CNN / gradient boosting {figures['cnn'] / figures['boosting']:.2f}, "
             f"training R² {r2:.3f}, best epochs {best}",
             flush=True,
         )

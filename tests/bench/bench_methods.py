@@ -114,7 +114,8 @@ def one_scenario(seed, env):
         spread = np.array([number(row["cnn_spread"]) for row in points])
         raw = [100 * np.mean(error <= k * spread) for k in (1, 2)]
         print(
-            f"scenario {seed}: noise {NOISE} mm; {len(split)} patches ({(split == 0).sum()} train / {(split == 1).sum()} val / {(split == 2).sum()} test); "
+            f"scenario {seed}: noise {NOISE} mm; {len(split)} patches ({(split == 0).sum()} train / "
+            f"{(split == 1).sum()} val / {(split == 2).sum()} test); "
             f"training {seconds:.0f} s for {ENSEMBLE} networks",
             flush=True,
         )
@@ -126,7 +127,8 @@ def one_scenario(seed, env):
             for method in METHODS:
                 row = rows_of[method]
                 print(
-                    f"    {method:<32}{number(row['rmse']):>9.2f}{number(row['within_1_sigma']):>8.0f}{number(row['within_2_sigma']):>8.0f}{number(row['crps']):>9.2f}",
+                    f"    {method:<32}{number(row['rmse']):>9.2f}{number(row['within_1_sigma']):>8.0f}"
+                    f"{number(row['within_2_sigma']):>8.0f}{number(row['crps']):>9.2f}",
                     flush=True,
                 )
         print(f"    {'cnn, raw spread, test points':<32}{'':>9}{raw[0]:>8.0f}{raw[1]:>8.0f}", flush=True)
@@ -134,15 +136,20 @@ def one_scenario(seed, env):
         figures = {name: rmse(read(folder / f"{name}.tif"), truth, gaps) for name in ("cnn", "kriged", "hybrid")}
         figures["mean"] = rmse(np.full(truth.shape, data["targets"][split == 0].mean()), truth, gaps)
         print(
-            f"  gap RMSE against the truth ({int(gaps.sum())} cells > {GAP_CELLS} cells from a point): CNN {figures['cnn']:.2f}, "
-            f"ordinary kriging {figures['kriged']:.2f}, hybrid {figures['hybrid']:.2f}, training mean {figures['mean']:.2f} mm",
+            f"  gap RMSE against the truth ({int(gaps.sum())} cells > {GAP_CELLS} cells from a point): "
+            f"CNN {figures['cnn']:.2f}, "
+            f"ordinary kriging {figures['kriged']:.2f}, hybrid {figures['hybrid']:.2f}, "
+            f"training mean {figures['mean']:.2f} mm",
             flush=True,
         )
         covered = number(cross["cnn"]["within_1_sigma"])
         ok = COVERED[0] <= covered <= COVERED[1]
         print(
-            f"  {'met' if ok else 'MISSED'}: over the cross-validation the calibrated CNN σ covers {covered:.0f} % of the errors within ±1σ "
-            f"(target {COVERED[0]:.0f}-{COVERED[1]:.0f} %; on the split's test points {number(summary['cnn']['within_1_sigma']):.0f} %, the raw spread {raw[0]:.0f} %)",
+            f"  {'met' if ok else 'MISSED'}: over the cross-validation the calibrated CNN σ covers {covered:.0f} % "
+            f"of the errors within ±1σ "
+            f"(target {COVERED[0]:.0f}-{COVERED[1]:.0f} %; "
+            f"on the split's test points {number(summary['cnn']['within_1_sigma']):.0f} %, "
+            f"the raw spread {raw[0]:.0f} %)",
             flush=True,
         )
         return ok

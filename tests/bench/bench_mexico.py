@@ -144,8 +144,10 @@ def main():
     rows, cells = scores(DATA / "velocity_vert_mmyr_approx.tif", folder / "ps_points.gpkg", "displacement", maps)
     split = data["split"]
     print(
-        f"{len(split)} dataset points ({(split == 0).sum()} train / {(split == 1).sum()} val / {(split == 2).sum()} test) of the PS cells; "
-        f"{cells} gap cells, {rows[0]['n']} covered by every map; demo {demo_seconds:.0f} s, refit {refit_seconds:.0f} s, "
+        f"{len(split)} dataset points ({(split == 0).sum()} train / {(split == 1).sum()} val / "
+        f"{(split == 2).sum()} test) of the PS cells; "
+        f"{cells} gap cells, {rows[0]['n']} covered by every map; "
+        f"demo {demo_seconds:.0f} s, refit {refit_seconds:.0f} s, "
         f"{FOLDS}-fold cross-validation {cv_seconds:.0f} s",
         flush=True,
     )
@@ -157,7 +159,8 @@ def main():
     best = min(rows, key=lambda row: row["rmse"])
     cnn = next(row for row in rows if row["method"] == "CNN")
     print(
-        f"  best in the gaps: {best['method']}; CNN / best = {cnn['rmse'] / best['rmse']:.2f}; total {time.perf_counter() - start:.0f} s"
+        f"  best in the gaps: {best['method']}; CNN / best = {cnn['rmse'] / best['rmse']:.2f}; "
+        f"total {time.perf_counter() - start:.0f} s"
     )
 
 

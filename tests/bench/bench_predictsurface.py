@@ -74,7 +74,8 @@ def main():
         start = time.perf_counter()
         write_stack(stack)
         print(
-            f"stack: {SIDE} x {SIDE} x {BANDS} float32 ({stack.stat().st_size / 2**30:.1f} GiB, written in {time.perf_counter() - start:.0f} s)",
+            f"stack: {SIDE} x {SIDE} x {BANDS} float32 ({stack.stat().st_size / 2**30:.1f} GiB, "
+            f"written in {time.perf_counter() - start:.0f} s)",
             flush=True,
         )
         sgemm = bench_machine.sgemm_gflops()
@@ -88,15 +89,18 @@ def main():
         dense = SIDE * SIDE / seconds
         print(f"naive per-patch ONNX Runtime: {naive:.0f} pixels/s (one patch per pixel, batches of 256)")
         print(
-            f"predictsurface (dense, via qgis_process, QGIS start-up included): {SIDE}^2 pixels in {seconds:.0f} s, {dense:.0f} pixels/s; "
+            f"predictsurface (dense, via qgis_process, QGIS start-up included): "
+            f"{SIDE}^2 pixels in {seconds:.0f} s, {dense:.0f} pixels/s; "
             f"ratio {dense / naive:.0f} x naive (target >= 20)"
         )
         print(
-            f"dense evaluation: {flops / 1e3:.0f} kFLOP per pixel x {dense:.0f} pixels/s = {flops * dense / 1e9:.1f} GFLOP/s, "
+            f"dense evaluation: {flops / 1e3:.0f} kFLOP per pixel x {dense:.0f} pixels/s = "
+            f"{flops * dense / 1e9:.1f} GFLOP/s, "
             f"{100 * flops * dense / (sgemm * 1e9):.0f} % of this machine's SGEMM ({sgemm:.0f} GFLOP/s; target >= 60 %)"
         )
         print(
-            f"peak memory {peak:.0f} MB for a {stack.stat().st_size / 2**20:.0f} MB stack (target <= {MEMORY_LIMIT_MB} MB)"
+            f"peak memory {peak:.0f} MB for a {stack.stat().st_size / 2**20:.0f} MB stack "
+            f"(target <= {MEMORY_LIMIT_MB} MB)"
         )
     finally:
         shutil.rmtree(folder)

@@ -59,7 +59,8 @@ def main():
             run_env = dict(env, GDAL_CACHEMAX=cache) if cache else env
             seconds, peak, found = run_selectps(stack, folder, run_env)
             print(
-                f"selectps via qgis_process, {label}: {seconds:.0f} s, {IMAGES * SIZE * SIZE / seconds / 1e6:.0f} M values/s; {found}"
+                f"selectps via qgis_process, {label}: {seconds:.0f} s, "
+                f"{IMAGES * SIZE * SIZE / seconds / 1e6:.0f} M values/s; {found}"
             )
             print(
                 f"  peak memory {peak:.0f} MB for a {stack.stat().st_size / 2**20:.0f} MB stack "

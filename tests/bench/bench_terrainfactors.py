@@ -102,7 +102,8 @@ def main():
         grass = run_grass(dem, folder)
         theirs = sum(grass.values())
         print(
-            f"terrainfactors via qgis_process (5 outputs, MFD, filled): {ours:.1f} s, of which ~{startup:.1f} s QGIS start-up "
+            f"terrainfactors via qgis_process (5 outputs, MFD, filled): {ours:.1f} s, "
+            f"of which ~{startup:.1f} s QGIS start-up "
             f"(a trivial algorithm's run); peak memory {peak:.0f} MB (limit {MEMORY_LIMIT_MB} MB)"
         )
         print(

@@ -92,7 +92,8 @@ def main():
             ),
         ]
         print(
-            f"stack {SIDE} x {SIDE} x {BANDS}, dense models with {SIZE} x {SIZE} patches, via qgis_process (start-up included)"
+            f"stack {SIDE} x {SIDE} x {BANDS}, dense models with {SIZE} x {SIZE} patches, "
+            "via qgis_process (start-up included)"
         )
         reference = None
         for label, model, extra in runs:
@@ -100,7 +101,8 @@ def main():
             seconds, peak, _ = qgis_run.run("subsidence:predictsurface", parameters, env)
             reference = reference or seconds
             print(
-                f"{label}: {seconds:.1f} s, {SIDE * SIDE / seconds:.0f} pixels/s, {seconds / reference:.2f} x plain, peak {peak:.0f} MB",
+                f"{label}: {seconds:.1f} s, {SIDE * SIDE / seconds:.0f} pixels/s, "
+                f"{seconds / reference:.2f} x plain, peak {peak:.0f} MB",
                 flush=True,
             )
     finally:

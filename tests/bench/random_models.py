@@ -13,6 +13,7 @@ def write_dense_model(path, names, size, members=1, applicability=None):
     size x size patches, written the way traincnn writes one; `applicability`: its metadata."""
     import torch
 
+    from insar_subsidence.core.model_card import ModelCard
     from insar_subsidence.models.cnn import Deployed, build
     from insar_subsidence.models.export import finish
     from insar_subsidence.models.worker import export
@@ -30,21 +31,21 @@ def write_dense_model(path, names, size, members=1, applicability=None):
     patches = np.random.default_rng(0).normal(0, 1, (64, bands, size, size)).astype(np.float32)
     folder = tempfile.mkdtemp()
     inputs, outputs = export(model, patches, folder)
-    metadata = {
-        "band_names": list(names),
-        "band_mean": [0.0] * bands,
-        "band_std": [1.0] * bands,
-        "patch_size": str(size),
-        "target_field": "displacement",
-        "target_units": "mm",
-        "nodata_policy": "fill",
-        "architecture": "dense",
-        "dense_exact": "true",
-        "ensemble_members": str(members),
-        "metrics": {},
-        "plugin_version": "bench",
-    }
-    if applicability is not None:
-        metadata["applicability"] = applicability
+    card = ModelCard(
+        band_names=tuple(names),
+        band_mean=(0.0,) * bands,
+        band_std=(1.0,) * bands,
+        patch_size=size,
+        target_field="displacement",
+        target_units="mm",
+        architecture="dense",
+        dense_exact=True,
+        metrics={},
+        plugin_version="bench",
+        nodata_policy="fill",
+        ensemble_members=members,
+        applicability=applicability,
+    )
+    metadata = card.to_metadata()
     finish(os.path.join(folder, "model.onnx"), str(path), metadata, inputs, outputs, spread=1.0)
     shutil.rmtree(folder)
