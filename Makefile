@@ -19,7 +19,7 @@ BUILD := build
 export QT_QPA_PLATFORM := offscreen
 RUN_ENV = PYTHONPATH=$(SITE) QGIS_PLUGINPATH=$(CURDIR)/$(BUILD)/pluginpath
 
-.PHONY: setup test demo bench package clean workflow-model
+.PHONY: setup lint test demo bench package clean workflow-model
 
 setup: $(VENV)/.installed
 
@@ -33,8 +33,17 @@ $(BUILD)/pluginpath/$(PLUGIN):
 	@mkdir -p $(BUILD)/pluginpath
 	@ln -sfn $(CURDIR) $@
 
-test: setup
-	$(PY) -m pytest tests
+# Lint first: a lint failure fails `make test`.
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+# The tests run in TEST_WORKERS pytest-xdist workers (auto: one per core; 0: all in one process).
+# loadgroup keeps the tests that share a module-scoped fixture on one worker (tests/conftest.py).
+TEST_WORKERS := auto
+PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
+test: lint
+	$(PY) -m pytest $(PARALLEL) tests
 
 demo: setup $(BUILD)/pluginpath/$(PLUGIN)
 	@$(RUN_ENV) bash tools/demo_mexico.sh $(QGIS_PROCESS) $(BUILD)/demo/mexico_city

@@ -1,6 +1,7 @@
 """Headless QGIS with the plugin loaded the way QGIS loads it."""
 
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -11,6 +12,11 @@ import pytest
 from qgis.core import QgsProcessingFeedback
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# OpenMP threads (torch's, in the tests and in the training workers they start) that wait for work
+# sleep instead of spinning: with two pytest-xdist workers training at once on two cores, spinning
+# threads took the cores from the working ones (two trainings side by side: 45 s passive, > 150 s
+# spinning).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 # Real third-party data bundled with the plugin (sources and licences in its README).
@@ -24,9 +30,37 @@ PLUGIN_NAME = "insar_subsidence"
 PLUGIN_PATH = REPO / "build" / "pluginpath"
 PLUGIN_PATH.mkdir(parents=True, exist_ok=True)
 if not (PLUGIN_PATH / PLUGIN_NAME).exists():
-    (PLUGIN_PATH / PLUGIN_NAME).symlink_to(REPO, target_is_directory=True)
+    try:
+        (PLUGIN_PATH / PLUGIN_NAME).symlink_to(REPO, target_is_directory=True)
+    except FileExistsError:  # another pytest-xdist worker made it first
+        pass
 sys.path.insert(0, str(PLUGIN_PATH))
 sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers (synthetic.py)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: ignored when xdist is not loaded
+def pytest_xdist_make_scheduler(config, log):
+    """With `--dist loadgroup` (`make test`), the tests of a module that defines a module-scoped
+    fixture (a set of trained models, a demo run) go to one worker, so that the fixture is made
+    once, not once per worker; every other test is scheduled on its own.
+
+    pytest-xdist 3.8 cannot group them from xdist_group marks under pytest 9.2 (pytest-xdist
+    issue 1386): the scheduler groups them itself, from the modules' source."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleFixtureScheduling(LoadGroupScheduling):
+        grouped = {}
+
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            if path not in self.grouped:
+                source = (config.rootpath / path).read_text(encoding="utf-8") if path.endswith(".py") else ""
+                self.grouped[path] = re.search(r"@pytest\.fixture\([^)]*scope=[\"'](module|class)[\"']", source)
+            return path if self.grouped[path] else super()._split_scope(nodeid)
+
+    return ModuleFixtureScheduling(config, log)
 
 
 class LogFeedback(QgsProcessingFeedback):
@@ -176,7 +210,9 @@ def sample_parameters(tmp_path, dense_model):
             "OUTPUT_APPLICABILITY": str(tmp_path / "applicability.tif"),
         },
         "subsidence:evaluate": {
-            "DATASET": _small_training_dataset(tmp_path),
+            # The dataset the model was trained on (trained_model writes it beside the model): evaluate
+            # refuses a dataset whose split differs from the model's.
+            "DATASET": str(Path(dense_model).parent / "data.npz"),
             "MODEL": dense_model,
             "OUTPUT_TABLE": str(tmp_path / "comparison.csv"),
             "OUTPUT_REPORT": str(tmp_path / "evaluation.html"),

@@ -122,6 +122,11 @@ def test_printed_gap_scores_equal_a_recomputation_from_the_rasters(demo):
     assert len(rows) == 4324  # every valid cell that is not a PS cell
     scores, n_far = printed_scores(printed)
     assert n_far == far.sum() > 100
+    # Kriging maps every gap cell the CNN maps: the cells left out are those the CNN (and the hybrid
+    # on it) leaves empty along the stack's edge, where training would have dropped the patch.
+    assert np.isfinite(predicted["ordinary kriging"])[np.isfinite(predicted["CNN"])].all()
+    np.testing.assert_array_equal(common, np.isfinite(predicted["CNN"]))
+    assert common.sum() > 0.7 * len(rows)
     for method, (n, *numbers) in scores.items():
-        assert n == expected[method][0] and n > 0.9 * len(rows)
+        assert n == expected[method][0]
         np.testing.assert_allclose(numbers, expected[method][1:], atol=0.006, err_msg=method)

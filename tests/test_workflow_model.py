@@ -44,6 +44,23 @@ def step_of(output):
     return output.split(":")[0]
 
 
+def expected_cells(stack_path, size, policy):
+    """The cells whose size x size patch (rows r - size//2 ...) the policy keeps, counted directly:
+    "skip" every cell of the patch valid in every band, "fill" the centre valid and at least half."""
+    stack = gdal.Open(stack_path)
+    valid = np.ones((stack.RasterYSize, stack.RasterXSize), bool)
+    for number in range(1, stack.RasterCount + 1):
+        band = stack.GetRasterBand(number)
+        values = band.ReadAsArray()
+        valid &= np.isfinite(values) & (values != band.GetNoDataValue())
+    half = size // 2
+    padded = np.pad(valid, ((half, size - half - 1), (half, size - half - 1)))  # beyond the edge: nodata
+    counts = np.lib.stride_tricks.sliding_window_view(padded, (size, size)).sum(axis=(2, 3))
+    if policy == "skip":
+        return counts == size * size
+    return valid & (counts * 2 >= size * size)
+
+
 def test_the_committed_model_is_what_the_generator_writes(tmp_path):
     written = tmp_path / "model.model3"
     done = subprocess.run(
@@ -82,26 +99,31 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout)["results"]
     assert {name: results[name] for name in OUTPUTS} == outputs
-    rasters = (
-        "cnn_surface",
-        "cnn_uncertainty",
-        "cnn_applicability",
-        "kriged_surface",
-        "kriging_variance",
-        "hybrid_surface",
-        "hybrid_variance",
-    )
+    # Kriging maps every cell; the CNN and what builds on it leave out the cells whose patch the
+    # dataset's nodata policy would have dropped in training (beyond the stack's edge is nodata).
+    data = open_dataset(outputs["exportpatches:dataset"])
+    predicted = expected_cells(outputs["stackfactors:stack"], int(data["patch_size"]), str(data["nodata_policy"]))
+    assert 0.5 < predicted.mean() < 1
+    maps = {}
     for name in (
-        f"{step}:{raster}"
-        for step, raster in zip(["predictsurface"] * 3 + ["krige"] * 2 + ["krigeresiduals"] * 2, rasters)
+        "predictsurface:cnn_surface",
+        "predictsurface:cnn_uncertainty",
+        "predictsurface:cnn_applicability",
+        "krige:kriged_surface",
+        "krige:kriging_variance",
+        "krigeresiduals:hybrid_surface",
+        "krigeresiduals:hybrid_variance",
     ):
         raster = gdal.Open(outputs[name])
         assert (raster.RasterXSize, raster.RasterYSize) == (440, 400)
         assert raster.GetGeoTransform() == (175000, 50, 0, 4141000, 0, -50)
-        values = raster.GetRasterBand(1).ReadAsArray()
-        inner = values[11:-11, 11:-11] if step_of(name) != "krige" else values  # 22 x 22 patches: 11 pixels
-        assert np.all(inner > -1e30)  # no nodata, except where the patches leave the stack (the model's "skip")
+        band = raster.GetRasterBand(1)
+        values = band.ReadAsArray().astype(float)
+        values[values == band.GetNoDataValue()] = np.nan
+        expected = np.ones_like(predicted) if name.startswith("krige:") else predicted
+        np.testing.assert_array_equal(np.isfinite(values), expected, err_msg=name)
         assert (tmp_path / OUTPUTS[name]).with_suffix(".qml").exists()
+        maps[name] = values
     stack = gdal.Open(outputs["stackfactors:stack"])
     assert sorted(stack.GetRasterBand(b).GetDescription() for b in range(1, 6)) == [
         "OUTPUT",
@@ -112,7 +134,6 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
     ]
     with open(outputs["evaluate:comparison"], newline="") as file:
         table = list(csv.DictReader(file))
-    data = open_dataset(outputs["exportpatches:dataset"])
     assert sum(row["row"] == "point" for row in table) == (data["split"] == 2).sum() > 0
     assert {row["method"] for row in table if row["row"] == "summary"} == {
         "mean",
@@ -142,7 +163,7 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
     # The hybrid is the CNN's surface plus the kriged residuals of the points outside the training
     # patches' cells: at those points it is closer to them than the CNN, and its variance lower there.
     hybrid, cnn, variance = (
-        gdal.Open(outputs[name]).ReadAsArray().astype(float)
+        maps[name]
         for name in ("krigeresiduals:hybrid_surface", "predictsurface:cnn_surface", "krigeresiduals:hybrid_variance")
     )
     training_cells = set(zip(*cells(data["x"][data["split"] == 0], data["y"][data["split"] == 0])))
@@ -152,7 +173,9 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
     ]
     x, y, values = np.array(ps_points).T
     rows, columns = cells(x, y)
-    kriged = np.array([cell not in training_cells for cell in zip(rows, columns)]) & (cnn[rows, columns] > -1e30)
+    kriged = np.array([cell not in training_cells and predicted[cell] for cell in zip(rows, columns)]) & (
+        cnn[rows, columns] > -1e30
+    )
     rows, columns, values = rows[kriged], columns[kriged], values[kriged]
     assert len(values) > 50
     assert np.mean((values - hybrid[rows, columns]) ** 2) < 0.9 * np.mean((values - cnn[rows, columns]) ** 2)
