@@ -40,7 +40,10 @@ class ExportPatches(SubsidenceAlgorithm):
     SEED = "SEED"
     NODATA_POLICY = "NODATA_POLICY"
     OUTPUT = "OUTPUT"
-    COUNTS = {TRAIN: "N_TRAIN", VAL: "N_VAL", TEST: "N_TEST"}
+    N_TRAIN = "N_TRAIN"
+    N_VAL = "N_VAL"
+    N_TEST = "N_TEST"
+    COUNTS = {TRAIN: N_TRAIN, VAL: N_VAL, TEST: N_TEST}
 
     def name(self):
         return "exportpatches"
