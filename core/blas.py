@@ -13,6 +13,17 @@ import os
 from functools import lru_cache
 
 
+def available_cores():
+    """The cores this process may use: OMP_NUM_THREADS when set (a test runner or a cluster's job
+    sharing the machine says so there), else those the operating system lets it run on."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _loaded_blas_paths():
     paths = set()
     if os.path.exists("/proc/self/maps"):  # Linux: the libraries this process has loaded

@@ -7,7 +7,6 @@ The kriging system and the variogram models are PyKrige's (`pykrige.variogram_mo
 cannot do at scale.
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist, pdist
 
-from .blas import one_blas_thread
+from .blas import available_cores, one_blas_thread
 from .errors import InputError
 
 # Enum order of the algorithm's VARIOGRAM_MODEL: part of the public interface.
@@ -407,7 +406,7 @@ class OrdinaryKriging:
 
         # numpy and LAPACK release the GIL, so threads use every core, provided each has one
         # BLAS thread (see core.blas).
-        with one_blas_thread() as controlled, ThreadPoolExecutor(os.cpu_count() if controlled else 1) as pool:
+        with one_blas_thread() as controlled, ThreadPoolExecutor(available_cores() if controlled else 1) as pool:
             list(pool.map(run, range(0, n, self.batch)))
         return values, variances
 

@@ -12,10 +12,9 @@ in batches. An ensemble model gives each member's prediction: their mean is the 
 spread its uncertainty.
 """
 
-import os
-
 import numpy as np
 
+from .blas import available_cores
 from .patches import FRACTION_ROUNDING, least_valid
 
 PATCH_BATCH = 256  # patches per run when evaluating patch by patch
@@ -37,7 +36,7 @@ def session(model_bytes):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = available_cores()
     options.log_severity_level = 3  # no warnings about initializers on the console
     providers = [
         provider

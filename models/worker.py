@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..core import transforms
+from ..core.blas import available_cores
 from ..core.dataset import open_dataset
 from ..core.patches import band_statistics
 from ..core.prediction import MODEL_OUTPUTS
@@ -81,7 +82,7 @@ def choose_device(name):
         raise UserError("DEVICE is cuda but torch sees no CUDA device; choose auto or cpu.")
     if name != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(available_cores())
     return torch.device("cpu")
 
 

@@ -124,22 +124,22 @@ def test_drivers_outside_the_training_range_are_flagged_and_less_certain(plugin,
         "subsidence:traincnn",
         {
             "DATASET": str(tmp_path / "data.npz"),
-            "EPOCHS": 12,
+            "EPOCHS": 25,
             "BATCH_SIZE": 32,
             "LEARNING_RATE": 2e-3,
             "PATIENCE": 0,
-            "ENSEMBLE": 3,
+            "ENSEMBLE": 5,
             "OUTPUT_MODEL": str(tmp_path / "m.onnx"),
         },
     )["OUTPUT_MODEL"]
-    assert read_metadata(model)["ensemble_members"] == "3"
+    assert read_metadata(model)["ensemble_members"] == "5"
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     prediction, members = session.run(["prediction", "members"], {"patches": patches[:10]})
     assert [output.name for output in session.get_outputs()] == [
         "prediction",
         "members",
-    ]  # DESIGN.md: the first is (N, 1)
-    assert prediction.shape == (10, 1) and members.shape == (10, 3)
+    ]  # docs/DESIGN.md: the first is (N, 1)
+    assert prediction.shape == (10, 1) and members.shape == (10, 5)
     np.testing.assert_allclose(prediction[:, 0], members.mean(axis=1), rtol=1e-5)
     outputs = {
         "OUTPUT": str(tmp_path / "s.tif"),

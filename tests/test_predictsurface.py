@@ -22,18 +22,20 @@ LEGACY = Path(__file__).parent / "data" / "models"  # a model of version 0.1.0 a
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Briefly trained models, by (architecture, patch size, nodata policy, ensemble members)."""
+    """Models trained for one epoch (the tests are of the prediction, not of the model), by
+    (architecture, patch size, nodata policy, ensemble members)."""
     made = {}
     for architecture, size, policy, members in (
         ("dense", 22, "fill", 1),
         ("dense", 23, "skip", 1),
-        ("paper", 8, "fill", 1),
         ("dense", 22, "fill", 3),
         ("paper", 8, "fill", 2),
         ("small", 9, "fill", 1),
     ):
         folder = tmp_path_factory.mktemp(f"{architecture}{size}")
-        made[(architecture, size, policy, members)] = trained_model(folder, architecture, size, policy, members=members)
+        made[(architecture, size, policy, members)] = trained_model(
+            folder, architecture, size, policy, epochs=1, members=members
+        )
     return made
 
 
@@ -99,7 +101,7 @@ def sample_pixels(shape, rng):
         (rows - 1, 0),
         (rows - 1, columns - 1),
         (0, 37),
-        (rows - 1, 50),
+        (rows - 1, columns - 7),
         (20, 0),
         (33, columns - 1),
     ]
@@ -113,7 +115,6 @@ def sample_pixels(shape, rng):
     [
         ("dense", 22, "fill", 1, 32),
         ("dense", 23, "skip", 1, 512),
-        ("paper", 8, "fill", 1, 512),
         ("dense", 22, "fill", 3, 40),
         ("paper", 8, "fill", 2, 512),
         ("small", 9, "fill", 1, 24),
@@ -130,7 +131,8 @@ def test_every_pixel_is_the_model_on_its_own_patch(
     if architecture != "paper":  # 'valid' convolutions only
         with open(model, "rb") as file:
             dense_model(file.read())  # raises NotDenseError if the surface would come patch by patch
-    stack, values = write_stack(tmp_path / "stack.tif", geotiff)
+    # The paper's network runs patch by patch (21 M weights): a narrower stack, holes and edges alike.
+    stack, values = write_stack(tmp_path / "stack.tif", geotiff, columns=46 if architecture == "paper" else 90)
     uncertainty = {"OUTPUT_UNCERTAINTY": str(tmp_path / "sd.tif")} if members > 1 else {}
     out, transform = predict(tmp_path, model, stack, TILE_SIZE=tile, **uncertainty)
     sd = read(uncertainty["OUTPUT_UNCERTAINTY"]) if members > 1 else None
