@@ -1,12 +1,14 @@
-"""What every algorithm of the provider shares: its icon and the check of its Python packages."""
+"""What every algorithm of the provider shares: its icon, the check of its Python packages, the
+optional HTML report and the reading of a model's card."""
 
 import os
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterFileDestination
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.dependencies import missing_message
+from ..core.errors import InputError
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
 
@@ -35,3 +37,22 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
         if not ok:
             raise QgsProcessingException(message)
         return True
+
+    def report_destination(self, name):
+        """An optional HTML report: written only when the user names a file."""
+        return QgsProcessingParameterFileDestination(
+            name, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
+        )
+
+
+def read_model_card(model, path):
+    """The card of an ONNX model (a path, or the file's bytes read from `path`); a
+    QgsProcessingException naming `path` when it is no model or its card is malformed."""
+    from ..models.export import read_card
+
+    try:
+        return read_card(model)
+    except InputError as error:
+        raise QgsProcessingException(f"{path}: {error}") from None
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise QgsProcessingException(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None

@@ -20,7 +20,6 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
@@ -36,7 +35,7 @@ from ..core.kriging import MODELS
 from ..core.patches import DROPPED, TEST, TRAIN, VAL, default_block_size
 from ..core.prediction import members_output, session
 from ..models.training import TrainingError, train_in_worker
-from .base import SubsidenceAlgorithm
+from .base import SubsidenceAlgorithm, read_model_card
 from .layers import open_raster, read_decimated
 from .settings import torch_python_setting
 
@@ -211,15 +210,7 @@ class Evaluate(SubsidenceAlgorithm):
         self.addParameter(
             QgsProcessingParameterFeatureSink(self.OUTPUT_TABLE, self.tr("Comparison table"), QgsProcessing.TypeVector)
         )
-        self.addParameter(
-            QgsProcessingParameterFileDestination(
-                self.OUTPUT_REPORT,
-                self.tr("Report"),
-                self.tr("HTML files (*.html)"),
-                optional=True,
-                createByDefault=False,
-            )
-        )
+        self.addParameter(self.report_destination(self.OUTPUT_REPORT))
         for method in METHODS:
             self.addOutput(QgsProcessingOutputNumber(self.RMSE_OUTPUTS[method], self.tr(f"RMSE: {NAMES[method]}")))
             self.addOutput(
@@ -246,7 +237,7 @@ class Evaluate(SubsidenceAlgorithm):
                 f"{dataset_path} is not a dataset written by 'Export training patches': {error}"
             ) from None
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
-        card = _card(model_path)
+        card = read_model_card(model_path, model_path)
         _check_model_fits(card, data)
         if card.refit is not None:
             raise QgsProcessingException(
@@ -458,18 +449,6 @@ def _cross_validate(data, card, folds, variogram, neighbours, feedback):
                 feedback.pushWarning(f"Fold {fold + 1}: {note}")
             fold_scores.append(comparison.scores)
     return pooled(data, predicted, sigma, fold_scores)
-
-
-def _card(path):
-    """The model card of the MODEL file."""
-    from ..models.export import read_card
-
-    try:
-        return read_card(path)
-    except InputError as error:
-        raise QgsProcessingException(f"{path}: {error}") from None
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise QgsProcessingException(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
 
 
 def _check_model_fits(card, data):

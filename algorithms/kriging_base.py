@@ -9,7 +9,6 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
 )
 
@@ -101,15 +100,7 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
 
     def add_report_and_outputs(self):
         """The report and the numbers every kriging run returns."""
-        self.addParameter(
-            QgsProcessingParameterFileDestination(
-                self.OUTPUT_REPORT,
-                self.tr("Report"),
-                self.tr("HTML files (*.html)"),
-                optional=True,
-                createByDefault=False,
-            )
-        )
+        self.addParameter(self.report_destination(self.OUTPUT_REPORT))
         self.addOutput(
             QgsProcessingOutputString(self.VARIOGRAM_PARAMETERS, self.tr("Variogram parameters (PyKrige dict, JSON)"))
         )

@@ -21,10 +21,9 @@ from qgis.core import (
 
 from ..core import calibration
 from ..core.applicability import Applicability
-from ..core.errors import InputError
 from ..core.grid import Grid
 from ..core.prediction import Predictor, ensemble_summary, session
-from .base import SubsidenceAlgorithm
+from .base import SubsidenceAlgorithm, read_model_card
 from .layers import Float32Rasters, crs_from_text, grid_of_raster, open_raster, polygon_cells, read_band
 from .styles import style_raster
 
@@ -144,7 +143,7 @@ class PredictSurface(SubsidenceAlgorithm):
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         with open(model_path, "rb") as file:
             model_bytes = file.read()
-        card = _card(model_path, model_bytes)
+        card = read_model_card(model_bytes, model_path)
         size, members = card.patch_size, card.ensemble_members
         uncertainty_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_UNCERTAINTY, context)
         applicability_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_APPLICABILITY, context)
@@ -291,17 +290,6 @@ class PredictSurface(SubsidenceAlgorithm):
         if not polygons:
             raise QgsProcessingException(self.tr("The mask layer has no polygon."))
         return polygon_cells(polygons, grid, crs.toWkt())
-
-
-def _card(path, model_bytes):
-    from ..models.export import read_card
-
-    try:
-        return read_card(model_bytes)
-    except InputError as error:
-        raise QgsProcessingException(f"{path}: {error}") from None
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise QgsProcessingException(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
 
 
 def _check_grid(card, stack_grid, crs, feedback):

@@ -212,15 +212,7 @@ class TrainCnn(SubsidenceAlgorithm):
         self.addParameter(
             QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model"), self.tr("ONNX models (*.onnx)"))
         )
-        self.addParameter(
-            QgsProcessingParameterFileDestination(
-                self.OUTPUT_REPORT,
-                self.tr("Report"),
-                self.tr("HTML files (*.html)"),
-                optional=True,
-                createByDefault=False,
-            )
-        )
+        self.addParameter(self.report_destination(self.OUTPUT_REPORT))
         for key, label in (
             (self.TRAIN_RMSE, "Training RMSE"),
             (self.VAL_RMSE, "Validation RMSE"),
