@@ -266,9 +266,9 @@ class TrainCnn(SubsidenceAlgorithm):
     def _write_outputs(self, parameters, context, feedback, data, settings, folder, final=None):
         """The model and the report. The scores and the calibration are those of the networks
         trained on the split (folder); with `final` (_refit's), the model written is its own."""
+        history, schedule = history_and_plan(folder)
         with np.load(os.path.join(folder, "result.npz")) as result:
-            members, history = result["predictions"], json.loads(str(result["history"]))
-            schedule, scales = Plan.from_dict(json.loads(str(result["plan"]))), result["log_scales"]
+            members, scales = result["predictions"], result["log_scales"]
         model_folder, model_data, refit = (folder, data, None) if final is None else final
         with np.load(os.path.join(model_folder, "result.npz")) as result:
             check_inputs, model_scales = result["check_inputs"], result["log_scales"]
@@ -405,9 +405,8 @@ def _refit(data, settings, folder, feedback):
     """Trains the same members again on every point of the dataset, along the split's plan (its
     epochs, warm-up and schedule) up to the median of their best epochs on the validation points:
     (its folder, its dataset, what the model records of it)."""
-    with np.load(os.path.join(folder, "result.npz")) as result:
-        epochs = refit_epochs(json.loads(str(result["history"])))
-        planned = Plan.from_dict(json.loads(str(result["plan"]))).epochs
+    history, schedule = history_and_plan(folder)
+    epochs, planned = refit_epochs(history), schedule.epochs
     refit_folder = os.path.join(folder, "refit")
     os.makedirs(refit_folder)
     path = os.path.join(refit_folder, "all.npz")
@@ -422,6 +421,12 @@ def _refit(data, settings, folder, feedback):
     refit_settings = dataclasses.replace(settings, epochs=planned, patience=0)
     _train(path, refit_folder, refit_settings, feedback, stop_after=epochs)
     return refit_folder, open_dataset(path), {"points": points, "epochs": epochs, "planned_epochs": planned}
+
+
+def history_and_plan(folder):
+    """The worker's per-epoch history and its training plan, from its result.npz in `folder`."""
+    with np.load(os.path.join(folder, "result.npz")) as result:
+        return json.loads(str(result["history"])), Plan.from_dict(json.loads(str(result["plan"])))
 
 
 def refit_epochs(history):
