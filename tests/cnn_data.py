@@ -59,8 +59,8 @@ def known_function_dataset(path, n=3000, bands=3, size=22, seed=0, blocks=False,
     return float(targets.std())
 
 
-def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1):
-    """A model of `architecture` (an ensemble of `members`) trained briefly on known_function_dataset
+def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1, n=600):
+    """A model of `architecture` (an ensemble of `members`) trained briefly on n known_function_dataset
     patches of `size` (folder / "data.npz", its nodata policy `policy`) by the worker in the venv's
     interpreter, as traincnn trains one, and written with its model card; returns its path."""
     from qgis.core import QgsProcessingFeedback
@@ -74,7 +74,7 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
     from insar_subsidence.models.export import finish
     from insar_subsidence.models.training import train_in_worker
 
-    known_function_dataset(folder / "data.npz", n=600, size=size, policy=policy)
+    known_function_dataset(folder / "data.npz", n=n, size=size, policy=policy)
     data = open_dataset(folder / "data.npz")
     settings = TrainingSettings(
         architecture=architecture,

@@ -1,5 +1,6 @@
 """Headless QGIS with the plugin loaded the way QGIS loads it."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -17,6 +18,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # threads took the cores from the working ones (two trainings side by side: 45 s passive, > 150 s
 # spinning).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Each pytest-xdist worker gets its share of the cores for the threads it and the processes it
+# starts use (torch, ONNX Runtime, kriging: core.blas.available_cores; OpenBLAS below). Two
+# threads on a core the other worker also uses cost more than they give: the applicability test's
+# training took 27 s with one thread and 67 s with two; a kriging test 0.2 s alone and 20 s beside
+# a training.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 
 REPO = Path(__file__).resolve().parents[1]
 # Real third-party data bundled with the plugin (sources and licences in its README).
@@ -89,6 +98,16 @@ class LogFeedback(QgsProcessingFeedback):
     @property
     def text(self):
         return "\n".join(self.lines)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def blas_thread_share():
+    """OpenBLAS: one thread per worker where OMP_NUM_THREADS gives each one core (above). GDAL loads
+    OpenBLAS before this file runs, so it has not read the variable; its thread count is set."""
+    from insar_subsidence.core.blas import one_blas_thread
+
+    with one_blas_thread() if os.environ.get("OMP_NUM_THREADS") == "1" else contextlib.nullcontext():
+        yield
 
 
 @pytest.fixture

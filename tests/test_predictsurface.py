@@ -1,5 +1,6 @@
 """subsidence:predictsurface against ONNX Runtime run by hand on each pixel's own patch."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -23,18 +24,18 @@ LEGACY = Path(__file__).parent / "data" / "models"  # a model of version 0.1.0 a
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Models trained for one epoch (the tests are of the prediction, not of the model), by
-    (architecture, patch size, nodata policy, ensemble members)."""
+    (architecture, patch size, nodata policy, ensemble members); the paper's slow one on fewer points."""
     made = {}
-    for architecture, size, policy, members in (
-        ("dense", 22, "fill", 1),
-        ("dense", 23, "skip", 1),
-        ("dense", 22, "fill", 3),
-        ("paper", 8, "fill", 2),
-        ("small", 9, "fill", 1),
+    for architecture, size, policy, members, points in (
+        ("dense", 22, "fill", 1, 600),
+        ("dense", 23, "skip", 1, 600),
+        ("dense", 22, "fill", 3, 600),
+        ("paper", 8, "fill", 2, 200),
+        ("small", 9, "fill", 1, 600),
     ):
         folder = tmp_path_factory.mktemp(f"{architecture}{size}")
         made[(architecture, size, policy, members)] = trained_model(
-            folder, architecture, size, policy, epochs=1, members=members
+            folder, architecture, size, policy, epochs=1, members=members, n=points
         )
     return made
 
@@ -53,7 +54,7 @@ def write_stack(path, geotiff, rows=70, columns=90, holes=True, order=(0, 1, 2),
 def by_hand(model, values, row, column, size, policy):
     """The model's members on pixel (row, column)'s patch built as documented: nodata beyond the
     edge, nodata filled with the band's training mean; None where the policy says nodata."""
-    mean = np.array(json.loads(read_metadata(model)["band_mean"]))
+    session, mean = reference(model)
     beyond = np.pad(values, ((0, 0), (size, size), (size, size)), constant_values=-9999)
     top, left = row - size // 2 + size, column - size // 2 + size
     patch = beyond[:, top : top + size, left : left + size].astype(np.float32)
@@ -61,8 +62,15 @@ def by_hand(model, values, row, column, size, policy):
     if not valid[:, size // 2, size // 2].all() or valid.mean() < (1.0 if policy == "skip" else 0.5):
         return None
     patch = np.where(valid, patch, mean[:, None, None]).astype(np.float32)
-    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     return session.run(["members"], {"patches": patch[None]})[0][0].astype(float)
+
+
+@functools.lru_cache
+def reference(model):
+    """(an ONNX Runtime session, the bands' training means) of a model, read once: reading the
+    paper's 21 M weights for each pixel took most of a test."""
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session, np.array(json.loads(read_metadata(model)["band_mean"]))
 
 
 def predictable(values, size, policy):
