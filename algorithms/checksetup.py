@@ -13,6 +13,9 @@ class CheckSetup(SubsidenceAlgorithm):
     TORCH_VERSION = "TORCH_VERSION"
     MISSING_PACKAGES = "MISSING_PACKAGES"
     REPORT = "REPORT"
+    GROUP = "setup"
+    HELP_SECTION = "Installing into your QGIS"
+    SHORT_DESCRIPTION = "Lists missing Python packages (with the command to install them) and the torch interpreter"
 
     def name(self):
         return "checksetup"
@@ -20,26 +23,20 @@ class CheckSetup(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Check set-up (packages and torch interpreter)")
 
-    def group(self):
-        return self.tr("Set-up")
-
-    def groupId(self):
-        return "setup"
-
     def tags(self):
         return self.tr("install,dependencies,packages,torch,python,interpreter,onnxruntime,scikit-image").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Checks that QGIS's Python can import the packages the plugin needs (onnxruntime, onnx, "
-            "scikit-image) and which Python interpreter with torch will run the training, "
-            "with its torch version. Nothing is changed: for each missing piece the log gives the "
-            "command that installs it, and which algorithms need it.\n"
-            "The torch interpreter is, in this order: the environment variable "
-            "SUBSIDENCE_TORCH_PYTHON, the provider setting (Settings > Options > Processing > "
-            "Providers > InSAR Subsidence Mapper), else the first Python found with torch.\n"
-            "Units: none; the outputs are text (interpreter path, torch version, comma-separated "
-            "missing packages, and the whole report)."
+            "Checks that QGIS's Python can import the packages the plugin needs (onnxruntime, onnx, scikit-image) "
+            "and finds the Python interpreter with torch that will run the training, with its torch version. "
+            "Nothing is installed or changed: for each missing piece the log gives the command that installs it "
+            "and the algorithms that need it.\n"
+            "The torch interpreter is, in this order: the one named by the plugin's environment variable (see the "
+            "Help button), the provider setting (Settings › Options › Processing › Providers › InSAR Subsidence "
+            "Mapper › Python interpreter with torch), else the first Python found that can import torch.\n"
+            "Units: none; the results are text: the interpreter's path, the torch version, the missing packages "
+            "(comma-separated) and the whole report."
         )
 
     def initAlgorithm(self, config=None):

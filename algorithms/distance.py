@@ -24,6 +24,9 @@ class Distance(SubsidenceAlgorithm):
     INPUT = "INPUT"
     REFERENCE = "REFERENCE"
     OUTPUT = "OUTPUT"
+    GROUP = "drivers"
+    HELP_SECTION = "Algorithms"
+    SHORT_DESCRIPTION = "Exact distance from each cell to the nearest well, river, fault or area, on a reference grid"
 
     def name(self):
         return "distance"
@@ -31,31 +34,42 @@ class Distance(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Distance to features")
 
-    def group(self):
-        return self.tr("Driving factors")
-
-    def groupId(self):
-        return "drivers"
-
     def tags(self):
         return self.tr("distance,proximity,wells,rivers,faults,euclidean,driver").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Computes, on the REFERENCE raster's grid, the Euclidean distance from each cell centre to the "
-            "nearest feature of INPUT (points such as pumping wells, lines such as rivers or faults, or "
-            "polygons, inside which the distance is 0). The features are reprojected to the grid's CRS "
-            "(vertex by vertex; curves are segmentised) and the distance is computed exactly to the points "
-            "and segments, not by rasterising them first.\n"
-            "Units: map units of the grid's CRS (metres for a projected CRS); use a projected grid."
+            "Computes a raster of the distance from each cell centre to the nearest feature of a layer: pumping "
+            "wells (points), rivers or faults (lines), or areas (polygons, 0 inside them). The raster is on the "
+            "reference grid (its extent, cell size and CRS), so it stacks with the other drivers.\n"
+            "Units: map units of the reference grid's CRS, metres for a projected CRS; use a projected grid (the "
+            "log warns when it is geographic).\n"
+            "Method: exact Euclidean distance to the points and segments in the grid's CRS (features reprojected "
+            "vertex by vertex, curves segmentised), not to a rasterised copy of them."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Features"), [QgsProcessing.TypeVectorAnyGeometry])
+        features = QgsProcessingParameterFeatureSource(
+            self.INPUT, self.tr("Features"), [QgsProcessing.TypeVectorAnyGeometry]
         )
-        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid")))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Distance")))
+        features.setHelp(
+            self.tr(
+                "The features to measure the distance to: points (wells), lines (rivers, faults) or polygons "
+                "(inside which the distance is 0), in any CRS. Features without a geometry are skipped."
+            )
+        )
+        self.addParameter(features)
+        reference = QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid"))
+        reference.setHelp(
+            self.tr(
+                "A raster whose grid the distance raster takes: extent, cell size and CRS (its values are not "
+                "used). Usually the DEM, or the grid of the other drivers."
+            )
+        )
+        self.addParameter(reference)
+        output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Distance"))
+        output.setHelp(self.tr("The distance to the nearest feature at each cell centre (float32, map units)."))
+        self.addParameter(output)
 
     def processAlgorithm(self, parameters, context, feedback):
         source = self.parameterAsSource(parameters, self.INPUT, context)

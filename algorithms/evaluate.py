@@ -57,6 +57,11 @@ SPLIT_NOTE = (
 
 class Evaluate(SubsidenceAlgorithm):
     REQUIRES = ("onnxruntime",)
+    GROUP = "evaluation"
+    HELP_SECTION = "Evaluation"
+    SHORT_DESCRIPTION = (
+        "Which map to trust: mean, kriging, regression kriging, CNN and hybrid scored on held-out points"
+    )
     DATASET = "DATASET"
     MODEL = "MODEL"
     VARIOGRAM_MODEL = "VARIOGRAM_MODEL"
@@ -124,12 +129,6 @@ class Evaluate(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Evaluate: every method on the held-out points")
 
-    def group(self):
-        return self.tr("Modelling")
-
-    def groupId(self):
-        return "modelling"
-
     def tags(self):
         return self.tr(
             "evaluate,validation,test,rmse,cnn,kriging,regression kriging,hybrid,null model,comparison,accuracy,"
@@ -139,54 +138,51 @@ class Evaluate(SubsidenceAlgorithm):
     def shortHelpString(self):
         return self.tr(
             "Tells which map to trust: five methods predict the dataset's test points, which none of them has "
-            "seen, and are scored on exactly those points.\n"
-            "• training mean: the null model, a constant; a map that does not beat it is no map.\n"
-            "• ordinary kriging of the training and validation points (VARIOGRAM_MODEL, N_NEIGHBOURS as in "
-            "'Ordinary kriging').\n"
-            "• regression kriging, what a geostatistician would use: a linear trend on each driver's value at "
-            "the point and its mean over the patch, fitted by least squares on the training and validation "
-            "points, plus ordinary kriging of the trend's residuals.\n"
-            "• the CNN, from the test points' stored patches.\n"
-            "• the hybrid: the CNN plus the kriging of its residuals at the validation points (at its training "
-            "points a network's residuals are close to zero, so only the validation points' residuals are "
-            "honest); this is what 'Krige the residuals of a surface' maps.\n"
-            "The report opens with the verdict: the method with the lowest RMSE, by how much it beats the "
-            "next best, and which map to use (also in the outputs BEST_METHOD and VERDICT).\n"
-            "OUTPUT_TABLE: one row per test point (observed, every method's prediction, error and σ) and one "
-            "per method (n, RMSE, MAE, R², bias, and for the methods with a σ the % of errors within ±1σ and "
-            "±2σ and the CRPS). Calibrated Gaussian errors put 68 % and 95 % within ±1σ and ±2σ; the CRPS "
-            "(continuous ranked probability score, in the target's units) rewards a σ that is both honest "
-            "and small. σ is the kriging standard deviation for kriging, regression kriging and the hybrid, "
-            "and for the CNN the ensemble's spread plus the noise variance calibrated on the validation points "
-            "apart from the training patches (as 'Train the CNN' records it), so that the test points take no "
-            "part in the calibration.\n"
-            "SURFACE, UNCERTAINTY and APPLICABILITY (optional; the outputs of 'Predict the surface' with this "
-            "model) are mapped in the report, with the points.\n"
-            "The model must have been trained on this very dataset: one exported again (e.g. with another SEED) "
-            "splits the points otherwise, and is refused, since the model learnt from some of its test points.\n"
-            "FOLDS (advanced; 0 = off): a spatial K-fold cross-validation over all the dataset's points. Whole "
-            "blocks of points form the folds; for each fold the CNN is trained again (with the settings the "
-            "model records) and every method fitted on the other folds, without the points whose patch "
-            "overlaps the fold's. It costs FOLDS trainings. Its scores (pooled and per fold) go to the "
-            "table, the report and the CV_… outputs. The test and validation points are often only a few "
-            "blocks, so the coverage on the test points is one draw; over the folds every point is held out "
-            "once, which is how far to trust each σ.\n"
-            "Units: the dataset's target units (mm for displacement)."
+            "seen, and are scored on exactly those points: the training mean (the null model: a map that does "
+            "not beat it is no map), ordinary kriging, regression kriging (a linear trend on the drivers at the "
+            "point and over its patch, plus kriging of its residuals), the CNN, and the hybrid (the CNN plus "
+            "kriging of its residuals at the validation points, what 'Krige the residuals of a surface' maps).\n"
+            "Out come a comparison table, each method's RMSE, how well each σ is calibrated (errors within ±1σ "
+            "and ±2σ, CRPS) and a verdict: the best method and which map to use; optionally an HTML report with "
+            "plots and maps, and a spatial cross-validation.\n"
+            "Units: the dataset's target units (mm for displacement).\n"
+            "Method: a hold-out test on the dataset's spatial split, and optionally spatial K-fold "
+            "cross-validation (Roberts et al. 2017); CRPS after Gneiting and Raftery (2007)."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz"))
-        self.addParameter(
-            QgsProcessingParameterFile(self.MODEL, self.tr("Model trained on it (.onnx)"), extension="onnx")
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.VARIOGRAM_MODEL, self.tr("Variogram model"), options=list(MODELS), defaultValue=0
+        dataset_file = QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz")
+        dataset_file.setHelp(
+            self.tr(
+                "The dataset from 'Export training patches' the model was trained on; its test points are those "
+                "every method is scored on. With the default spatial split they are whole blocks of points away "
+                "from the training ones, so the scores measure prediction where radar gives no points."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.N_NEIGHBOURS, self.tr("Kriging neighbours (0: all points)"), defaultValue=32, minValue=0
+        model = QgsProcessingParameterFile(self.MODEL, self.tr("Model trained on it (.onnx)"), extension="onnx")
+        model.setHelp(
+            self.tr(
+                "The model from 'Train the CNN' trained on this very dataset. One trained on a dataset exported "
+                "again (e.g. with another random seed) is refused: its training points may be this dataset's test "
+                "points. So is a model refitted on every point, which holds no point out."
+            )
+        )
+        variogram = QgsProcessingParameterEnum(
+            self.VARIOGRAM_MODEL, self.tr("Variogram model"), options=list(MODELS), defaultValue=0
+        )
+        variogram.setHelp(
+            self.tr(
+                "The variogram of the kriging, the regression kriging and the hybrid, fitted as in 'Ordinary "
+                "kriging'; default spherical."
+            )
+        )
+        neighbours = QgsProcessingParameterNumber(
+            self.N_NEIGHBOURS, self.tr("Kriging neighbours (0: all points)"), defaultValue=32, minValue=0
+        )
+        neighbours.setHelp(
+            self.tr(
+                "How many of the nearest points krige each test point in the kriging, the regression kriging and "
+                "the hybrid (default 32; 0: all points), as in 'Ordinary kriging'."
             )
         )
         folds = QgsProcessingParameterNumber(
@@ -197,20 +193,66 @@ class Evaluate(SubsidenceAlgorithm):
             minValue=0,
             maxValue=20,
         )
-        folds.setFlags(folds.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(folds)
-        for key, label in (
-            (self.SURFACE, "Predicted surface"),
-            (self.UNCERTAINTY, "Its uncertainty"),
-            (self.APPLICABILITY, "Its area of applicability"),
-        ):
-            self.addParameter(
-                QgsProcessingParameterRasterLayer(key, self.tr(f"{label}, for the report's maps"), optional=True)
+        folds.setHelp(
+            self.tr(
+                "0 (default): off. 2 or more: a spatial K-fold cross-validation over all the dataset's points. "
+                "Whole blocks of points form the folds; for each fold the CNN is trained again, with the settings "
+                "the model records, and every method fitted on the other folds, without the points whose patch "
+                "overlaps the fold's. It costs one training per fold. The test points are often a few blocks, so "
+                "their scores are one draw; over the folds every point is held out once, which tells how far to "
+                "trust each σ. Pooled and per-fold scores go to the table, the report and the cross-validation "
+                "RMSE outputs."
             )
-        self.addParameter(
-            QgsProcessingParameterFeatureSink(self.OUTPUT_TABLE, self.tr("Comparison table"), QgsProcessing.TypeVector)
         )
-        self.addParameter(self.report_destination(self.OUTPUT_REPORT))
+        folds.setFlags(folds.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        for parameter in (dataset_file, model, variogram, neighbours, folds):
+            self.addParameter(parameter)
+        for key, label, help_text in (
+            (
+                self.SURFACE,
+                "Predicted surface",
+                "Optional: the surface 'Predict the surface' wrote with this model, mapped in the report with the "
+                "points (test points in black).",
+            ),
+            (
+                self.UNCERTAINTY,
+                "Its uncertainty",
+                "Optional: the uncertainty (standard deviation σ) 'Predict the surface' wrote with this model, "
+                "mapped in the report.",
+            ),
+            (
+                self.APPLICABILITY,
+                "Its area of applicability",
+                "Optional: the area of applicability 'Predict the surface' wrote with this model; the report maps "
+                "its dissimilarity index and outlines the area.",
+            ),
+        ):
+            layer = QgsProcessingParameterRasterLayer(key, self.tr(f"{label}, for the report's maps"), optional=True)
+            layer.setHelp(self.tr(help_text))
+            self.addParameter(layer)
+        table = QgsProcessingParameterFeatureSink(
+            self.OUTPUT_TABLE, self.tr("Comparison table"), QgsProcessing.TypeVector
+        )
+        table.setHelp(
+            self.tr(
+                "One row per test point (coordinates, observed, every method's prediction, error and σ) and one "
+                "per method (n, RMSE, MAE, R², bias and, for the methods with a σ, the % of errors within ±1σ "
+                "and ±2σ and the CRPS). Calibrated normal errors put 68 % and 95 % within ±1σ and ±2σ; the CRPS, "
+                "in the target's units, rewards a σ both honest and small. σ is the kriging standard deviation, "
+                "and for the CNN its ensemble's spread plus a noise variance calibrated on the validation points "
+                "apart from the training patches, so that the test points take no part in it."
+            )
+        )
+        self.addParameter(table)
+        report_file = self.report_destination(self.OUTPUT_REPORT)
+        report_file.setHelp(
+            self.tr(
+                "An optional HTML page: the verdict, the scores, observed against predicted, the residuals, a map "
+                "of the errors at the test points, the calibration of every σ and, when given, the maps of the "
+                "surface, its uncertainty and its area of applicability."
+            )
+        )
+        self.addParameter(report_file)
         for method in METHODS:
             self.addOutput(QgsProcessingOutputNumber(self.RMSE_OUTPUTS[method], self.tr(f"RMSE: {NAMES[method]}")))
             self.addOutput(

@@ -28,6 +28,11 @@ UNITS_OF_FIELD = {"displacement": "mm", "velocity": "mm/yr"}
 
 
 class ExportPatches(SubsidenceAlgorithm):
+    GROUP = "cnn"
+    HELP_SECTION = "Driver stack and training dataset"
+    SHORT_DESCRIPTION = (
+        "PS points and driver stack to a training dataset (.npz) of patches, with a leak-free spatial split"
+    )
     POINTS = "POINTS"
     FIELD = "FIELD"
     FACTORS = "FACTORS"
@@ -51,96 +56,157 @@ class ExportPatches(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Export training patches")
 
-    def group(self):
-        return self.tr("CNN")
-
-    def groupId(self):
-        return "cnn"
-
     def tags(self):
         return self.tr("patches,dataset,training,cnn,split,spatial cross-validation,npz").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Cuts a PATCH_SIZE x PATCH_SIZE patch of the driver stack (FACTORS, from 'Stack driver rasters') "
-            "around every point (reprojected to the stack's CRS) and writes the training dataset: raw patches, "
-            "the FIELD values as targets, coordinates, ids, the split, band names, per-band mean and standard "
-            "deviation over the training patches only, patch and pixel size, CRS, target field and units. "
-            "The patch of pixel (r, c) spans rows r - P//2 … r - P//2 + P - 1, and likewise columns.\n"
-            "SPLIT: spatial blocks (default: whole BLOCK_SIZE squares go to test, validation or training, and "
-            "training or validation points whose patch overlaps a test patch are dropped, and training points "
-            "whose patch overlaps a validation patch, so the test score, early stopping and the calibration of σ "
-            "measure prediction away from the training data), random (the paper's; neighbouring patches then "
-            "leak into the test set), or from SPLIT_FIELD (train/val/test or 0/1/2).\n"
-            "NODATA_POLICY: skip points whose patch has any nodata, or fill nodata with the band's training "
-            f"mean (points with nodata in their own cell, or less than {patches.MIN_VALID_TO_FILL:.0%} valid data "
-            "in their patch, are still skipped). Cells beyond the stack's edge are nodata. Points "
-            "outside the stack, without a value or dropped for overlap are counted in the log.\n"
-            "The .npz is uncompressed and readable with numpy alone (patches memory-mappable); its members are "
-            "listed in the plugin's core/dataset.py.\n"
+            "Cuts a square patch of the driver stack around every PS point and writes the training dataset for "
+            "'Train the CNN': the patches, the points' values as targets, their coordinates and ids, their split "
+            "into training, validation and test points, and each band's mean and standard deviation over the "
+            "training patches.\n"
+            "By default whole spatial blocks go to training, validation or test, and patches that overlap across "
+            "them are dropped, so that the test score and the uncertainty measure prediction away from the "
+            "training data. The log counts the points left out (outside the stack, without a value, with too "
+            "much nodata, or overlapping) and the outputs give the number of training, validation and test "
+            "points.\n"
             "Units: patches keep the drivers' units; targets keep the field's (mm for displacement, mm/yr for "
-            "velocity); BLOCK_SIZE in the stack CRS's map units (default: a tenth of the points' extent, at "
-            "least four patch widths, but small enough for at least about 9 blocks over a small area)."
+            "velocity); the block size is in the stack's map units.\n"
+            "Method: patches for a CNN after Azarm, Mehrabi and Nadi; spatial blocks after Roberts et al. "
+            "(2017, Ecography 40, 913)."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(self.POINTS, self.tr("PS points"), [QgsProcessing.TypeVectorPoint])
-        )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.FIELD, self.tr("Target field"), "displacement", self.POINTS, QgsProcessingParameterField.Numeric
+        points = QgsProcessingParameterFeatureSource(self.POINTS, self.tr("PS points"), [QgsProcessing.TypeVectorPoint])
+        points.setHelp(
+            self.tr(
+                "The PS points, e.g. from 'Import PS points'. They are reprojected to the stack's CRS; points "
+                "outside the stack are left out and counted in the log."
             )
         )
-        self.addParameter(QgsProcessingParameterRasterLayer(self.FACTORS, self.tr("Driver stack")))
-        self.addParameter(
-            QgsProcessingParameterNumber(self.PATCH_SIZE, self.tr("Patch size (pixels)"), defaultValue=30, minValue=1)
+        field = QgsProcessingParameterField(
+            self.FIELD, self.tr("Target field"), "displacement", self.POINTS, QgsProcessingParameterField.Numeric
         )
-        self.addParameter(QgsProcessingParameterEnum(self.SPLIT, self.tr("Split"), list(SPLITS), defaultValue=0))
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.SPLIT_FIELD, self.tr("Split field (train/val/test)"), None, self.POINTS, optional=True
+        field.setHelp(
+            self.tr(
+                "The value the CNN learns to predict: displacement (mm, the default) or velocity (mm/yr), or any "
+                "numeric field. Points without a value are left out and counted."
             )
         )
-        advanced = [
-            QgsProcessingParameterNumber(
-                self.BLOCK_SIZE,
-                self.tr("Block size (map units; 0: from the data)"),
-                QgsProcessingParameterNumber.Double,
-                0.0,
-                minValue=0.0,
-            ),
-            QgsProcessingParameterNumber(
-                self.VAL_FRACTION,
-                self.tr("Validation fraction"),
-                QgsProcessingParameterNumber.Double,
-                0.1,
-                minValue=0.0,
-                maxValue=0.9,
-            ),
-            QgsProcessingParameterNumber(
-                self.TEST_FRACTION,
-                self.tr("Test fraction"),
-                QgsProcessingParameterNumber.Double,
-                0.1,
-                minValue=0.0,
-                maxValue=0.9,
-            ),
-            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=0, minValue=0),
-        ]
-        for parameter in advanced:
+        factors = QgsProcessingParameterRasterLayer(self.FACTORS, self.tr("Driver stack"))
+        factors.setHelp(
+            self.tr(
+                "The drivers as one multi-band raster with named bands, from 'Stack driver rasters'. Cells beyond "
+                "its edge count as nodata. 'Predict the surface' will need a stack with the same bands, pixel "
+                "size and CRS."
+            )
+        )
+        patch_size = QgsProcessingParameterNumber(
+            self.PATCH_SIZE, self.tr("Patch size (pixels)"), defaultValue=30, minValue=1
+        )
+        patch_size.setHelp(
+            self.tr(
+                "Side of the square patch cut around each point's cell, in pixels (default 30): the drivers' "
+                "context the CNN sees. An even size puts the extra row and column before the point's cell (above "
+                "and left of it). The dense architecture needs 22 or more, the small one 8 to 21."
+            )
+        )
+        split = QgsProcessingParameterEnum(self.SPLIT, self.tr("Split"), list(SPLITS), defaultValue=0)
+        split.setHelp(
+            self.tr(
+                "How the points are divided into training, validation and test points. Spatial blocks (default): "
+                "whole square blocks go to test, validation or training; training or validation points whose "
+                "patch overlaps a test patch are dropped, and so are training points whose patch overlaps a "
+                "validation patch, so the test score, early stopping and the calibration of σ measure prediction "
+                "away from the training data. Random: the paper's split; neighbouring patches then leak into the "
+                "test set. From a field: the values of the split field."
+            )
+        )
+        split_field = QgsProcessingParameterField(
+            self.SPLIT_FIELD, self.tr("Split field (train/val/test)"), None, self.POINTS, optional=True
+        )
+        split_field.setHelp(
+            self.tr(
+                "Only for the split 'from a field': a field giving each point's part, as train, val or test (or "
+                "0, 1, 2)."
+            )
+        )
+        block_size = QgsProcessingParameterNumber(
+            self.BLOCK_SIZE,
+            self.tr("Block size (map units; 0: from the data)"),
+            QgsProcessingParameterNumber.Double,
+            0.0,
+            minValue=0.0,
+        )
+        block_size.setHelp(
+            self.tr(
+                "Side of the square blocks of the spatial split, in the stack's map units. 0 (default): a tenth "
+                "of the points' extent, at least four patch widths, but small enough for about 9 blocks over a "
+                "small area. A smaller block leaves more training points when many are dropped for overlap."
+            )
+        )
+        block_size.setMetadata({"widget_wrapper": {"decimals": 2}})
+        val_fraction = QgsProcessingParameterNumber(
+            self.VAL_FRACTION,
+            self.tr("Validation fraction"),
+            QgsProcessingParameterNumber.Double,
+            0.1,
+            minValue=0.0,
+            maxValue=0.9,
+        )
+        val_fraction.setHelp(
+            self.tr(
+                "Share of the points for validation (default 0.1): they decide when training stops and "
+                "calibrate the uncertainty σ. With spatial blocks the share is reached block by block, so "
+                "approximately."
+            )
+        )
+        test_fraction = QgsProcessingParameterNumber(
+            self.TEST_FRACTION,
+            self.tr("Test fraction"),
+            QgsProcessingParameterNumber.Double,
+            0.1,
+            minValue=0.0,
+            maxValue=0.9,
+        )
+        test_fraction.setHelp(
+            self.tr(
+                "Share of the points held out for testing (default 0.1): no method sees them, and 'Evaluate' "
+                "scores every method on them. Validation and test fractions together must stay below 1."
+            )
+        )
+        for fraction in (val_fraction, test_fraction):
+            fraction.setMetadata({"widget_wrapper": {"decimals": 2}})
+        seed = QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=0, minValue=0)
+        seed.setHelp(self.tr("Seed of the random choice of blocks or points: the same seed gives the same split."))
+        policy = QgsProcessingParameterEnum(
+            self.NODATA_POLICY, self.tr("Patches with nodata"), list(POLICIES), defaultValue=0
+        )
+        policy.setHelp(
+            self.tr(
+                "What to do with a point whose patch holds nodata: skip the point (default), or fill the nodata "
+                "with the band's training mean. With fill, a point with nodata in its own cell, or with less than "
+                "{:.0%} valid data in its patch, is still skipped. 'Predict the surface' follows the same rule: "
+                "with skip, a strip of half a patch along the stack's edge stays empty."
+            ).format(patches.MIN_VALID_TO_FILL)
+        )
+        output = QgsProcessingParameterFileDestination(
+            self.OUTPUT, self.tr("Training dataset"), self.tr("NumPy archive (*.npz)")
+        )
+        output.setHelp(
+            self.tr(
+                "The training dataset for 'Train the CNN': one uncompressed NumPy archive, readable with numpy "
+                "alone (its members are listed in the plugin's core/dataset.py). Besides the patches and targets it "
+                "records the band names, patch and pixel size, CRS, target field and units, and the nodata choice."
+            )
+        )
+        for parameter in (points, field, factors, patch_size, split, split_field):
+            self.addParameter(parameter)
+        for parameter in (block_size, val_fraction, test_fraction, seed):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.NODATA_POLICY, self.tr("Patches with nodata"), list(POLICIES), defaultValue=0
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterFileDestination(
-                self.OUTPUT, self.tr("Training dataset"), self.tr("NumPy archive (*.npz)")
-            )
-        )
+        self.addParameter(policy)
+        self.addParameter(output)
         for label in self.COUNTS.values():
             self.addOutput(QgsProcessingOutputNumber(label, self.tr(f"{label[2:].capitalize()} points")))
 

@@ -13,9 +13,11 @@ from qgis.core import (
     QgsPointXY,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -44,6 +46,12 @@ class ImportPs(SubsidenceAlgorithm):
     VALUE_FIELD = "VALUE_FIELD"
     CRS = "CRS"
     OUTPUT = "OUTPUT"
+    UNITS_USED = "UNITS_USED"
+    GROUP = "inputs"
+    HELP_SECTION = "PS import"
+    SHORT_DESCRIPTION = (
+        "PS export (EGMS, SARPROZ, StaMPS, MintPy, DePSI, P-SBAS, table) → points with displacement and velocity"
+    )
 
     def name(self):
         return "importps"
@@ -51,55 +59,72 @@ class ImportPs(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Import PS points")
 
-    def group(self):
-        return self.tr("PS points")
-
-    def groupId(self):
-        return "points"
-
     def tags(self):
         return self.tr("psinsar,ps,egms,sarproz,stamps,mintpy,depsi,sbas,import,displacement,velocity").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Reads a PS export and writes points with displacement and velocity, ready for the rest of the "
-            "chain. The layout is recognised by its columns: EGMS L2a/L2b and L3 Ortho (EPSG:3035 easting/"
-            "northing), SARPROZ CSV, MintPy save_qgis / TRE, StaMPS-Visualizer CSV, TU Delft DePSI, layers "
-            "with DYYYYMMDD epoch columns (P-SBAS and others), or a plain table with X_FIELD, Y_FIELD and "
-            "VALUE_FIELD (and CRS when the file has none). CSV/TXT files are read directly (delimiter "
-            "detected), other files and loaded layers through QGIS.\n"
-            "displacement = value at the epoch nearest END_DATE minus value at the epoch nearest START_DATE "
-            "(default: last and first epoch; the epochs used are logged); velocity = least-squares slope over "
-            "the epochs in between, or the file's velocity column when it has no epochs. Sign as in the source "
-            "(negative = away from the satellite); uplift is kept.\n"
-            "MIN_COHERENCE drops points below it (coherence column detected). LOS_TO_VERTICAL divides by the "
-            "up component of the line of sight (los_up, cosU) or cos(incidence angle). Points at the same "
-            "location are merged (mean); rows without coordinates or with missing values are dropped and counted "
-            "in the log.\n"
-            "Units: the output is in mm (displacement) and mm/yr (velocity). UNITS=auto takes the format's own: "
-            "EGMS, SARPROZ, MintPy/TRE and StaMPS-Visualizer mm; DePSI m; generic layers and plain tables do not "
-            "say, so mm is assumed with a warning: set UNITS (m, cm or mm) for them."
+            "Reads a PS export and writes one point per location with its displacement and velocity.\n"
+            "The layout is recognised by its columns: EGMS L2a/L2b and L3, SARPROZ, MintPy / TRE, "
+            "StaMPS-Visualizer, TU Delft DePSI, point layers with DYYYYMMDD epoch columns (P-SBAS and others), or "
+            "a plain table whose X, Y and value fields you give under Advanced parameters. Dropped rows and merged "
+            "points are counted in the log.\n"
+            "Units: displacement in mm, velocity in mm/yr, sign as in the source (negative: away from the "
+            "satellite). With units 'auto', EGMS, SARPROZ, MintPy/TRE and StaMPS-Visualizer files are read as mm "
+            "and DePSI as m; other layouts do not state their units: mm is assumed with a warning, so set 'Units "
+            "of the file's displacements' for them. The unit read is logged and returned as 'Units read from the "
+            "file'.\n"
+            "Method: displacement between the epochs nearest the start and end dates; velocity the least-squares "
+            "slope over the epochs between (or the file's velocity column)."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
+        advanced = QgsProcessingParameterDefinition.FlagAdvanced
+        self._add(
             QgsProcessingParameterFeatureSource(
                 self.INPUT, self.tr("PS export (file or layer)"), [QgsProcessing.TypeVector]
-            )
+            ),
+            self.tr(
+                "A PS export: a CSV or TXT file (read directly, delimiter detected) or any vector file or layer QGIS "
+                "opens. Its layout is recognised by the names of its columns."
+            ),
         )
-        for key, label in (
-            (self.START_DATE, "Start date (empty: first epoch)"),
-            (self.END_DATE, "End date (empty: last epoch)"),
-        ):
-            self.addParameter(
-                QgsProcessingParameterDateTime(key, self.tr(label), QgsProcessingParameterDateTime.Date, optional=True)
-            )
-        self.addParameter(
+        self._add(
+            QgsProcessingParameterDateTime(
+                self.START_DATE,
+                self.tr("Start date (empty: first epoch)"),
+                QgsProcessingParameterDateTime.Date,
+                optional=True,
+            ),
+            self.tr(
+                "The displacement starts at the epoch nearest this date. Empty: the first epoch. The epochs used "
+                "are logged; a file without epoch columns ignores it."
+            ),
+        )
+        self._add(
+            QgsProcessingParameterDateTime(
+                self.END_DATE,
+                self.tr("End date (empty: last epoch)"),
+                QgsProcessingParameterDateTime.Date,
+                optional=True,
+            ),
+            self.tr(
+                "The displacement ends at the epoch nearest this date. Empty: the last epoch. The epochs used are "
+                "logged; a file without epoch columns ignores it."
+            ),
+        )
+        self._add(
             QgsProcessingParameterEnum(
                 self.UNITS, self.tr("Units of the file's displacements"), list(UNITS), defaultValue=UNITS.index("auto")
-            )
+            ),
+            self.tr(
+                "The unit of the values in the file; the output is always converted to mm and mm/yr. auto: the "
+                "format's own (EGMS, SARPROZ, MintPy/TRE, StaMPS-Visualizer: mm; DePSI: m). Generic point layers with "
+                "epoch columns and plain tables do not state theirs and auto assumes mm: choose m, cm or mm for them "
+                "(the bundled Doñana sample is in cm)."
+            ),
         )
-        self.addParameter(
+        self._add(
             QgsProcessingParameterNumber(
                 self.MIN_COHERENCE,
                 self.tr("Minimum coherence (0: keep all)"),
@@ -107,27 +132,82 @@ class ImportPs(SubsidenceAlgorithm):
                 0.0,
                 minValue=0.0,
                 maxValue=1.0,
-            )
+            ),
+            self.tr(
+                "Points with a coherence below this value (0 to 1) are dropped and counted in the log. The coherence "
+                "column is found by its name (temporal_coherence, coherence, COHER, coh_mean …); a value above 0 "
+                "needs one. 0 keeps every point."
+            ),
+            decimals=2,
         )
-        self.addParameter(
-            QgsProcessingParameterBoolean(self.LOS_TO_VERTICAL, self.tr("Convert line of sight to vertical"), False)
+        self._add(
+            QgsProcessingParameterBoolean(self.LOS_TO_VERTICAL, self.tr("Convert line of sight to vertical"), False),
+            self.tr(
+                "Divides displacement and velocity by the up component of the line of sight (a los_up, cosU or up "
+                "column) or by the cosine of the incidence angle, taking the motion to be vertical. Off: the values "
+                "stay along the line of sight."
+            ),
         )
-        for key, label in (
-            (self.X_FIELD, "X field (plain tables)"),
-            (self.Y_FIELD, "Y field (plain tables)"),
-            (self.VALUE_FIELD, "Value field (plain tables: the displacement)"),
-        ):
-            self.addParameter(
+        fields = (
+            (
+                self.X_FIELD,
+                self.tr("X field (plain tables)"),
+                self.tr(
+                    "Plain tables only: the column with the points' X (easting or longitude). With the Y field "
+                    "given too, the file is read as a plain table, whatever its columns."
+                ),
+            ),
+            (
+                self.Y_FIELD,
+                self.tr("Y field (plain tables)"),
+                self.tr(
+                    "Plain tables only: the column with the points' Y (northing or latitude). Give the X field too."
+                ),
+            ),
+            (
+                self.VALUE_FIELD,
+                self.tr("Value field (plain tables: the displacement)"),
+                self.tr(
+                    "The column with each point's displacement over the whole period, in the unit chosen above, used "
+                    "instead of epoch columns (the velocity is then left empty). Mostly for plain tables."
+                ),
+            ),
+        )
+        for key, label, text in fields:
+            self._add(
                 QgsProcessingParameterField(
-                    key, self.tr(label), None, self.INPUT, QgsProcessingParameterField.Any, optional=True
-                )
+                    key, label, None, self.INPUT, QgsProcessingParameterField.Any, optional=True
+                ),
+                text,
+                flags=advanced,
             )
-        self.addParameter(
-            QgsProcessingParameterCrs(self.CRS, self.tr("CRS of coordinate columns that have none"), optional=True)
+        self._add(
+            QgsProcessingParameterCrs(self.CRS, self.tr("CRS of coordinate columns that have none"), optional=True),
+            self.tr(
+                "The coordinate system of the X and Y columns of a plain table, which a CSV file does not record. "
+                "Formats whose coordinates have a known CRS ignore it (EGMS: EPSG:3035; SARPROZ, StaMPS-Visualizer, "
+                "DePSI and latitude/longitude columns: WGS 84); for a layer, it replaces the layer's CRS."
+            ),
+            flags=advanced,
         )
-        self.addParameter(
-            QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("PS points"), QgsProcessing.TypeVectorPoint)
+        self._add(
+            QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("PS points"), QgsProcessing.TypeVectorPoint),
+            self.tr(
+                "One point per location (points at the same place are merged, their values averaged) with the fields "
+                "pid, displacement (mm), velocity (mm/yr), coherence, n_epochs, start_date and end_date (the epochs "
+                "used)."
+            ),
         )
+        self.addOutput(QgsProcessingOutputString(self.UNITS_USED, self.tr("Units read from the file")))
+
+    def _add(self, parameter, text, decimals=None, flags=0):
+        """Adds `parameter` with its help `text` (translated), its decimals and extra flags."""
+        parameter.setHelp(text)
+        if decimals is not None:
+            parameter.setMetadata({"widget_wrapper": {"decimals": decimals}})
+        if flags:
+            parameter.setFlags(parameter.flags() | flags)
+        self.addParameter(parameter)
 
     def processAlgorithm(self, parameters, context, feedback):
         try:
@@ -155,6 +235,7 @@ class ImportPs(SubsidenceAlgorithm):
             los_to_vertical=self.parameterAsBool(parameters, self.LOS_TO_VERTICAL, context),
             value_field=value_field,
         )
+        self._log_units(points, fmt.name, feedback)
         for note in points.notes:
             if note.startswith("WARNING: "):
                 feedback.pushWarning(note[len("WARNING: ") :])
@@ -191,7 +272,25 @@ class ImportPs(SubsidenceAlgorithm):
             f"{len(next(iter(table.values())))} rows read, {len(points.x)} points written; "
             + ", ".join(f"{count} {reason}" for reason, count in points.dropped.items())
         )
-        return {self.OUTPUT: destination}
+        return {self.OUTPUT: destination, self.UNITS_USED: points.unit}
+
+    def _log_units(self, points, layout, feedback):
+        """Which unit the file's displacements were read in, and why, in the log."""
+        label = self.tr("Units of the file's displacements")
+        if points.unit_from == "declared":
+            feedback.pushInfo(self.tr("Units: {}, as set in '{}'.").format(points.unit, label))
+        elif points.unit_from:
+            feedback.pushInfo(
+                self.tr("Units: {}, as {} exports them ('{}' is auto).").format(points.unit, points.unit_from, label)
+            )
+        else:
+            feedback.pushWarning(
+                self.tr(
+                    "Units: {} assumed, because the {} layout does not state its units. If the file's "
+                    "displacements are in cm or m, set '{}' to cm or m and run again: read as mm, they come out 10 "
+                    "or 1000 times too small."
+                ).format(points.unit, layout, label)
+            )
 
     def _read(self, parameters, context, feedback):
         """The attribute table as {column: values}, the point coordinates (or None) and the CRS."""

@@ -10,12 +10,11 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
 from ..core.grid import Grid
-from ..core.kriging import GLOBAL_MAX_POINTS, NUGGET_DOMINATED, check_points, merge_coincident
+from ..core.kriging import check_points, merge_coincident
 from .kriging_base import KrigingAlgorithm
 from .layers import grid_of_raster, point_values
 from .styles import style_raster
@@ -36,64 +35,85 @@ class Krige(KrigingAlgorithm):
     def tags(self):
         return self.tr("kriging,interpolation,variogram,geostatistics,cross-validation,baseline,ps,insar").split(",")
 
+    SHORT_DESCRIPTION = "Ordinary kriging of a point field (e.g. PS displacement) onto a grid, with its variance"
+
     def shortHelpString(self):
         return self.tr(
-            "Interpolates a numeric field of points (e.g. PS displacement) onto a grid by ordinary "
-            "kriging, the baseline the CNN surface is compared with, and writes the kriging variance.\n"
-            "The grid is the REFERENCE raster's, or EXTENT with PIXEL_SIZE in CRS (default: the points' "
-            "CRS), which must be projected (metres), not geographic. Points are reprojected to it; points "
-            "at the same location are merged (mean); features without geometry or value are skipped "
-            "and counted.\n"
-            "The variogram (PyKrige's models) is estimated from at most MAX_FIT_POINTS randomly chosen "
-            "points (SEED), in 20 lags up to a third of the extent's diagonal, and fitted by Cressie's "
-            "weighted least squares (relative residuals weighted by pair counts, robust loss). "
-            "SILL (full sill), RANGE and NUGGET, "
-            "when given, are held and the others fitted; with all three given nothing is fitted. "
-            f"The log warns when the nugget exceeds {NUGGET_DOMINATED:.0%} of the sill (little spatial "
-            "structure: kriging tends to the mean), when the fitted range lies far beyond the fitted lags, "
-            "when the model fits the variogram poorly, and when cross-validation shows the variance to be "
-            "dishonest.\n"
-            "N_NEIGHBOURS nearest points krige each cell (local kriging); 0 means all points (global "
-            f"kriging, refused above {GLOBAL_MAX_POINTS} points). Leave-one-out cross-validation is "
-            "reported: mean error, RMSE, mean standardised error (≈ 0) and mean squared standardised "
-            "error (≈ 1 when the variance is honest). OUTPUT_REPORT adds an HTML page with the "
-            "variogram plot.\n"
-            "Units: the prediction is in the field's units (mm for displacement, mm/yr for velocity), "
-            "the variance in those units squared; RANGE and distances in the grid CRS's map units; "
-            "SILL and NUGGET in the field's units squared."
+            "Interpolates a numeric field of points (e.g. PS displacement or velocity) onto a grid by ordinary "
+            "kriging: the geostatistical baseline the CNN surface is compared with.\n"
+            "Out come the kriged surface, its kriging variance (by default) and, optionally, an HTML report. "
+            "The log gives the fitted variogram and a leave-one-out cross-validation, and warns when the nugget "
+            "dominates, the range lies beyond the fitted distances, the model fits poorly or the variance "
+            "misstates the errors.\n"
+            "The grid is the reference grid's, or an extent and a pixel size in a projected CRS (metres).\n"
+            "Units: the surface in the field's units (mm, mm/yr), the variance in those units squared; "
+            "distances in the grid CRS's map units.\n"
+            "Method: ordinary kriging as in PyKrige, the variogram fitted by weighted least squares "
+            "(Cressie 1985), leave-one-out in closed form (Dubrule 1983)."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint])
-        )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.FIELD, self.tr("Value field"), None, self.POINTS, QgsProcessingParameterField.Numeric
+        points = QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint])
+        points.setHelp(
+            self.tr(
+                "The points to interpolate, e.g. from 'Import PS points', in any CRS: they are reprojected to the "
+                "grid's. Points at the same location are merged into their mean; points without geometry are "
+                "skipped and counted in the log."
             )
         )
-        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid"), optional=True))
-        self.addParameter(
-            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (without reference grid)"), optional=True)
+        field = QgsProcessingParameterField(
+            self.FIELD, self.tr("Value field"), None, self.POINTS, QgsProcessingParameterField.Numeric
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.PIXEL_SIZE,
-                self.tr("Pixel size (without reference grid; map units)"),
-                QgsProcessingParameterNumber.Double,
-                optional=True,
-                minValue=0.0,
+        field.setHelp(
+            self.tr(
+                "The numeric field to krige, e.g. displacement (mm) or velocity (mm/yr). Points without a value "
+                "are skipped and counted."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterCrs(
-                self.CRS, self.tr("Grid CRS (without reference grid; default: the points')"), optional=True
+        reference = QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid"), optional=True)
+        reference.setHelp(
+            self.tr(
+                "A raster whose grid (extent, pixel size and CRS) the outputs take, e.g. the driver stack, so that "
+                "the kriged map lines up cell for cell with the CNN surface. Its CRS must be projected. When "
+                "given, the extent, pixel size and grid CRS below are not used."
             )
         )
+        extent = QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (without reference grid)"), optional=True)
+        extent.setHelp(self.tr("Without a reference grid: the area to krige, together with a pixel size."))
+        pixel_size = QgsProcessingParameterNumber(
+            self.PIXEL_SIZE,
+            self.tr("Pixel size (without reference grid; map units)"),
+            QgsProcessingParameterNumber.Double,
+            optional=True,
+            minValue=0.0,
+        )
+        pixel_size.setHelp(
+            self.tr(
+                "Without a reference grid: the side of a cell in the grid CRS's map units (metres), e.g. 100. "
+                "The time taken grows with the number of cells."
+            )
+        )
+        pixel_size.setMetadata({"widget_wrapper": {"decimals": 2}})
+        crs = QgsProcessingParameterCrs(
+            self.CRS, self.tr("Grid CRS (without reference grid; default: the points')"), optional=True
+        )
+        crs.setHelp(
+            self.tr(
+                "Without a reference grid: the grid's CRS; empty takes the points' CRS. It must be projected "
+                "(metres, e.g. the UTM zone): in a geographic CRS (degrees) distances are not the same in every "
+                "direction, and the run is refused."
+            )
+        )
+        for parameter in (points, field, reference, extent, pixel_size, crs):
+            self.addParameter(parameter)
         self.add_variogram_parameters()
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Kriged surface")))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_VARIANCE, self.tr("Kriging variance")))
-        self.add_report_and_outputs()
+        self.add_outputs(
+            "Kriged surface",
+            "The kriged value at every cell centre, in the field's units (Float32 GeoTIFF, styled).",
+            "Kriging variance",
+            "The kriging variance of every cell, in the field's units squared (its square root is the "
+            "standard deviation σ). Written by default; skip it when only the surface is needed.",
+        )
 
     def checkParameterValues(self, parameters, context):
         has_reference = parameters.get(self.REFERENCE) not in (None, "")
@@ -128,15 +148,17 @@ class Krige(KrigingAlgorithm):
             kriging, grid, crs, [f"kriged {field}", f"kriging variance of {field}"], output, variance_output, steps
         )
         style_raster(output)
-        style_raster(variance_output, sequential=True)
+        results = {self.OUTPUT: output}
+        if variance_output:  # optional: written only when asked for
+            style_raster(variance_output, sequential=True)
+            results[self.OUTPUT_VARIANCE] = variance_output
         points = [
             ("kriged", len(z)),
             ("merged into coincident points", merged),
             *[(f"skipped: {k}", v) for k, v in skipped.items()],
         ]
         return {
-            self.OUTPUT: output,
-            self.OUTPUT_VARIANCE: variance_output,
+            **results,
             **self.finish(parameters, context, fit, statistics, cautions, f"Ordinary kriging of {field}", points),
         }
 

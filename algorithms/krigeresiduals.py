@@ -13,7 +13,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
-    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
@@ -43,65 +42,87 @@ class KrigeResiduals(KrigingAlgorithm):
     def tags(self):
         return self.tr("hybrid,residual kriging,regression kriging,kriging,cnn,correction,variance,ps,insar").split(",")
 
+    SHORT_DESCRIPTION = "The hybrid map: a surface (e.g. the CNN's) plus the kriging of its residuals at the points"
+    HELP_SECTION = "The hybrid map and the final map"
+
     def shortHelpString(self):
         return self.tr(
-            "Corrects a predicted surface (e.g. the CNN's, from 'Predict the surface') with what the points "
-            "say it misses: at every point the residual, the point's value minus the surface's value in the "
-            "point's cell, is kriged onto the surface's grid (ordinary kriging, the variogram fitted to the "
-            "residuals as in 'Ordinary kriging'), and added to the surface. Where the points agree with the "
-            "surface the correction is zero; near points that the surface misses it pulls the map to them.\n"
-            "Which points: a network reproduces its own training points almost exactly, so its residuals "
-            "there are near zero and would say the map is right where it is merely remembered. Give the "
-            "model's training dataset (DATASET): the points in the cells of its training points are then "
-            "left out, and only points the model did not learn from (its validation and test points, and "
-            "any other) are kriged. Without DATASET every point is kriged: right for a surface not fitted to "
-            "these points, and the log warns.\n"
-            "OUTPUT_VARIANCE: the kriging variance of the residuals, plus the square of SURFACE_UNCERTAINTY "
-            "where that is given. The kriging variance alone is the variance of the corrected map's error "
-            "when the residuals' variogram describes them; adding the surface's σ² (taken as independent) "
-            "is the cautious choice where the surface's error varies in ways a single variogram cannot "
-            "see, such as outside the model's area of applicability.\n"
-            "For the final map from every point: krige the residuals of the CNN trained on the split, with its "
-            "DATASET, at all the points (its validation and test points are then all kriged). A model trained "
-            "again on every point (REFIT in 'Train the CNN') has no out-of-sample residual left: use its "
-            "surface as it is, or this hybrid.\n"
-            "Points outside the surface or on its nodata are skipped and counted (the first few named in "
-            "the log). Points are reprojected to the surface's CRS, which must be projected. The variogram "
-            "parameters, neighbours, report and leave-one-out statistics are those of 'Ordinary kriging'.\n"
-            "Units: the surface's and the field's (they must agree), the variance in those units squared."
+            "Corrects a predicted surface (e.g. the CNN's, from 'Predict the surface') with what the points say "
+            "it misses: the residual at each point, its value minus the surface's in its cell, is kriged onto "
+            "the surface's grid and added to the surface. Where the points agree with the surface nothing "
+            "changes; near points it misses the map is pulled towards them.\n"
+            "Out come the corrected surface (the hybrid map), its variance (by default) and, optionally, the "
+            "report of 'Ordinary kriging'. Give the model's training dataset, so that only the points the model "
+            "did not learn from are kriged.\n"
+            "Units: the surface's and the field's (they must agree); the variance in those units squared.\n"
+            "Method: residual kriging, as in regression kriging (Hengl et al. 2007): ordinary kriging of the "
+            "residuals, their variogram fitted as in 'Ordinary kriging'."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.SURFACE, self.tr("Surface to correct")))
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint])
-        )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.FIELD, self.tr("Value field"), None, self.POINTS, QgsProcessingParameterField.Numeric
+        surface = QgsProcessingParameterRasterLayer(self.SURFACE, self.tr("Surface to correct"))
+        surface.setHelp(
+            self.tr(
+                "The predicted surface to correct, e.g. the one 'Predict the surface' wrote. The outputs take its grid "
+                "and CRS, which must be projected (metres); its nodata cells stay nodata."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterRasterLayer(
-                self.SURFACE_UNCERTAINTY,
-                self.tr("Surface's uncertainty (σ; optional, added to the variance)"),
-                optional=True,
+        points = QgsProcessingParameterFeatureSource(self.POINTS, self.tr("Points"), [QgsProcessing.TypeVectorPoint])
+        points.setHelp(
+            self.tr(
+                "The points whose values correct the surface, e.g. the PS points, in any CRS: they are reprojected "
+                "to the surface's. Points outside the surface or on its nodata are skipped and counted (the first "
+                "ten named in the log); points at the same location are merged."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.DATASET,
-                self.tr("Training dataset of the surface's model (its training points are left out)"),
-                extension="npz",
-                optional=True,
+        field = QgsProcessingParameterField(
+            self.FIELD, self.tr("Value field"), None, self.POINTS, QgsProcessingParameterField.Numeric
+        )
+        field.setHelp(
+            self.tr(
+                "The numeric field of the points, in the surface's units (e.g. displacement in mm for a surface in mm)."
             )
         )
+        uncertainty = QgsProcessingParameterRasterLayer(
+            self.SURFACE_UNCERTAINTY,
+            self.tr("Surface's uncertainty (σ; optional, added to the variance)"),
+            optional=True,
+        )
+        uncertainty.setHelp(
+            self.tr(
+                "The surface's standard deviation σ on its grid, e.g. the uncertainty 'Predict the surface' wrote "
+                "with it. Its square is added to the residuals' kriging variance (taken as independent): the "
+                "cautious choice where the surface's error varies in ways one variogram cannot see, such as "
+                "outside the model's area of applicability. Empty: the variance is the kriging variance alone."
+            )
+        )
+        dataset = QgsProcessingParameterFile(
+            self.DATASET,
+            self.tr("Training dataset of the surface's model (its training points are left out)"),
+            extension="npz",
+            optional=True,
+        )
+        dataset.setHelp(
+            self.tr(
+                "The dataset (.npz) the surface's model was trained on. A network reproduces its training points "
+                "almost exactly: their residuals are near zero and would make the correction and its variance too "
+                "small. The points in the cells of its training points are left out, so only those the model did "
+                "not learn from (its validation and test points, any other) are kriged. For the final map give the "
+                "split model's dataset: all its validation and test points are kriged (a model refitted on every "
+                "point has no out-of-sample residual left). Empty: every point is kriged, right for a surface not "
+                "fitted to these points; the log warns."
+            )
+        )
+        for parameter in (surface, points, field, uncertainty, dataset):
+            self.addParameter(parameter)
         self.add_variogram_parameters()
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Corrected surface")))
-        self.addParameter(
-            QgsProcessingParameterRasterDestination(self.OUTPUT_VARIANCE, self.tr("Variance of the corrected surface"))
+        self.add_outputs(
+            "Corrected surface",
+            "The surface plus the kriged residuals, on the surface's grid, in its units (the hybrid map).",
+            "Variance of the corrected surface",
+            "The residuals' kriging variance, plus the square of the surface's uncertainty where that is given, "
+            "in the field's units squared. Written by default; skip it when only the map is needed.",
         )
-        self.add_report_and_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.N_LEFT_OUT, self.tr("Points left out as training points")))
 
     def _krige(self, parameters, context, feedback):
@@ -184,10 +205,16 @@ class KrigeResiduals(KrigingAlgorithm):
         steps.setCurrentStep(3)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
-        uncertainty_file = None if uncertainty is None else open_raster(uncertainty.source(), "the uncertainty")
+        # The uncertainty only enters the variance: not read when the variance is not written.
+        uncertainty_file = (
+            None if uncertainty is None or not variance_output else open_raster(uncertainty.source(), "the uncertainty")
+        )
         self._write_corrected(kriging, grid, crs, field, surface_file, uncertainty_file, output, variance_output, steps)
         style_raster(output)
-        style_raster(variance_output, sequential=True)
+        results = {self.OUTPUT: output}
+        if variance_output:  # optional: written only when asked for
+            style_raster(variance_output, sequential=True)
+            results[self.OUTPUT_VARIANCE] = variance_output
         points = [
             ("residuals kriged", len(residuals)),
             ("left out as training points", left_out),
@@ -195,8 +222,7 @@ class KrigeResiduals(KrigingAlgorithm):
             *[(f"skipped: {k}", v) for k, v in skipped.items()],
         ]
         return {
-            self.OUTPUT: output,
-            self.OUTPUT_VARIANCE: variance_output,
+            **results,
             self.N_LEFT_OUT: left_out,
             **self.finish(
                 parameters,

@@ -10,12 +10,15 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
 )
 
 from ..core import report
 from ..core.errors import InputError
 from ..core.kriging import (
+    GLOBAL_MAX_POINTS,
     MODELS,
+    NUGGET_DOMINATED,
     OrdinaryKriging,
     cross_validation_statistics,
     experimental_variogram,
@@ -56,51 +59,117 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
     LOO_OUTPUTS = {"ME": LOO_ME, "RMSE": LOO_RMSE, "MSE": LOO_MSE, "MSSE": LOO_MSSE}
     N_POINTS = "N_POINTS"
 
-    def group(self):
-        return self.tr("Kriging and evaluation")
-
-    def groupId(self):
-        return "evaluation"
+    GROUP = "kriging"
+    HELP_SECTION = "Kriging"
 
     def add_variogram_parameters(self):
         """The variogram, its fixed parameters, the neighbourhood and the fit's subsample."""
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.VARIOGRAM_MODEL,
-                self.tr("Variogram model"),
-                options=list(MODELS),
-                defaultValue=MODELS.index(DEFAULT_MODEL),
+        model = QgsProcessingParameterEnum(
+            self.VARIOGRAM_MODEL,
+            self.tr("Variogram model"),
+            options=list(MODELS),
+            defaultValue=MODELS.index(DEFAULT_MODEL),
+        )
+        model.setHelp(
+            self.tr(
+                "The shape of the variogram fitted to the points (PyKrige's models). Spherical, exponential and "
+                "gaussian level off at a sill beyond a range; linear and power never level off, for values "
+                "that keep drifting apart with distance (they take no sill or range). It is fitted by Cressie's "
+                "weighted least squares (relative residuals weighted by the pair counts, robust loss); the "
+                "log and the report give the fit's R²."
             )
         )
-        for key, label in (
-            (self.SILL, "Sill, full (empty: fitted)"),
-            (self.RANGE, "Range (empty: fitted; map units)"),
-            (self.NUGGET, "Nugget (empty: fitted)"),
-        ):
-            self.addParameter(
-                QgsProcessingParameterNumber(
-                    key, self.tr(label), QgsProcessingParameterNumber.Double, optional=True, minValue=0.0
-                )
-            )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.N_NEIGHBOURS, self.tr("Neighbours per cell (0: all points)"), defaultValue=32, minValue=0
+        self.addParameter(model)
+        neighbours = QgsProcessingParameterNumber(
+            self.N_NEIGHBOURS, self.tr("Neighbours per cell (0: all points)"), defaultValue=32, minValue=0
+        )
+        neighbours.setHelp(
+            self.tr(
+                "How many of the nearest points krige each cell (local kriging); default 32. 0 uses every point "
+                f"for every cell (global kriging), refused above {GLOBAL_MAX_POINTS} points. The leave-one-out "
+                "cross-validation uses the same neighbourhood."
             )
         )
-        for parameter in (
-            QgsProcessingParameterNumber(
-                self.MAX_FIT_POINTS, self.tr("Points used to estimate the variogram"), defaultValue=2000, minValue=50
+        self.addParameter(neighbours)
+        fixed = (
+            (
+                self.SILL,
+                "Total sill: nugget + partial sill (empty: fitted)",
+                "Holds the variogram's total sill, the semivariance it levels off at (nugget included), instead of "
+                "fitting it; in the field's units squared (mm², or (mm/yr)² for velocities). Spherical, "
+                "exponential and gaussian models only. Leave empty to fit it.",
+                4,
             ),
-            QgsProcessingParameterNumber(
-                self.SEED, self.tr("Random seed (variogram subsample)"), defaultValue=0, minValue=0
+            (
+                self.RANGE,
+                "Range, in map units (empty: fitted)",
+                "Holds the distance at which the variogram levels off, in the grid CRS's map units (metres), "
+                "instead of fitting it; set it when the log warns that the fitted range lies far beyond the "
+                "fitted distances. Spherical, exponential and gaussian models only. Leave empty to fit it.",
+                1,
             ),
-        ):
+            (
+                self.NUGGET,
+                "Nugget (empty: fitted)",
+                "Holds the variogram's nugget, the variance between points at (almost) the same place: noise "
+                "and detail below the points' spacing; in the field's units squared. Leave empty to fit it. "
+                "With sill, range and nugget all given nothing is fitted. The log warns when the nugget exceeds "
+                f"{NUGGET_DOMINATED:.0%} of the sill: little spatial structure, the kriging tends to the mean.",
+                4,
+            ),
+        )
+        for key, label, help_text, decimals in fixed:
+            parameter = QgsProcessingParameterNumber(
+                key, self.tr(label), QgsProcessingParameterNumber.Double, optional=True, minValue=0.0
+            )
+            parameter.setHelp(self.tr(help_text))
+            parameter.setMetadata({"widget_wrapper": {"decimals": decimals}})
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        fit_points = QgsProcessingParameterNumber(
+            self.MAX_FIT_POINTS, self.tr("Points used to estimate the variogram"), defaultValue=2000, minValue=50
+        )
+        fit_points.setHelp(
+            self.tr(
+                "At most this many randomly chosen points give the experimental variogram (default 2000), in 20 "
+                "distance classes up to a third of the extent's diagonal; where the points are denser, their "
+                "nearest neighbours add finer short distances. More points: a steadier variogram, a slower fit. "
+                "Every point is kriged whatever this number."
+            )
+        )
+        seed = QgsProcessingParameterNumber(
+            self.SEED, self.tr("Random seed (variogram subsample)"), defaultValue=0, minValue=0
+        )
+        seed.setHelp(
+            self.tr(
+                "Used only when there are more points than 'Points used to estimate the variogram': it picks "
+                "which of them estimate it. The same seed gives the same variogram again."
+            )
+        )
+        for parameter in (fit_points, seed):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
 
-    def add_report_and_outputs(self):
-        """The report and the numbers every kriging run returns."""
-        self.addParameter(self.report_destination(self.OUTPUT_REPORT))
+    def add_outputs(self, label, help_text, variance_label, variance_help):
+        """The surface (required), its variance (optional, written by default), the report and the
+        numbers every kriging run returns."""
+        surface = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr(label))
+        surface.setHelp(self.tr(help_text))
+        self.addParameter(surface)
+        variance = QgsProcessingParameterRasterDestination(
+            self.OUTPUT_VARIANCE, self.tr(variance_label), optional=True, createByDefault=True
+        )
+        variance.setHelp(self.tr(variance_help))
+        self.addParameter(variance)
+        report_file = self.report_destination(self.OUTPUT_REPORT)
+        report_file.setHelp(
+            self.tr(
+                "An optional HTML page: the experimental and fitted variogram, the fitted parameters, the "
+                "warnings, the points used and the leave-one-out statistics (mean error, RMSE, mean standardised "
+                "error, close to 0, and mean squared standardised error, close to 1 when the variance is honest)."
+            )
+        )
+        self.addParameter(report_file)
         self.addOutput(
             QgsProcessingOutputString(self.VARIOGRAM_PARAMETERS, self.tr("Variogram parameters (PyKrige dict, JSON)"))
         )
@@ -186,10 +255,12 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
             )
 
     def _write_surfaces(self, kriging, grid, crs, names, output, variance_output, feedback, adjust=None):
-        """Kriges the grid by blocks of rows into the two files (band names `names`);
-        adjust(first row, stop row, values, variances), when given, returns what is written."""
+        """Kriges the grid by blocks of rows into the surface and, when variance_output is not
+        empty, the variance (band names `names`); adjust(first row, stop row, values, variances),
+        when given, returns what is written."""
         rows_per_block = max(1, BLOCK_CELLS // grid.width)
-        with Float32Rasters([(output, [names[0]]), (variance_output, [names[1]])], grid, crs) as rasters:
+        files = [(output, [names[0]])] + ([(variance_output, [names[1]])] if variance_output else [])
+        with Float32Rasters(files, grid, crs) as rasters:
             for row in range(0, grid.height, rows_per_block):
                 if feedback.isCanceled():
                     raise QgsProcessingException(self.tr("Canceled: no output was written."))
@@ -198,7 +269,8 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
                 if adjust is not None:
                     values, variances = adjust(row, stop, values, variances)
                 rasters.write(0, row, values)
-                rasters.write(1, row, variances)
+                if variance_output:
+                    rasters.write(1, row, variances)
                 feedback.setProgress(100 * stop / grid.height)
 
     def _write_report(self, path, fit, statistics, cautions, title, points):

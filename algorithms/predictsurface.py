@@ -32,6 +32,11 @@ PATCHWISE_TILE = 64  # tile side when the model runs patch by patch: progress ev
 
 class PredictSurface(SubsidenceAlgorithm):
     REQUIRES = ("onnxruntime", "onnx")
+    GROUP = "cnn"
+    HELP_SECTION = "Predicting the surface"
+    SHORT_DESCRIPTION = (
+        "Applies a trained CNN to every pixel of a driver stack: the surface, its uncertainty and applicability"
+    )
     MODEL = "MODEL"
     FACTORS = "FACTORS"
     EXTENT = "EXTENT"
@@ -49,58 +54,56 @@ class PredictSurface(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Predict the surface")
 
-    def group(self):
-        return self.tr("Modelling")
-
-    def groupId(self):
-        return "modelling"
-
     def tags(self):
         return self.tr("predict,cnn,onnx,surface,continuous,subsidence,raster,inference").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Applies a model written by 'Train the CNN' (or any ONNX model following the plugin's "
-            "conventions) to every pixel of the driver stack: the prediction at a pixel is the model "
-            "applied to the patch around it (rows r - P//2 … r - P//2 + P - 1). The stack's bands are "
-            "matched to the model's by name, and its pixel size (to 1 %) and CRS must be those of the drivers the "
-            "model was trained on, as its model card records them (models of earlier versions record neither).\n"
-            "Models of the dense and small architectures are evaluated densely, a tile at a time: every layer at "
-            "every pixel, pooling and dense layers as dilated convolutions, which gives exactly the "
-            "per-patch values at a small fraction of the cost. Other models run patch by patch.\n"
-            "Beyond the stack's edge the drivers are nodata, as they were when the training patches were "
-            "cut. A pixel whose own drivers are nodata gets nodata; nodata elsewhere in its patch is replaced "
-            "by the band's training mean, and the pixel gets nodata if its patch has less valid data than the "
-            "model was trained with (none missing for 'skip' datasets, half for 'fill' ones). So a 'skip' model "
-            "leaves a strip of P//2 pixels along the stack's edge empty: give a stack larger than the area to "
-            "map, or train with 'fill'. EXTENT "
-            "limits the output to a part of the stack's grid; MASK to the inside of polygons.\n"
-            "OUTPUT_UNCERTAINTY: the standard deviation σ of the prediction at each pixel, from the square of "
-            "the ensemble members' spread (the surface is their mean) plus the noise variance the model "
-            "calibrated on its validation points; for a single network σ is that noise alone, the same "
-            "everywhere. 'Evaluate' reports how well it covers the errors at the test points.\n"
-            "OUTPUT_APPLICABILITY: band 1 the dissimilarity index (DI) of each pixel's drivers to those of the "
-            "training patches, after Meyer & Pebesma (2021): the distance, in drivers standardised with the "
-            "training statistics (per band the patch centre's value and the patch mean), to the nearest training "
-            "patch, divided by the mean distance between training patches; band 2 is 1 inside the area of "
-            "applicability (DI at most the model's threshold: the largest training DI that is no outlier, each "
-            "training patch compared with those outside its spatial fold) and 0 outside, where the model "
-            "extrapolates. BLANK_OUTSIDE leaves those pixels out of the surface and the uncertainty too. "
-            "APPLICABLE_PERCENT is the share of predicted pixels inside.\n"
-            "Units: the model's target units (mm for displacement)."
+            "Applies a model from 'Train the CNN' to every pixel of the driver stack and writes the continuous "
+            "surface: at each pixel the model's prediction from the patch of drivers around it (for an ensemble, "
+            "the members' mean). The stack must have the model's bands (matched by name), pixel size and CRS.\n"
+            "Optionally it also writes the uncertainty σ of each pixel and the area of applicability: where the "
+            "drivers resemble those the model was trained on. Outside it the model extrapolates. A pixel whose "
+            "own drivers are nodata gets nodata; so does a pixel near the stack's edge when the training patches "
+            "were exported with 'skip the point'.\n"
+            "Units: the model's target units (mm for displacement, mm/yr for velocity), σ likewise; the "
+            "dissimilarity index has none.\n"
+            "Method: the dense and small architectures are evaluated a tile at a time, giving exactly the "
+            "per-patch predictions; area of applicability after Meyer and Pebesma (2021, Methods in Ecology and "
+            "Evolution 12, 1620)."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (.onnx)"), extension="onnx"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.FACTORS, self.tr("Driver stack")))
-        self.addParameter(
-            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole stack)"), optional=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(
-                self.MASK, self.tr("Mask polygons"), [QgsProcessing.TypeVectorPolygon], optional=True
+        model = QgsProcessingParameterFile(self.MODEL, self.tr("Model (.onnx)"), extension="onnx")
+        model.setHelp(
+            self.tr(
+                "A model written by 'Train the CNN' (or any ONNX model following the plugin's conventions). It "
+                "records the bands, patch size, pixel size and CRS it was trained with; models of earlier versions "
+                "record neither pixel size nor CRS, and the log warns that the stack is not checked."
             )
         )
+        factors = QgsProcessingParameterRasterLayer(self.FACTORS, self.tr("Driver stack"))
+        factors.setHelp(
+            self.tr(
+                "The drivers from 'Stack driver rasters', built as for training: bands are matched to the model's "
+                "by name (a missing or extra band is an error), and the pixel size (to 1 %) and CRS must be those "
+                "of the training drivers. Beyond its edge the drivers count as nodata. Nodata in a pixel's patch "
+                "takes the band's training mean, but the pixel gets nodata where training would have dropped its "
+                "patch: any nodata for 'skip the point', less than half valid for 'fill'. With 'skip the point' a "
+                "strip of half a patch along the edge stays empty: give a stack a little larger than the area to map."
+            )
+        )
+        extent = QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole stack)"), optional=True)
+        extent.setHelp(
+            self.tr(
+                "Limits the output to the stack's cells that meet this extent, on the stack's grid; the patches "
+                "of its border pixels still read the drivers around them."
+            )
+        )
+        mask = QgsProcessingParameterFeatureSource(
+            self.MASK, self.tr("Mask polygons"), [QgsProcessing.TypeVectorPolygon], optional=True
+        )
+        mask.setHelp(self.tr("Optional polygons: only the pixels inside them are predicted, the others get nodata."))
         tile = QgsProcessingParameterNumber(
             self.TILE_SIZE,
             self.tr("Tile size (pixels)"),
@@ -109,30 +112,61 @@ class PredictSurface(SubsidenceAlgorithm):
             minValue=16,
             maxValue=8192,
         )
+        tile.setHelp(
+            self.tr(
+                "Side of the square tiles read, predicted and written one at a time (default 512): memory depends "
+                "on it, not on the raster's size. Lower it if memory runs short. Models that cannot be evaluated "
+                "densely run in tiles of at most {} pixels."
+            ).format(PATCHWISE_TILE)
+        )
         tile.setFlags(tile.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(tile)
-        self.addParameter(
-            QgsProcessingParameterBoolean(
-                self.BLANK_OUTSIDE, self.tr("Leave out pixels outside the area of applicability"), defaultValue=False
+        blank = QgsProcessingParameterBoolean(
+            self.BLANK_OUTSIDE, self.tr("Leave out pixels outside the area of applicability"), defaultValue=False
+        )
+        blank.setHelp(
+            self.tr(
+                "Gives nodata, in the surface and the uncertainty, to the pixels whose drivers lie outside the "
+                "area of applicability, where the model extrapolates. Needs a model that records its training "
+                "drivers (this version's 'Train the CNN')."
             )
         )
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted surface")))
-        self.addParameter(
-            QgsProcessingParameterRasterDestination(
-                self.OUTPUT_UNCERTAINTY,
-                self.tr("Uncertainty (standard deviation σ)"),
-                optional=True,
-                createByDefault=False,
+        output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted surface"))
+        output.setHelp(
+            self.tr("The predicted surface on the stack's grid (or the extent's part of it), in the target's units.")
+        )
+        uncertainty = QgsProcessingParameterRasterDestination(
+            self.OUTPUT_UNCERTAINTY,
+            self.tr("Uncertainty (standard deviation σ)"),
+            optional=True,
+            createByDefault=False,
+        )
+        uncertainty.setHelp(
+            self.tr(
+                "Optional: the standard deviation σ of the prediction at each pixel, in the target's units. σ² is "
+                "the square of the ensemble members' spread plus the noise variance the model calibrated on its "
+                "validation points; for a single network σ is that noise alone, the same everywhere (a single "
+                "network without that calibration, from an earlier version, has no σ). 'Evaluate' reports how well "
+                "σ covers the errors at the test points."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterRasterDestination(
-                self.OUTPUT_APPLICABILITY,
-                self.tr("Area of applicability (dissimilarity index, mask)"),
-                optional=True,
-                createByDefault=False,
+        applicability = QgsProcessingParameterRasterDestination(
+            self.OUTPUT_APPLICABILITY,
+            self.tr("Area of applicability (dissimilarity index, mask)"),
+            optional=True,
+            createByDefault=False,
+        )
+        applicability.setHelp(
+            self.tr(
+                "Optional, two bands. Band 1: the dissimilarity index (DI) of each pixel's drivers, the distance to "
+                "the nearest training patch divided by the mean distance between training patches (drivers "
+                "standardised with the training statistics; per band the patch centre's value and the patch "
+                "mean). Band 2: 1 inside the area of applicability (DI at most the model's threshold, the largest "
+                "training DI that is no outlier, each training patch compared with those outside its spatial "
+                "fold), 0 outside. The output 'Pixels inside the area of applicability (%)' gives their share."
             )
         )
+        for parameter in (model, factors, extent, mask, tile, blank, output, uncertainty, applicability):
+            self.addParameter(parameter)
         self.addOutput(
             QgsProcessingOutputNumber(self.APPLICABLE_PERCENT, self.tr("Pixels inside the area of applicability (%)"))
         )

@@ -29,6 +29,9 @@ class SelectPs(SubsidenceAlgorithm):
     THRESHOLD = "THRESHOLD"
     OUTPUT_DISPERSION = "OUTPUT_DISPERSION"
     OUTPUT = "OUTPUT"
+    GROUP = "inputs"
+    HELP_SECTION = "PS import"
+    SHORT_DESCRIPTION = "PS candidates from a stack of SAR amplitude images: pixels of low amplitude dispersion"
 
     def name(self):
         return "selectps"
@@ -36,44 +39,61 @@ class SelectPs(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Select PS candidates (amplitude dispersion)")
 
-    def group(self):
-        return self.tr("PS points")
-
-    def groupId(self):
-        return "points"
-
     def tags(self):
         return self.tr("psinsar,amplitude dispersion,ps candidates,stable scatterers,sar,ferretti").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Computes the amplitude dispersion index D_A = σ_A / μ_A of every pixel over a stack of "
-            "co-registered, calibrated SAR amplitude images (one band per acquisition: one multi-band "
-            "raster, or several single-band rasters on the same grid), and returns the pixels with "
-            "D_A below THRESHOLD (usual 0.2–0.4) as PS candidates at pixel centres.\n"
-            "σ_A is the sample standard deviation (N − 1, as in StaMPS) over the images valid at the "
-            "pixel (nodata and NaN are skipped); fewer than two valid images give nodata. With fewer than "
-            f"{MIN_IMAGES_ADVISED} images D_A is a poor proxy for phase stability, and the log warns. The "
-            "stack is read in row blocks, so it may be larger than memory.\n"
-            "Units: D_A is dimensionless; mean_amplitude is in the images' amplitude units; points are in "
-            "the stack's CRS."
+            "Finds persistent-scatterer candidates in a stack of co-registered, calibrated SAR amplitude images: "
+            "the pixels whose amplitude varies little over time, i.e. whose amplitude dispersion D = σ/μ (the "
+            "standard deviation of the amplitude over its mean) is below the threshold.\n"
+            "Writes the candidates as points at the pixel centres, with their dispersion and mean amplitude, and "
+            "the dispersion raster (optional), to judge the threshold by. The stack is read in blocks of rows, so "
+            "it may be larger than memory.\n"
+            "Units: the dispersion is dimensionless; the mean amplitude is in the images' units; the points are in "
+            "the stack's CRS.\n"
+            "Method: the amplitude dispersion index of Ferretti, Prati and Rocca (2001, IEEE TGRS 39(1)), with the "
+            "sample standard deviation (N − 1, as StaMPS) over the images valid at each pixel."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
-            QgsProcessingParameterMultipleLayers(self.INPUT, self.tr("Amplitude images"), QgsProcessing.TypeRaster)
+        images = QgsProcessingParameterMultipleLayers(self.INPUT, self.tr("Amplitude images"), QgsProcessing.TypeRaster)
+        images.setHelp(
+            self.tr(
+                "One band per acquisition: one multi-band raster, or several single-band rasters on the same grid "
+                "(co-registered, north-up). Nodata and NaN pixels are skipped; a pixel needs two valid images. "
+                "With fewer than {} images the dispersion says little about phase stability, and the log warns."
+            ).format(MIN_IMAGES_ADVISED)
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.THRESHOLD, self.tr("Dispersion threshold"), QgsProcessingParameterNumber.Double, 0.25, minValue=0.0
+        self.addParameter(images)
+        threshold = QgsProcessingParameterNumber(
+            self.THRESHOLD, self.tr("Dispersion threshold"), QgsProcessingParameterNumber.Double, 0.25, minValue=0.0
+        )
+        threshold.setHelp(
+            self.tr(
+                "Pixels with an amplitude dispersion below this value become candidates. Usual values are 0.2 to "
+                "0.4 (default 0.25): lower keeps fewer, more stable pixels."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterRasterDestination(self.OUTPUT_DISPERSION, self.tr("Amplitude dispersion"))
+        threshold.setMetadata({"widget_wrapper": {"decimals": 2}})
+        self.addParameter(threshold)
+        dispersion_raster = QgsProcessingParameterRasterDestination(
+            self.OUTPUT_DISPERSION, self.tr("Amplitude dispersion"), optional=True, createByDefault=True
         )
-        self.addParameter(
-            QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("PS candidates"), QgsProcessing.TypeVectorPoint)
+        dispersion_raster.setHelp(
+            self.tr(
+                "The amplitude dispersion of every pixel (float32, on the stack's grid; nodata where fewer than two "
+                "images are valid): its histogram shows where to set the threshold. Optional."
+            )
         )
+        self.addParameter(dispersion_raster)
+        candidates = QgsProcessingParameterFeatureSink(
+            self.OUTPUT, self.tr("PS candidates"), QgsProcessing.TypeVectorPoint
+        )
+        candidates.setHelp(
+            self.tr("The candidates as points at the pixel centres, with the fields dispersion and mean_amplitude.")
+        )
+        self.addParameter(candidates)
 
     def processAlgorithm(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, self.INPUT, context)
@@ -103,7 +123,10 @@ class SelectPs(SubsidenceAlgorithm):
         feedback.pushInfo(
             f"{found} PS candidates with D_A < {threshold} among {grid.width * grid.height} pixels, {images} images."
         )
-        return {self.OUTPUT_DISPERSION: output, self.OUTPUT: destination}
+        results = {self.OUTPUT: destination}
+        if output:
+            results[self.OUTPUT_DISPERSION] = output
+        return results
 
     def _datasets(self, layers):
         """The layers' GDAL datasets, checked to share the first one's grid, and that grid."""
@@ -130,14 +153,16 @@ class SelectPs(SubsidenceAlgorithm):
     def _stream(self, datasets, images, grid, crs, threshold, output, sink, feedback):
         found = 0
         rows = rows_per_block(images, grid.width)
-        with Float32Rasters([(output, ["amplitude dispersion"])], grid, crs) as rasters:
+        files = [(output, ["amplitude dispersion"])] if output else []  # the raster only when asked for
+        with Float32Rasters(files, grid, crs) as rasters:
             for row in range(0, grid.height, rows):
                 if feedback.isCanceled():
                     raise QgsProcessingException(self.tr("Canceled: no output was written."))
                 count = min(rows, grid.height - row)
                 stack = np.concatenate([read_rows(dataset, row, count) for dataset in datasets])
                 values, mean = dispersion(stack)
-                rasters.write(0, row, values)
+                if output:
+                    rasters.write(0, row, values)
                 block_rows, columns = np.nonzero(values < threshold)
                 x = grid.left + (columns + 0.5) * grid.pixel_width
                 y = grid.top - (row + block_rows + 0.5) * grid.pixel_height

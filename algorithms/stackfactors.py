@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -27,6 +28,9 @@ class StackFactors(SubsidenceAlgorithm):
     CATEGORICAL = "CATEGORICAL"
     CIRCULAR = "CIRCULAR"
     OUTPUT = "OUTPUT"
+    GROUP = "drivers"
+    HELP_SECTION = "Driver stack and training dataset"
+    SHORT_DESCRIPTION = "Driver rasters on one grid as one named multi-band GeoTIFF (categorical layers one-hot)"
 
     def name(self):
         return "stackfactors"
@@ -34,60 +38,77 @@ class StackFactors(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Stack driver rasters")
 
-    def group(self):
-        return self.tr("Driving factors")
-
-    def groupId(self):
-        return "drivers"
-
     def tags(self):
         return self.tr("stack,drivers,factors,align,resample,warp,one-hot,categorical,land use").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Warps every driver raster (DEM products, NDVI, distances, land use, water-table change …) onto "
-            "the REFERENCE grid (default: the first input) and writes them as one float32 multi-band GeoTIFF "
-            "whose band descriptions are the driver names, with one common nodata value.\n"
-            "Continuous layers are resampled bilinearly; layers listed in CATEGORICAL too are resampled by "
-            "nearest neighbour and expanded into one 0/1 band per class, named '<layer>=<class>'. Layers in "
-            "another CRS are reprojected. A band is named after its layer (and '_b<n>' for the bands of a "
-            "multi-band layer). Bands are sorted by name, so the stack does not depend on the order of the "
-            "inputs; names must be unique.\n"
-            "Directions (aspect) are not numbers on a line: 359° and 1° face the same way. Layers listed in "
-            "CIRCULAR, and every aspect raster written by 'Terrain factors', become two bands, '<layer>_east' = "
-            "sin(aspect) (eastness) and '<layer>_north' = cos(aspect) (northness), computed before resampling, so "
-            "that 350° and 10° average to north and not to south. Their values are degrees clockwise from north; "
-            "negative values (flat cells, -1 in 'Terrain factors') face no direction and get 0 in both bands.\n"
-            "Units: each band keeps its layer's units (one-hot bands are 0/1, direction components -1 to 1); the "
-            "grid is the reference's."
+            "Puts every driver raster (DEM products, NDVI, distances, land use, water-table change …) on one grid "
+            "and writes them as one multi-band GeoTIFF, one band per driver named after its layer, ready for "
+            "'Export training patches' and 'Predict the surface'.\n"
+            "Layers in another CRS are reprojected. Continuous layers are resampled bilinearly; categorical layers "
+            "(land use) by nearest neighbour, and become one 0/1 band per class, named &lt;layer&gt;=&lt;class&gt;. "
+            "Directions (aspect) become two bands, eastness and northness, so that 350° and 10° average to north. "
+            "Bands are sorted by name, so the stack does not depend on the order of the inputs.\n"
+            "Units: each band keeps its layer's units (one-hot bands 0/1, direction components −1 to 1); float32 "
+            "with one common nodata value, on the reference grid.\n"
+            "Method: GDAL warp (bilinear or nearest neighbour); directions as sine and cosine before resampling."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
-            QgsProcessingParameterMultipleLayers(self.INPUTS, self.tr("Driver rasters"), QgsProcessing.TypeRaster)
-        )
-        self.addParameter(
-            QgsProcessingParameterRasterLayer(
-                self.REFERENCE, self.tr("Reference grid (default: first driver)"), optional=True
+        drivers = QgsProcessingParameterMultipleLayers(self.INPUTS, self.tr("Driver rasters"), QgsProcessing.TypeRaster)
+        drivers.setHelp(
+            self.tr(
+                "The driver rasters. A band is named after its layer, with _b&lt;n&gt; added for the bands of a "
+                "multi-band layer: give the layers meaningful names, unique among the drivers."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterMultipleLayers(
-                self.CATEGORICAL,
-                self.tr("Categorical drivers (among the drivers)"),
-                QgsProcessing.TypeRaster,
-                optional=True,
+        self.addParameter(drivers)
+        reference = QgsProcessingParameterRasterLayer(
+            self.REFERENCE, self.tr("Reference grid (default: first driver)"), optional=True
+        )
+        reference.setHelp(
+            self.tr(
+                "The raster whose grid (extent, cell size, CRS) the stack takes; its values are not used. Empty: "
+                "the first driver's grid. Use the grid the maps should have, usually the DEM's."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterMultipleLayers(
-                self.CIRCULAR,
-                self.tr("Directions in degrees, e.g. aspect (among the drivers)"),
-                QgsProcessing.TypeRaster,
-                optional=True,
+        self.addParameter(reference)
+        categorical = QgsProcessingParameterMultipleLayers(
+            self.CATEGORICAL,
+            self.tr("Categorical drivers (among the drivers)"),
+            QgsProcessing.TypeRaster,
+            optional=True,
+        )
+        categorical.setHelp(
+            self.tr(
+                "The drivers that hold classes, not quantities (land use, geology): resampled by nearest neighbour "
+                "and expanded into one 0/1 band per class, named &lt;layer&gt;=&lt;class&gt;. Each must also be "
+                "among the drivers, with at most {} classes."
+            ).format(MAX_CLASSES)
+        )
+        self.addParameter(categorical)
+        circular = QgsProcessingParameterMultipleLayers(
+            self.CIRCULAR,
+            self.tr("Directions in degrees, e.g. aspect (among the drivers)"),
+            QgsProcessing.TypeRaster,
+            optional=True,
+        )
+        circular.setHelp(
+            self.tr(
+                "The drivers that hold directions in degrees clockwise from north, e.g. an aspect from another "
+                "program. Each becomes two bands, &lt;layer&gt;_east = sine (eastness) and &lt;layer&gt;_north = "
+                "cosine (northness), computed before resampling; negative values (flat) give 0 in both. The aspect "
+                "written by 'Terrain factors' is recognised without being listed here."
             )
         )
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Driver stack")))
+        circular.setFlags(circular.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(circular)
+        output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Driver stack"))
+        output.setHelp(
+            self.tr("The float32 multi-band GeoTIFF on the reference grid; each band's description is its name.")
+        )
+        self.addParameter(output)
 
     def processAlgorithm(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, self.INPUTS, context)

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -35,18 +36,15 @@ class TerrainFactors(SubsidenceAlgorithm):
     TWI = "TWI"
     SPI = "SPI"
     OUTPUTS = (SLOPE, ASPECT, CATCHMENT, TWI, SPI)
+    GROUP = "drivers"
+    HELP_SECTION = "Terrain factors"
+    SHORT_DESCRIPTION = "Slope, aspect, specific catchment area, TWI and SPI of a DEM (D8, MFD or D-infinity flow)"
 
     def name(self):
         return "terrainfactors"
 
     def displayName(self):
         return self.tr("Terrain factors (slope, aspect, TWI, SPI)")
-
-    def group(self):
-        return self.tr("Driving factors")
-
-    def groupId(self):
-        return "drivers"
 
     def tags(self):
         return self.tr(
@@ -55,59 +53,108 @@ class TerrainFactors(SubsidenceAlgorithm):
 
     def shortHelpString(self):
         return self.tr(
-            "Computes the terrain drivers of subsidence from a DEM (band 1), each on the DEM's grid:\n"
-            "- SLOPE and ASPECT by Horn's method, as gdaldem slope/aspect in the interior. Aspect is the "
-            "direction the slope faces, clockwise from north; flat cells get -1. On the DEM's border and "
-            "next to nodata a missing neighbour is extrapolated linearly from the opposite one, so every "
-            "valid cell has a value (exact for a plane).\n"
-            "- CATCHMENT, the specific catchment area a: the area draining through a cell, itself "
-            "included, divided by the flow width, taken as the cell size (the WhiteboxTools/SAGA "
-            "convention). With FILL_DEPRESSIONS, depressions are first raised to their spill level "
-            "(priority-flood result); cells on flats drain along the shortest path to the flat's outlet. "
-            "FLOW_METHOD: D8 (all flow to the steepest neighbour), MFD (Freeman 1991: split among all "
-            "lower neighbours in proportion to slope^1.1) or D-infinity (Tarboton 1997). Nodata cells and "
-            "the DEM's border are outlets: a cell next to them with no lower neighbour sends its flow out.\n"
-            "- TWI = ln(a / tan b) and SPI = a tan b, with b the slope, at least MIN_SLOPE so that "
-            "ln and tan never see 0.\n"
-            "Nodata cells stay nodata. A DEM in degrees is handled: cell sizes are taken in metres on "
-            "its ellipsoid, row by row. Elevations must be in metres.\n"
-            "Units: slope and aspect in degrees, catchment in m2/m, TWI and SPI dimensionless "
-            "(ln of metres, and m2/m)."
+            "Computes the terrain drivers of subsidence from a DEM, each as a raster on the DEM's grid: slope, "
+            "aspect, specific catchment area, topographic wetness index (TWI) and stream power index (SPI). "
+            "Leave out the outputs you do not need (at least one).\n"
+            "Nodata cells stay nodata; every valid cell gets a value, also on the DEM's border and next to nodata. "
+            "Elevations must be in metres; a DEM in degrees is handled (its cells are measured in metres on its "
+            "ellipsoid).\n"
+            "Units: slope and aspect in degrees (aspect clockwise from north, −1 on flat cells), specific "
+            "catchment area in m²/m, TWI and SPI dimensionless (ln of m, and m²/m).\n"
+            "Method: slope and aspect by Horn (1981), as gdaldem; flow by D8, MFD (Freeman 1991) or D-infinity "
+            "(Tarboton 1997) after filling depressions; TWI = ln(a / tan β) and SPI = a · tan β (Moore, Grayson "
+            "and Ladson 1991)."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("DEM")))
-        self.addParameter(
-            QgsProcessingParameterBoolean(self.FILL_DEPRESSIONS, self.tr("Fill depressions"), defaultValue=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.FLOW_METHOD,
-                self.tr("Flow method"),
-                options=list(terrain.METHODS),
-                defaultValue=terrain.METHODS.index(DEFAULT_METHOD),
+        dem = QgsProcessingParameterRasterLayer(self.INPUT, self.tr("DEM"))
+        dem.setHelp(
+            self.tr(
+                "The elevation model: band 1, elevations in metres. Cell sizes in other map units are converted to "
+                "metres; a DEM in degrees gets its cells measured on its ellipsoid, row by row."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_SLOPE,
-                self.tr("Minimum slope for TWI and SPI (degrees)"),
-                QgsProcessingParameterNumber.Double,
-                defaultValue=0.1,
-                minValue=1e-6,
-                maxValue=89.0,
+        self.addParameter(dem)
+        fill = QgsProcessingParameterBoolean(self.FILL_DEPRESSIONS, self.tr("Fill depressions"), defaultValue=True)
+        fill.setHelp(
+            self.tr(
+                "Raises every closed depression to its spill level before the flow is routed (the priority-flood "
+                "result), so that water flows on to the DEM's border or to nodata. Off: flow ends in each "
+                "depression. Changes only the catchment area, TWI and SPI."
             )
         )
-        for key, label in (
-            (self.SLOPE, "Slope"),
-            (self.ASPECT, "Aspect"),
-            (self.CATCHMENT, "Specific catchment area"),
-            (self.TWI, "Topographic wetness index"),
-            (self.SPI, "Stream power index"),
+        self.addParameter(fill)
+        method = QgsProcessingParameterEnum(
+            self.FLOW_METHOD,
+            self.tr("Flow method"),
+            options=list(terrain.METHODS),
+            defaultValue=terrain.METHODS.index(DEFAULT_METHOD),
+        )
+        method.setHelp(
+            self.tr(
+                "How a cell passes its flow downslope. D8: all of it to the steepest neighbour. MFD (default, "
+                "Freeman 1991): split among all lower neighbours in proportion to slope^1.1. D-infinity (Tarboton "
+                "1997): between the two neighbours either side of the steepest direction. Cells on flats drain along "
+                "the shortest path to the flat's outlet; nodata and the border are outlets."
+            )
+        )
+        self.addParameter(method)
+        min_slope = QgsProcessingParameterNumber(
+            self.MIN_SLOPE,
+            self.tr("Minimum slope for TWI and SPI (degrees)"),
+            QgsProcessingParameterNumber.Double,
+            defaultValue=0.1,
+            minValue=1e-6,
+            maxValue=89.0,
+        )
+        min_slope.setHelp(
+            self.tr(
+                "TWI and SPI use the slope, but at least this many degrees (default 0.1), so that on flat cells "
+                "neither the logarithm nor the tangent sees 0. A larger value lowers TWI and raises SPI on flats."
+            )
+        )
+        min_slope.setMetadata({"widget_wrapper": {"decimals": 3}})
+        min_slope.setFlags(min_slope.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(min_slope)
+        for key, label, text in (
+            (
+                self.SLOPE,
+                self.tr("Slope"),
+                self.tr(
+                    "Slope in degrees by Horn's method, as gdaldem in the interior. On the border and next to nodata "
+                    "a missing neighbour is extrapolated linearly from the opposite one (exact for a plane)."
+                ),
+            ),
+            (
+                self.ASPECT,
+                self.tr("Aspect"),
+                self.tr(
+                    "The direction the slope faces, in degrees clockwise from north; −1 on flat cells. 'Stack driver "
+                    "rasters' turns it into eastness and northness."
+                ),
+            ),
+            (
+                self.CATCHMENT,
+                self.tr("Specific catchment area"),
+                self.tr(
+                    "The area draining through a cell, itself included, divided by the flow width, taken as the cell "
+                    "size (the WhiteboxTools and SAGA convention), in m²/m."
+                ),
+            ),
+            (
+                self.TWI,
+                self.tr("Topographic wetness index"),
+                self.tr("ln(a / tan β), with a the specific catchment area and β the slope: high where water gathers."),
+            ),
+            (
+                self.SPI,
+                self.tr("Stream power index"),
+                self.tr("a · tan β, with a the specific catchment area and β the slope: the erosive power of flow."),
+            ),
         ):
-            self.addParameter(
-                QgsProcessingParameterRasterDestination(key, self.tr(label), optional=True, createByDefault=True)
-            )
+            output = QgsProcessingParameterRasterDestination(key, label, optional=True, createByDefault=True)
+            output.setHelp(text)
+            self.addParameter(output)
 
     def checkParameterValues(self, parameters, context):
         if not any(parameters.get(key) for key in self.OUTPUTS):
@@ -157,7 +204,7 @@ class TerrainFactors(SubsidenceAlgorithm):
             for write in writes:
                 write.result()  # raises what a write raised
         steps.setProgress(100)
-        return {key: outputs.get(key) for key in self.OUTPUTS}
+        return outputs  # only the outputs asked for, and so written
 
     def _cell_sizes(self, grid, crs, feedback):
         if crs.isGeographic():

@@ -44,6 +44,11 @@ MIN_GAIN_ON_MEAN = 0.05
 
 class TrainCnn(SubsidenceAlgorithm):
     REQUIRES = ("onnxruntime", "onnx")
+    GROUP = "cnn"
+    HELP_SECTION = "Training the CNN"
+    SHORT_DESCRIPTION = (
+        "Trains a CNN (or an ensemble) on a training dataset in the torch interpreter; writes one ONNX model"
+    )
     DATASET = "DATASET"
     ARCHITECTURE = "ARCHITECTURE"
     RECIPE = "RECIPE"
@@ -68,151 +73,200 @@ class TrainCnn(SubsidenceAlgorithm):
     def displayName(self):
         return self.tr("Train the CNN")
 
-    def group(self):
-        return self.tr("Modelling")
-
-    def groupId(self):
-        return "modelling"
-
     def tags(self):
         return self.tr("cnn,deep learning,train,torch,onnx,regression,subsidence").split(",")
 
     def shortHelpString(self):
         return self.tr(
-            "Trains a convolutional network that predicts a PS point's target (e.g. cumulative "
-            "displacement) from the patch of driver rasters around it, on a dataset written by "
-            "'Export training patches', and writes it as one ONNX model for 'Predict the surface'.\n"
-            "Training runs in a separate Python interpreter that has torch (Settings > Options > "
-            "Processing > Providers, or the environment variable SUBSIDENCE_TORCH_PYTHON; 'Check set-up' "
-            "shows which one is used), on CUDA when present and DEVICE allows, else on all CPU cores.\n"
-            "ARCHITECTURE: dense (default) — the paper's layer types with 'valid' convolutions and "
-            "CPU-sized widths (0.12 M weights for 9 bands at 30 x 30), which a whole raster can be "
-            "predicted from exactly and fast; it needs patches of 22 x 22 or more. paper — the published "
-            "Keras model (21 M weights), for reproduction, slow on a CPU. small — dense's layer types in "
-            "two blocks of which only the first pools (0.06 M weights for 9 bands at 9 x 9), likewise "
-            "predicted exactly and fast: for patches of 8 to 21 pixels, as on coarse grids (e.g. 9 x 9 "
-            "cells of 150 m).\n"
-            "RECIPE: adaptive (default) works without tuning from a few hundred to tens of thousands of "
-            "points: AdamW (weight decay 1e-4) at a peak learning rate of 1e-3, batches of 32, and a length "
-            "measured in optimiser steps (STEPS, 4000: about 150 epochs for 800 training patches, at least 10 "
-            "and at most 1000 epochs); the rate rises over the first 10 % of the epochs (the warm-up) and then "
-            "falls along a cosine to 1 % of its peak. paper is the published recipe, for reproduction: Adam at "
-            "a constant 1e-4, batches of 128, 150 epochs (set there for 48 790 training patches; with a few "
-            "hundred it is too short to learn). EPOCHS, BATCH_SIZE and LEARNING_RATE at 0 take the recipe's "
-            "values; any other value replaces it.\n"
-            "Early stopping: after the warm-up, training stops once PATIENCE epochs bring no better "
-            "validation loss; the weights with the best validation loss are the ones written. The batch "
-            "normalisation statistics are recomputed from the training patches before every validation, "
-            "so that the network scored is the one just trained.\n"
-            "Inputs: bands that are never negative and strongly right-skewed (skewness above 2 over the "
-            "training patches, e.g. specific catchment area and SPI) are log-scaled inside the model as "
-            "asinh(x / m), m the median of their positive values; then every band is standardised with its "
-            "training mean and standard deviation. The log and the report list the log-scaled bands, and "
-            "the model records them (band_transforms). Directions such as aspect are best given as "
-            "east/north components ('Stack driver rasters' does it). The target is standardised with the "
-            "training points' statistics; the loss is the MSE.\n"
-            "A model whose training R² is below 0.1, or whose RMSE on the validation or the test points is "
-            "not 5 % below that of the training mean, has learnt nothing useful: the log and the report say "
-            "so, with the likely causes.\n"
-            "ENSEMBLE: how many networks to train, from the seeds SEED, SEED + 1, … (each costs one training). "
-            "They are stored in the one model, which returns each member's prediction: 'Predict the surface' "
-            "writes their mean.\n"
-            "Uncertainty: the members' spread covers their disagreement, not the noise in the data, so σ² is "
-            "the spread's square plus a noise variance calibrated on the validation points whose patch overlaps "
-            f"no training patch (all of them if fewer than {MIN_CALIBRATION_POINTS}): the smallest that makes their "
-            "mean squared standardised error at most 1 (for a single network σ is that noise alone, the same "
-            "everywhere). The model records it (noise_variance) and 'Predict the surface' writes this σ "
-            "as the uncertainty; the report shows how well it covers the test errors, which took no part.\n"
-            "REFIT, for the final map: once the split has chosen how long to train and measured the "
-            "result, the same networks are trained again on every point (training, validation and test) along "
-            "the same schedule, stopped at the median of their best epochs, and that model is written, so the map "
-            "uses all the evidence. "
-            "Its scores and calibration are those measured on the split (it has no held-out points of its "
-            "own), so 'Evaluate' refuses it: evaluate the model trained without REFIT. It costs a second "
-            "training.\n"
-            "The model takes raw driver values and returns the target in its units; its metadata (the model "
-            "card) records the bands, their statistics, the patch size, the drivers' pixel size and CRS (so that "
-            "'Predict the surface' refuses a stack of another resolution or CRS), the dataset's split (so that "
-            "'Evaluate' refuses another split of the points), the target, the scores, the training settings and "
-            "plan, and the drivers of the training patches with their dissimilarity threshold, for the area "
-            "of applicability (see 'Predict the surface'). "
-            "OUTPUT_REPORT: the plan, each member's learning curves, RMSE/MAE/R²/bias for the training, "
-            "validation and test points and observed-versus-predicted plots.\n"
-            "Units: RMSE in the dataset's target units (mm for displacement)."
+            "Trains a convolutional network that predicts a PS point's value (e.g. displacement) from "
+            "the patch of drivers around it, on a dataset from 'Export training patches', and writes one ONNX "
+            "model for 'Predict the surface' and 'Evaluate'. The defaults learn without tuning, from hundreds to "
+            "tens of thousands of points.\n"
+            "Training runs in a Python interpreter with torch (Settings › Options › Processing › Providers; "
+            "'Check set-up' shows which), on a CUDA GPU if any, else all CPU cores; the weights with the best "
+            "validation score are kept. An ensemble of networks also gives an uncertainty σ. The log and the "
+            "optional report give RMSE, MAE, R² and bias on the training, validation and test points, and warn "
+            "when the model learnt nothing useful.\n"
+            "Units: the model takes raw driver values and returns the target in its units (mm for displacement), "
+            "as do the RMSE outputs.\n"
+            "Method: after Azarm, Mehrabi and Nadi (hybrid deep CNN for land subsidence); area of applicability "
+            "after Meyer and Pebesma (2021)."
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz"))
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.ARCHITECTURE, self.tr("Architecture"), options=list(ARCHITECTURES), defaultValue=0
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(self.RECIPE, self.tr("Training recipe"), options=list(RECIPES), defaultValue=0)
-        )
         integer, double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.EPOCHS, self.tr("Epochs (0: the recipe's)"), integer, defaultValue=0, minValue=0
+        training_dataset = QgsProcessingParameterFile(self.DATASET, self.tr("Training dataset (.npz)"), extension="npz")
+        training_dataset.setHelp(
+            self.tr(
+                "A dataset written by 'Export training patches'. Inside the model, drivers that are never "
+                "negative and strongly right-skewed (skewness above 2, e.g. specific catchment area and SPI) are "
+                "log-scaled as asinh(x / m), m the median of their positive values, and every band is standardised "
+                "with its training statistics; the log and the report name the log-scaled bands. Give directions "
+                "such as aspect as east and north components ('Stack driver rasters' does it). The target is "
+                "standardised with the training points' statistics, and the loss is the mean squared error."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.BATCH_SIZE, self.tr("Batch size (0: the recipe's)"), integer, defaultValue=0, minValue=0
+        architecture = QgsProcessingParameterEnum(
+            self.ARCHITECTURE, self.tr("Architecture"), options=list(ARCHITECTURES), defaultValue=0
+        )
+        architecture.setHelp(
+            self.tr(
+                "dense (default): the paper's layer types sized for a CPU (0.12 M weights for 9 bands at 30 x 30); "
+                "a whole raster is then predicted exactly and fast. It needs patches of 22 x 22 or more. small: "
+                "the same layer types in two blocks (0.06 M weights for 9 bands at 9 x 9), as exact and fast, for "
+                "patches of 8 to 21 pixels, as on coarse grids (e.g. 9 x 9 cells of 150 m). paper: the published "
+                "Keras model (21 M weights), to reproduce the publication; slow on a CPU."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.LEARNING_RATE,
-                self.tr("Peak learning rate (0: the recipe's)"),
-                double,
-                defaultValue=0.0,
-                minValue=0.0,
+        recipe = QgsProcessingParameterEnum(
+            self.RECIPE, self.tr("Training recipe"), options=list(RECIPES), defaultValue=0
+        )
+        recipe.setHelp(
+            self.tr(
+                "adaptive (default) works without tuning from a few hundred to tens of thousands of points: AdamW "
+                "(weight decay 1e-4) at a peak learning rate of 1e-3, batches of 32, and a length measured in "
+                "optimiser steps (4000 by default: about 150 epochs for 800 training patches); the rate rises over "
+                "the first 10 % of the epochs (the warm-up), then falls along a cosine to 1 % of its peak. paper: "
+                "the published recipe, to reproduce it: Adam at a constant 1e-4, batches of 128, 150 epochs (set "
+                "for 48 790 training patches; with a few hundred it is too short to learn)."
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.PATIENCE,
-                self.tr("Early-stopping patience (epochs after the warm-up; 0 = off)"),
-                integer,
-                defaultValue=PATIENCE,
-                minValue=0,
-            )
+        epochs = QgsProcessingParameterNumber(
+            self.EPOCHS, self.tr("Epochs (0: the recipe's)"), integer, defaultValue=0, minValue=0
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, defaultValue=0, minValue=0)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.ENSEMBLE,
-                self.tr("Ensemble members (1: a single network; 5 or more for an uncertainty)"),
-                integer,
-                defaultValue=1,
-                minValue=1,
-                maxValue=MAX_MEMBERS,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterBoolean(
-                self.REFIT, self.tr("Refit on every point for the final map (trains twice)"), defaultValue=False
+        epochs.setHelp(
+            self.tr(
+                "Passes over the training patches. 0 (default): the recipe's, 150 for paper and, for adaptive, "
+                "the optimiser steps divided by the batches per epoch, at least 10 and at most 1000. Any other "
+                "value replaces it. Early stopping may end the training sooner."
             )
         )
         steps = QgsProcessingParameterNumber(
-            self.STEPS,
-            self.tr("Optimiser steps (adaptive recipe, when the epochs are the recipe's)"),
+            self.STEPS, self.tr("Optimiser steps (adaptive recipe)"), integer, defaultValue=STEPS, minValue=1
+        )
+        steps.setHelp(
+            self.tr(
+                "How long the adaptive recipe trains, in optimiser steps (batches), when the epochs are the "
+                "recipe's (default 4000). More steps for a harder target, fewer for a quicker first look."
+            )
+        )
+        batch_size = QgsProcessingParameterNumber(
+            self.BATCH_SIZE, self.tr("Batch size (0: the recipe's)"), integer, defaultValue=0, minValue=0
+        )
+        batch_size.setHelp(
+            self.tr(
+                "Training patches per optimiser step. 0 (default): the recipe's, 32 for adaptive and 128 for "
+                "paper; any other value replaces it. 1 is refused: batch normalisation needs two patches."
+            )
+        )
+        learning_rate = QgsProcessingParameterNumber(
+            self.LEARNING_RATE,
+            self.tr("Peak learning rate (0: the recipe's)"),
+            double,
+            defaultValue=0.0,
+            minValue=0.0,
+        )
+        learning_rate.setHelp(
+            self.tr(
+                "0 (default): the recipe's, a peak of 0.001 for adaptive and a constant 0.0001 for paper; any "
+                "other value replaces it."
+            )
+        )
+        learning_rate.setMetadata({"widget_wrapper": {"decimals": 5}})
+        patience = QgsProcessingParameterNumber(
+            self.PATIENCE,
+            self.tr("Early-stopping patience (epochs; 0: off)"),
             integer,
-            defaultValue=STEPS,
+            defaultValue=PATIENCE,
+            minValue=0,
+        )
+        patience.setHelp(
+            self.tr(
+                "Training stops once this many epochs after the warm-up bring no better validation loss (default "
+                "30); 0 trains every epoch. Either way the weights with the best validation loss are written. "
+                "Before every validation the batch normalisation statistics are recomputed from the training "
+                "patches, so the network scored is the one just trained."
+            )
+        )
+        seed = QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, defaultValue=0, minValue=0)
+        seed.setHelp(
+            self.tr(
+                "Seed of the initial weights and the batch order; ensemble member k uses this seed + k. On a CPU "
+                "the same seed and dataset give the same model."
+            )
+        )
+        ensemble = QgsProcessingParameterNumber(
+            self.ENSEMBLE,
+            self.tr("Ensemble members (number of networks)"),
+            integer,
+            defaultValue=1,
             minValue=1,
+            maxValue=MAX_MEMBERS,
+        )
+        ensemble.setHelp(
+            self.tr(
+                "How many networks to train from successive seeds (each costs one training); 1 (default) is a "
+                "single network, 5 or more is usual for an uncertainty. They are stored in the one model: "
+                "'Predict the surface' writes their mean, and as the uncertainty σ their spread plus a noise "
+                "variance calibrated on the validation points whose patch overlaps no training patch (all of them "
+                "if fewer than {} do): the smallest that brings their mean squared standardised error to 1 at "
+                "most. For a single network σ is that noise alone, the same everywhere. The report shows how well "
+                "σ covers the test errors."
+            ).format(MIN_CALIBRATION_POINTS)
+        )
+        refit = QgsProcessingParameterBoolean(
+            self.REFIT, self.tr("Refit on every point for the final map (trains twice)"), defaultValue=False
+        )
+        refit.setHelp(
+            self.tr(
+                "For the final map: once the split has chosen how long to train and measured the result, the same "
+                "networks are trained again on every point (training, validation and test) for the median of "
+                "their best epochs, and that model is written. Its scores and calibration are those measured on "
+                "the split; 'Evaluate' refuses it, so evaluate the model trained without refit. Costs a second "
+                "training."
+            )
         )
         device = QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=0)
-        for advanced in (steps, device):
-            advanced.setFlags(advanced.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(advanced)
-        self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model"), self.tr("ONNX models (*.onnx)"))
+        device.setHelp(
+            self.tr(
+                "auto (default): a CUDA GPU when torch sees one, else all CPU cores. cpu: always the CPU. cuda: "
+                "the GPU, and an error when torch sees none."
+            )
         )
-        self.addParameter(self.report_destination(self.OUTPUT_REPORT))
+        model = QgsProcessingParameterFileDestination(
+            self.OUTPUT_MODEL, self.tr("Model"), self.tr("ONNX models (*.onnx)")
+        )
+        model.setHelp(
+            self.tr(
+                "The trained model, written only after ONNX Runtime has reproduced torch's outputs. It takes raw "
+                "driver values and returns the target in its units; its model card records the bands and their "
+                "statistics, the patch size, the drivers' pixel size and CRS, the dataset's split, the scores, the "
+                "training settings and the training drivers for the area of applicability, so that 'Predict the "
+                "surface' and 'Evaluate' refuse data that do not match."
+            )
+        )
+        training_report = self.report_destination(self.OUTPUT_REPORT)
+        training_report.setHelp(
+            self.tr(
+                "Optional HTML report: the training plan, each member's learning curves, RMSE, MAE, R² and bias on "
+                "the training, validation and test points, observed-versus-predicted plots, the calibration of σ "
+                "and the training drivers' dissimilarity. It warns, as the log does, when the model has learnt "
+                "nothing useful: a training R² below {} or a validation or test RMSE not {:.0%} below the "
+                "training mean's."
+            ).format(MIN_TRAINING_R2, MIN_GAIN_ON_MEAN)
+        )
+        for parameter in (training_dataset, architecture, recipe, epochs):
+            self.addParameter(parameter)
+        for parameter in (batch_size, learning_rate, patience, seed):
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(ensemble)
+        self.addParameter(refit)
+        for parameter in (steps, device):
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(model)
+        self.addParameter(training_report)
         for key, label in (
             (self.TRAIN_RMSE, "Training RMSE"),
             (self.VAL_RMSE, "Validation RMSE"),

@@ -6,7 +6,7 @@ point coordinates from the layer's geometry. Units (auto), per format:
 EGMS L2a/L2b/L3: mm, mm/yr (EPSG:3035 easting/northing). SARPROZ: mm, VEL mm/yr (WGS84 LAT/LON).
 MintPy save_qgis / TRE: mm, VEL mm/yr. StaMPS-Visualizer: mm, velocity mm/yr (WGS84 lon/lat).
 DePSI: d_ columns in m. Generic D<YYYYMMDD> layers and plain tables: not stated, mm assumed
-(with a warning: set UNITS).
+(Points.unit_from is None: the caller warns and asks for the units).
 """
 
 import csv
@@ -207,6 +207,8 @@ class Points:
     end_date: str
     dropped: dict  # reason -> count
     notes: list  # what the log should say
+    unit: str  # of the file's displacements, as read: "m", "cm" or "mm"
+    unit_from: str  # why: "declared", the layout's name (it states its units) or None (not stated: mm assumed)
 
 
 def convert(
@@ -236,7 +238,7 @@ def convert(
     x, y = (numeric(table[fmt.x], fmt.x), numeric(table[fmt.y], fmt.y)) if fmt.x else geometry_xy
     if x is None:
         raise InputError(f"The {fmt.name} table has no coordinates: no geometry, and no X/Y or LAT/LON columns.")
-    unit = _unit(fmt, units, notes)
+    unit, unit_from = _unit(fmt, units)
     scale = TO_MM[unit]
     pid = [str(v) for v in table[fmt.pid]] if fmt.pid else [str(i + 1) for i in range(n_rows)]
 
@@ -290,17 +292,16 @@ def convert(
         x, y, pid, displacement, velocity, coherence
     )
     dropped["merged into a point at the same location"] = merged
-    return Points(x, y, pid, displacement, velocity, coherence, n_epochs, first, last, dropped, notes)
+    return Points(x, y, pid, displacement, velocity, coherence, n_epochs, first, last, dropped, notes, unit, unit_from)
 
 
-def _unit(fmt, units, notes):
+def _unit(fmt, units):
+    """The unit of the file's displacements and where it comes from (see Points.unit_from)."""
     if units != "auto":
-        return units
+        return units, "declared"
     if fmt.units:
-        notes.append(f"Units: {fmt.units}, as {fmt.name} exports them.")
-        return fmt.units
-    notes.append(f"WARNING: the {fmt.name} layout does not state its units; mm assumed. Set UNITS if they are m or cm.")
-    return "mm"
+        return fmt.units, fmt.name
+    return "mm", None
 
 
 def _from_matlab(datenum):

@@ -113,6 +113,37 @@ def test_depsi_matches_a_direct_computation(run, tmp_path):
         assert (row["start_date"], row["end_date"]) == ("2016-03-27", "2016-07-15")
 
 
+def test_units_used_says_which_unit_was_read_and_why(plugin, tmp_path, log_feedback):
+    """The unit the file was read in is a result and a log line: the format's own where the layout
+    states it, mm with a warning naming the setting where it does not, and the declared one."""
+
+    def units(**parameters):
+        log = log_feedback()
+        output = str(tmp_path / f"ps_{len(list(tmp_path.iterdir()))}.gpkg")
+        results = processing.run("subsidence:importps", {"OUTPUT": output, **parameters}, feedback=log)
+        return results["UNITS_USED"], read_output(results["OUTPUT"])[0], log.lines
+
+    used, _, lines = units(INPUT=str(DEPSI))  # auto, and DePSI exports metres
+    assert (
+        used == "m"
+        and "Units: m, as TU Delft DePSI exports them ('Units of the file's displacements' is auto)." in lines
+    )
+    assert not [line for line in lines if line.startswith("WARNING")]
+
+    # The Doñana sample (P-SBAS, D<YYYYMMDD> columns) does not say it is in cm: auto cannot tell.
+    used, assumed, lines = units(INPUT=DONANA)
+    [warning] = [line for line in lines if line.startswith("WARNING Units:")]
+    assert used == "mm" and "mm assumed" in warning and "set 'Units of the file's displacements' to cm or m" in warning
+
+    used, declared, lines = units(INPUT=DONANA, UNITS=2)  # cm
+    assert used == "cm" and "Units: cm, as set in 'Units of the file's displacements'." in lines
+    assert not [line for line in lines if line.startswith("WARNING")]
+    assert set(declared) == set(assumed)
+    for pid, point in declared.items():
+        assert point["displacement"] == pytest.approx(10 * assumed[pid]["displacement"], rel=1e-12, abs=1e-12)
+        assert point["velocity"] == pytest.approx(10 * assumed[pid]["velocity"], rel=1e-12, abs=1e-12)
+
+
 def write_csv(path, header, rows, delimiter=","):
     path.write_text("\n".join(delimiter.join(map(str, row)) for row in [header, *rows]) + "\n")
     return str(path)

@@ -251,3 +251,13 @@ def test_cancel_leaves_no_output(plugin, donana, tmp_path, log_feedback):
     with pytest.raises(QgsProcessingException, match="Canceled"):
         run_and_capture(tmp_path, str(path), {"FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 20}, feedback)
     assert not (tmp_path / "k.tif").exists() and not (tmp_path / "v.tif").exists()
+
+
+def test_the_variance_is_written_only_when_asked_for(plugin, donana, tmp_path):
+    path, extent = donana
+    results = processing.run(
+        "subsidence:krige",
+        {"POINTS": str(path), "FIELD": "Vel", "EXTENT": extent, "PIXEL_SIZE": 2000, "OUTPUT": str(tmp_path / "k.tif")},
+    )
+    assert read(results["OUTPUT"])[0].shape == (9, 10)
+    assert "OUTPUT_VARIANCE" not in results and [p.name for p in tmp_path.glob("*.tif")] == ["k.tif"]

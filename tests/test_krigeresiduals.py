@@ -153,3 +153,22 @@ def test_bad_inputs_are_refused_without_outputs(plugin, tmp_path, geotiff):
     with pytest.raises(QgsProcessingException, match="not a projected one"):
         run(tmp_path, SURFACE=geographic, POINTS=points_layer()[0])
     assert not (tmp_path / "hybrid.tif").exists() and not (tmp_path / "variance.tif").exists()
+
+
+def test_the_variance_is_written_only_when_asked_for(plugin, tmp_path, geotiff):
+    surface = geotiff(tmp_path / "surface.tif", surface_values(), GRID, 32630)
+    sigma = geotiff(tmp_path / "sigma.tif", np.ones(SHAPE), GRID, 32630)
+    layer, *_ = points_layer(seed=6)
+    result = processing.run(
+        "subsidence:krigeresiduals",
+        {
+            "SURFACE": surface,
+            "SURFACE_UNCERTAINTY": sigma,
+            "POINTS": layer,
+            "FIELD": "value",
+            "OUTPUT": str(tmp_path / "hybrid.tif"),
+        },
+    )
+    assert read(result["OUTPUT"]).shape == SHAPE
+    assert "OUTPUT_VARIANCE" not in result
+    assert sorted(p.name for p in tmp_path.glob("*.tif")) == ["hybrid.tif", "sigma.tif", "surface.tif"]

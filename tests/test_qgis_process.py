@@ -4,6 +4,8 @@ import json
 import os
 
 import numpy
+import pytest
+from qgis.core import QgsApplication, QgsCoordinateTransformContext, QgsVectorFileWriter, QgsVectorLayer
 
 from insar_subsidence.algorithms.provider import ALGORITHMS
 
@@ -40,3 +42,37 @@ def test_a_missing_package_is_reported_with_its_install_command(qgis_process, tm
     assert os.path.isfile(python)  # QGIS's own interpreter, not a guess
     assert [word for word in arguments if not word.startswith("-") and "==" not in word] == ["onnxruntime"]
     assert f"numpy=={numpy.__version__}" in arguments  # pip must not replace QGIS's numpy
+
+
+def as_argument(value, folder, name):
+    """A sample parameter as qgis_process takes it: a memory layer saved to a file first."""
+    if isinstance(value, QgsVectorLayer):
+        path = str(folder / f"{name}.gpkg")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        error = QgsVectorFileWriter.writeAsVectorFormatV3(value, path, QgsCoordinateTransformContext(), options)
+        assert error[0] == QgsVectorFileWriter.NoError, error
+        return path
+    return str(value)
+
+
+@pytest.mark.parametrize("algorithm_id", [f"subsidence:{algorithm().name()}" for algorithm in ALGORITHMS])
+def test_secondary_outputs_can_be_left_out(plugin, qgis_process, sample_parameters, tmp_path, algorithm_id):
+    """Each algorithm through qgis_process with the sample inputs and only its required output (or its
+    first, where all are optional): no secondary output (variance, report, uncertainty…) is demanded,
+    and none is written."""
+    algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
+    outputs = {parameter.name(): parameter for parameter in algorithm.destinationParameterDefinitions()}
+    required = [name for name, parameter in outputs.items() if not parameter.flags() & parameter.FlagOptional]
+    required = required or list(outputs)[:1]  # where every output is optional (terrain factors), the first
+    arguments = []
+    for name, value in sample_parameters[algorithm_id].items():
+        if name in outputs and name not in required:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            arguments.append(f"{name}={as_argument(item, tmp_path, name)}")
+    written_before = set(tmp_path.rglob("*"))
+    results = parse(qgis_process("--json", "run", algorithm_id, "--", *arguments))["results"]
+    for name in required:
+        assert os.path.exists(results[name])
+    left_out = [str(sample_parameters[algorithm_id][name]) for name in outputs if name not in required]
+    assert [path for path in left_out if path in map(str, set(tmp_path.rglob("*")) - written_before)] == []

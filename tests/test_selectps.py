@@ -95,6 +95,16 @@ def test_single_band_images_and_nodata(plugin, tmp_path, geotiff_at):
     assert len(points(results["OUTPUT"])) == len(centres) == len(STABLE)
 
 
+def test_the_dispersion_raster_is_written_only_when_asked_for(plugin, tmp_path, geotiff_at):
+    amplitudes = stack().astype(np.float32)
+    path = geotiff_at(tmp_path / "stack.tif", amplitudes)
+    results = processing.run("subsidence:selectps", {"INPUT": [path], "OUTPUT": str(tmp_path / "ps.gpkg")})
+    written = {file.name for file in tmp_path.iterdir()} - {"stack.tif", "stack.tif.aux.xml"}  # the input's
+    assert set(results) == {"OUTPUT"} and written == {"ps.gpkg"}
+    _, centres = expected(amplitudes.astype(float))
+    assert [(x, y) for x, y, _, _ in points(results["OUTPUT"])] == [(round(x, 6), round(y, 6)) for x, y in centres]
+
+
 def test_few_images_warn(plugin, tmp_path, geotiff_at, log_feedback):
     feedback = log_feedback()
     run(tmp_path, [geotiff_at(tmp_path / "short.tif", stack()[:5])], feedback=feedback)

@@ -153,6 +153,7 @@ def test_only_the_requested_outputs_are_written(plugin, tmp_path):
         "subsidence:terrainfactors", {"INPUT": str(MINNESOTA_DEM), "TWI": str(tmp_path / "twi.tif")}
     )
     assert os.path.exists(result["TWI"]) and sorted(os.listdir(tmp_path)) == ["twi.tif"]
+    assert set(result) == {"TWI"}  # no result for an output that was not written
 
 
 def test_no_output_is_refused(plugin, tmp_path):

@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 from conftest import DONANA_ASC, REPO
 from osgeo import gdal, ogr
+from qgis.core import QgsProcessingModelAlgorithm
 
 from insar_subsidence.core.dataset import open_dataset
+
+sys.path.insert(0, str(REPO / "tools"))
+from make_workflow_model import PRIMARY
 
 MODEL = REPO / "resources" / "subsidence_workflow.model3"
 WELLS = REPO / "resources" / "sample_data" / "donana" / "Piezometros.shp"
@@ -72,13 +76,30 @@ def test_the_committed_model_is_what_the_generator_writes(tmp_path):
     assert same, "run `make workflow-model` and commit the result"
 
 
-def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geotiff, tmp_path):
-    # A 50 m DEM (a tilted plane with a hill) over the points plus more than half a patch.
+def test_every_step_of_the_model_passes_qgis_model_check(plugin):
+    """What the model designer shows: no step red, no "Parameter … is mandatory" in the check."""
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(MODEL))
+    assert model.validate() == (True, [])
+    assert {child: model.validateChildAlgorithm(child) for child in model.childAlgorithms()} == {
+        child: (True, []) for child in model.childAlgorithms()
+    }
+    names = [parameter.parameterName() for parameter in model.orderedParameters()]
+    assert names[:3] == ["ps_export", "dem", "wells"]  # the data first, the kriging settings last
+    assert names[-2:] == ["variogram_model", "n_neighbours"]
+    assert all(model.parameterDefinition(name).help() for name in names)
+    outputs = model.destinationParameterDefinitions()
+    assert sorted(output.name() for output in outputs if output.defaultValue()) == sorted(PRIMARY)
+    assert all(output.flags() & output.FlagOptional for output in outputs if output.name() not in PRIMARY)
+
+
+def dem_and_inputs(geotiff, tmp_path):
+    """A 50 m DEM (a tilted plane with a hill) over the points plus more than half a patch, and the
+    model's inputs for the Doñana points with a short training."""
     rows, columns = np.mgrid[0:400, 0:440]
     dem = 50 + 0.02 * rows + 30 * np.exp(-((rows - 160) ** 2 + (columns - 220) ** 2) / 6400.0)
     geotiff(tmp_path / "dem.tif", dem, (175000, 50, 0, 4141000, 0, -50), 25830)
-    outputs = {name: str(tmp_path / file) for name, file in OUTPUTS.items()}
-    arguments = {
+    return {
         "ps_export": DONANA_ASC,
         "start_date": "2016-01-01",
         "end_date": "2019-12-31",
@@ -93,8 +114,25 @@ def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geoti
         "ensemble": 2,
         "variogram_model": 0,
         "n_neighbours": 16,
-        **outputs,
     }
+
+
+def test_naming_only_the_primary_outputs_writes_them_and_no_other(qgis_process, geotiff, tmp_path):
+    outputs = {name: str(tmp_path / "out" / OUTPUTS[name]) for name in PRIMARY}
+    (tmp_path / "out").mkdir()
+    arguments = {**dem_and_inputs(geotiff, tmp_path), "epochs": 1, **outputs}
+    done = qgis_process("--json", "run", str(MODEL), "--", *(f"{key}={value}" for key, value in arguments.items()))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(done.stdout)["results"]
+    assert {name: results[name] for name in PRIMARY} == outputs
+    # Beside each raster its style (.qml) and GDAL's statistics (.aux.xml).
+    written = {path.name for path in (tmp_path / "out").iterdir() if not path.name.endswith((".qml", ".aux.xml"))}
+    assert sorted(written) == sorted(OUTPUTS[name] for name in PRIMARY)
+
+
+def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geotiff, tmp_path):
+    outputs = {name: str(tmp_path / file) for name, file in OUTPUTS.items()}
+    arguments = {**dem_and_inputs(geotiff, tmp_path), **outputs}
     done = qgis_process("--json", "run", str(MODEL), "--", *(f"{key}={value}" for key, value in arguments.items()))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout)["results"]

@@ -37,6 +37,7 @@ echo "== The workflow model: import, terrain factors, distance to the piezometer
 echo "   training an ensemble of 5 CNNs, surface, uncertainty, area of applicability, kriging, the hybrid"
 echo "   (the CNN plus its kriged residuals), every method evaluated on the held-out points"
 echo "   (displacement 2016-01-01 … 2019-12-31, mm)"
+# units=2: the sample's displacements are in cm, which its columns do not say (auto would assume mm).
 "$qgis_process" run "$model" -- \
     ps_export="$data/Sentinel_Asc.shp" start_date=2016-01-01 end_date=2019-12-31 units=2 los_to_vertical=true \
     dem="$out/derived_dem_from_ps_topo.tif" wells="$data/Piezometros.shp" \
@@ -50,7 +51,7 @@ echo "   (displacement 2016-01-01 … 2019-12-31, mm)"
     krigeresiduals:hybrid_variance="$out/hybrid_variance.tif" evaluate:comparison="$out/comparison.csv" \
     evaluate:evaluation_report="$out/evaluation_report.html" > "$out/workflow.txt" 2>&1
 # The log's key lines (qgis_process prints progress dots and numbers before some of them).
-grep -oE '[0-9]+ rows read, [0-9]+ points written|Written: .*|(train|val|test): RMSE.*|σ: the ensemble.*|Area of applicability: dis.*|[0-9.]+ % of the predicted pixels.*|[0-9]+ points with a value in .displacement.: .*|Executed.*' "$out/workflow.txt"
+grep -oE 'Units: (mm|cm|m)[ ,].*|[0-9]+ rows read, [0-9]+ points written|Written: .*|(train|val|test): RMSE.*|σ: the ensemble.*|Area of applicability: dis.*|[0-9.]+ % of the predicted pixels.*|[0-9]+ points with a value in .displacement.: .*|Executed.*' "$out/workflow.txt"
 
 echo
 echo "== Every method on the test points (mm; σ-based columns empty where a method has none)"

@@ -4,6 +4,7 @@ the evaluation. Run with QGIS's Python (`make workflow-model`); the test suite c
 committed file is what this script writes, and runs it.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,20 @@ from insar_subsidence.core.kriging import MODELS
 from insar_subsidence.core.psimport import UNITS
 
 DESTINATION = REPO / "resources" / "subsidence_workflow.model3"
+# Written (to temporary files unless named) and loaded on every run: the points, drivers, dataset
+# and model later steps or runs need (QGIS 3.22 makes a model output mandatory where the step's
+# output is), the maps and the verdict. Every other output is written only when named.
+PRIMARY = (
+    "importps:ps_points",
+    "stackfactors:stack",
+    "exportpatches:dataset",
+    "traincnn:model",
+    "predictsurface:cnn_surface",
+    "predictsurface:cnn_uncertainty",
+    "krige:kriged_surface",
+    "krigeresiduals:hybrid_surface",
+    "evaluate:comparison",
+)
 HELP = (
     "The whole chain of InSAR Subsidence Mapper in one run: PS points from an export (Import PS points), "
     "slope, TWI and SPI of the DEM (Terrain factors, MFD routing), the distance to the wells, all on the "
@@ -43,23 +58,41 @@ HELP = (
 )
 
 
-def parameter(model, definition, x, y):
+def parameter(model, definition, x, y, help_text):
+    definition.setHelp(help_text)
     model.addModelParameter(definition, _placed(QgsProcessingModelParameter(definition.name()), x, y))
 
 
+def defaults_of(algorithm_id):
+    """{parameter: default} of an algorithm's inputs that have a default: the model sets each
+    explicitly, because QGIS 3.22's model check reports a parameter left unset as missing."""
+    from insar_subsidence.algorithms.provider import ALGORITHMS  # needs QGIS's processing plugin (main)
+
+    name = algorithm_id.split(":")[1]
+    [algorithm] = [kind() for kind in ALGORITHMS if kind().name() == name]
+    algorithm.initAlgorithm({})
+    return {
+        definition.name(): definition.defaultValue()
+        for definition in algorithm.parameterDefinitions()
+        if not definition.isDestination() and definition.defaultValue() is not None
+    }
+
+
 def child(model, algorithm, child_id, description, x, y, sources, outputs=()):
-    """sources: {parameter: [source, …]}; outputs: (model output name, child output, label)."""
+    """sources: {parameter: [source, …]}, every other input at its default; outputs: (model output
+    name, child output, label): the PRIMARY ones default to temporary files, the others to none."""
     step = _placed(QgsProcessingModelChildAlgorithm(algorithm), x, y)
     step.setChildId(child_id)
     step.setDescription(description)
-    for name, values in sources.items():
+    for name, values in {**{key: fixed(value) for key, value in defaults_of(algorithm).items()}, **sources}.items():
         step.addParameterSources(name, values)
     declared = {}
     for name, child_output, label in outputs:
         output = QgsProcessingModelOutput(name, label)
         output.setChildId(child_id)
         output.setChildOutputName(child_output)
-        output.setDefaultValue("TEMPORARY_OUTPUT")  # so that every output can be left unset
+        if f"{child_id}:{name}" in PRIMARY:
+            output.setDefaultValue("TEMPORARY_OUTPUT")
         declared[name] = _placed(output, x + 160, y + 40 + 30 * len(declared))
     step.setModelOutputs(declared)
     model.addChildAlgorithm(step)
@@ -84,73 +117,82 @@ def fixed(value):
 
 def build():
     model = QgsProcessingModelAlgorithm("PS points to a subsidence surface", "InSAR Subsidence Mapper", "subsidence")
-    model.setHelpContent({"ALG_DESC": HELP})
-    parameter(
-        model,
-        QgsProcessingParameterFeatureSource("ps_export", "PS export (file or layer)", [QgsProcessing.TypeVector]),
-        120,
-        60,
-    )
-    date = QgsProcessingParameterDateTime.Date
-    parameter(
-        model,
-        QgsProcessingParameterDateTime("start_date", "Start date (empty: first epoch)", date, optional=True),
-        120,
-        120,
-    )
-    parameter(
-        model, QgsProcessingParameterDateTime("end_date", "End date (empty: last epoch)", date, optional=True), 120, 180
-    )
-    parameter(
-        model,
-        QgsProcessingParameterEnum("units", "Units of the file's displacements", list(UNITS), defaultValue=0),
-        120,
-        240,
-    )
-    parameter(
-        model, QgsProcessingParameterBoolean("los_to_vertical", "Convert line of sight to vertical", False), 120, 300
-    )
-    parameter(model, QgsProcessingParameterRasterLayer("dem", "DEM (its grid is the maps' grid)"), 120, 400)
-    parameter(
-        model,
-        QgsProcessingParameterFeatureSource("wells", "Wells (or other features to measure the distance to)"),
-        120,
-        500,
-    )
-    integer = QgsProcessingParameterNumber.Integer
-    parameter(
-        model, QgsProcessingParameterNumber("patch_size", "Patch size (pixels)", integer, 30, minValue=22), 120, 600
-    )
-    parameter(
-        model,
-        QgsProcessingParameterNumber("epochs", "Training epochs (0: the adaptive recipe's)", integer, 0, minValue=0),
-        120,
-        660,
-    )
-    parameter(
-        model,
-        QgsProcessingParameterNumber("batch_size", "Training batch size (0: the recipe's)", integer, 0, minValue=0),
-        120,
-        720,
+    integer, double, date = (
+        QgsProcessingParameterNumber.Integer,
+        QgsProcessingParameterNumber.Double,
+        QgsProcessingParameterDateTime.Date,
     )
     rate = QgsProcessingParameterNumber(
-        "learning_rate", "Peak learning rate (0: the recipe's)", QgsProcessingParameterNumber.Double, 0.0, minValue=0.0
+        "learning_rate", "Peak learning rate (0: the recipe's)", double, 0.0, minValue=0.0
     )
-    parameter(model, rate, 120, 780)
-    ensemble = QgsProcessingParameterNumber(
-        "ensemble", "CNN ensemble members (their spread is the uncertainty)", integer, 5, minValue=2
+    rate.setMetadata({"widget_wrapper": {"decimals": 5}})
+    # In the data's order: the inputs, the dates, how to read the file, the CNN, then kriging.
+    inputs = (
+        (
+            QgsProcessingParameterFeatureSource("ps_export", "PS export (file or layer)", [QgsProcessing.TypeVector]),
+            "The PS points as exported by your processor (EGMS, SARPROZ, StaMPS, MintPy, DePSI…), with "
+            "one column per acquisition date.",
+        ),
+        (
+            QgsProcessingParameterRasterLayer("dem", "DEM (its grid is the maps' grid)"),
+            "The elevation model, in a projected CRS: every map comes out on its grid and extent.",
+        ),
+        (
+            QgsProcessingParameterFeatureSource("wells", "Wells (or other features to measure the distance to)"),
+            "Pumping wells, or rivers, faults or any other features whose distance may drive the subsidence.",
+        ),
+        (
+            QgsProcessingParameterDateTime("start_date", "Start date (empty: first epoch)", date, optional=True),
+            "The displacement is measured from the acquisition nearest this date.",
+        ),
+        (
+            QgsProcessingParameterDateTime("end_date", "End date (empty: last epoch)", date, optional=True),
+            "…to the acquisition nearest this date.",
+        ),
+        (
+            QgsProcessingParameterEnum("units", "Units of the file's displacements", list(UNITS), defaultValue=0),
+            "auto guesses from the values and says which unit it assumed in the log; choose the unit your "
+            "processor wrote when you know it (the bundled Doñana sample is in cm).",
+        ),
+        (
+            QgsProcessingParameterBoolean("los_to_vertical", "Convert line of sight to vertical", False),
+            "Divide the line-of-sight displacement by the up component of the look vector (from the file's "
+            "columns), to map vertical subsidence.",
+        ),
+        (
+            QgsProcessingParameterNumber("patch_size", "Patch size (pixels)", integer, 30, minValue=22),
+            "The side of the square of driver pixels around each point that the CNN sees (the paper: 30).",
+        ),
+        (
+            QgsProcessingParameterNumber(
+                "ensemble", "CNN ensemble members (their spread is the uncertainty)", integer, 5, minValue=2
+            ),
+            "How many CNNs are trained from different seeds; their mean is the map, their spread its uncertainty.",
+        ),
+        (
+            QgsProcessingParameterNumber(
+                "epochs", "Training epochs (0: the adaptive recipe's)", integer, 0, minValue=0
+            ),
+            "Leave at 0: the adaptive recipe sizes the training to the number of points.",
+        ),
+        (
+            QgsProcessingParameterNumber("batch_size", "Training batch size (0: the recipe's)", integer, 0, minValue=0),
+            "Patches per training step; leave at 0 for the recipe's.",
+        ),
+        (rate, "The largest learning rate of the schedule; leave at 0 for the recipe's."),
+        (
+            QgsProcessingParameterEnum("variogram_model", "Variogram model (kriging)", list(MODELS), defaultValue=0),
+            "The variogram that ordinary kriging and the kriging of the CNN's residuals fit to the points.",
+        ),
+        (
+            QgsProcessingParameterNumber("n_neighbours", "Kriging neighbours (0: all points)", integer, 32, minValue=0),
+            "The nearest points each cell is kriged from; 0 uses every point (slow beyond a few thousand).",
+        ),
     )
-    parameter(model, ensemble, 120, 960)
-    parameter(
-        model,
-        QgsProcessingParameterEnum("variogram_model", "Variogram model (kriging)", list(MODELS), defaultValue=0),
-        120,
-        840,
-    )
-    neighbours = QgsProcessingParameterNumber(
-        "n_neighbours", "Kriging neighbours (0: all points)", integer, 32, minValue=0
-    )
-    parameter(model, neighbours, 120, 900)
+    for row, (definition, help_text) in enumerate(inputs):
+        parameter(model, definition, 120, 60 + 60 * row, help_text)
+    model.setHelpContent({"ALG_DESC": HELP, **{definition.name(): text for definition, text in inputs}})
+    model.setParameterOrder([definition.name() for definition, _ in inputs])
 
     child(
         model,
@@ -315,6 +357,7 @@ def build():
 def main(destination=DESTINATION):
     application = QgsApplication([], False)
     application.initQgis()
+    sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))  # processing
     if not build().toFile(str(destination)):
         sys.exit(f"Cannot write {destination}")
     print(destination)
