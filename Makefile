@@ -19,7 +19,7 @@ BUILD := build
 export QT_QPA_PLATFORM := offscreen
 RUN_ENV = PYTHONPATH=$(SITE) QGIS_PLUGINPATH=$(CURDIR)/$(BUILD)/pluginpath
 
-.PHONY: setup lint test demo bench package clean workflow-model
+.PHONY: setup lint test demo bench package clean workflow-model screenshots
 
 setup: $(VENV)/.installed
 
@@ -68,3 +68,8 @@ clean:
 # Rewrites resources/subsidence_workflow.model3 from tools/make_workflow_model.py.
 workflow-model: setup $(BUILD)/pluginpath/$(PLUGIN)
 	$(RUN_ENV) /usr/bin/python3 tools/make_workflow_model.py
+
+# docs/screenshot_*.png: the toolbox, a dialog and the model designer, drawn by a virtual X server.
+screenshots: setup $(BUILD)/pluginpath/$(PLUGIN)
+	@bash tools/ensure_apt.sh "command -v xvfb-run" "Xvfb" xvfb xauth
+	$(RUN_ENV) xvfb-run -a -s "-screen 0 1600x1200x24" /usr/bin/python3 tools/screenshots.py
