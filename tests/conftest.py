@@ -47,6 +47,12 @@ sys.path.insert(0, str(PLUGIN_PATH))
 sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers (synthetic.py)
 
 
+def pytest_collection_modifyitems(items):
+    """The heavy tests first (the longest first is how two workers end together): in collection
+    order, the training tests of test_traincnn.py came last and one worker ran them alone."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: ignored when xdist is not loaded
 def pytest_xdist_make_scheduler(config, log):
     """With `--dist loadgroup` (`make test`), the tests of a module that defines a module-scoped
@@ -146,26 +152,29 @@ def qgis_process_environment(profile, plugin_path=PLUGIN_PATH, pythonpath_first=
     )
 
 
+@pytest.fixture(scope="session")
+def qgis_profile(tmp_path_factory):
+    """A throw-away QGIS profile folder with the plugin enabled, shared by a test worker's
+    qgis_process runs: enabling it costs a qgis_process start of its own."""
+    profile = tmp_path_factory.mktemp("qgis-profile")
+    enable = ["qgis_process.bin", "plugins", "enable", PLUGIN_NAME]
+    enabled = subprocess.run(enable, env=qgis_process_environment(profile), capture_output=True, text=True, timeout=300)
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    return profile
+
+
 @pytest.fixture
-def qgis_process(tmp_path):
+def qgis_process(qgis_profile):
     """Runs qgis_process.bin in a throw-away QGIS profile, with the plugin enabled.
 
     run(*args, plugin_path=PLUGIN_PATH, pythonpath_first=None) -> CompletedProcess, where
+    `plugin_path` is the folder QGIS finds the plugin in (by its name, enabled in the profile) and
     `pythonpath_first` goes before the venv's packages (to shadow one of them).
     """
-    profile = tmp_path / "qgis-profile"
-    profile.mkdir()
-    enabled_for = set()  # qgis_process refuses to enable a plugin twice in one profile
 
     def run(*args, plugin_path=PLUGIN_PATH, pythonpath_first=None):
-        env = qgis_process_environment(profile, plugin_path, pythonpath_first)
-        if plugin_path not in enabled_for:
-            enable = ["qgis_process.bin", "plugins", "enable", PLUGIN_NAME]
-            enabled = subprocess.run(enable, env=env, capture_output=True, text=True, timeout=300)
-            assert enabled.returncode == 0, enabled.stdout + enabled.stderr
-            enabled_for.add(plugin_path)
-        command = ["qgis_process.bin", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        env = qgis_process_environment(qgis_profile, plugin_path, pythonpath_first)
+        return subprocess.run(["qgis_process.bin", *args], env=env, capture_output=True, text=True, timeout=300)
 
     return run
 

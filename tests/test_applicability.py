@@ -115,6 +115,7 @@ def read(path, number):
     return values
 
 
+@pytest.mark.heavy
 def test_drivers_outside_the_training_range_are_flagged_and_less_certain(plugin, tmp_path, geotiff):
     """Trained on the left part, predicted everywhere: beyond SHIFTED_FROM the mask is 0 and the
     ensemble's spread larger; the DI is the brute-force one; BLANK_OUTSIDE blanks the same pixels."""
@@ -125,7 +126,7 @@ def test_drivers_outside_the_training_range_are_flagged_and_less_certain(plugin,
         {
             "DATASET": str(tmp_path / "data.npz"),
             "ARCHITECTURE": 2,  # small
-            "EPOCHS": 25,
+            "EPOCHS": 12,
             "BATCH_SIZE": 32,
             "LEARNING_RATE": 2e-3,
             "PATIENCE": 0,

@@ -57,6 +57,7 @@ def demo(tmp_path_factory):
     return folder / "out", done.stdout
 
 
+@pytest.mark.heavy
 def test_the_reduced_demo_writes_every_output(demo):
     folder, printed = demo
     assert [name for name in OUTPUTS if not (folder / name).exists()] == []

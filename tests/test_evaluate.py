@@ -93,6 +93,7 @@ def test_table_metrics_equal_numpy_on_its_rows(plugin, tmp_path, dense_model):
     assert "<img" in page and result["VERDICT"].split(":")[0] in page
 
 
+@pytest.mark.heavy
 def test_calibration_is_the_share_of_errors_within_one_and_two_sigma(plugin, tmp_path, geotiff):
     """With an ensemble: σ is the members' spread plus the noise variance that makes the validation
     points' mean squared standardised error 1; the table's and the outputs' shares and CRPS equal
@@ -360,6 +361,7 @@ def test_a_model_without_training_settings_cannot_be_cross_validated(plugin, tmp
         run(tmp_path, own_dataset(dense_model), model, FOLDS=3)
 
 
+@pytest.mark.heavy
 def test_cross_validation_retrains_per_fold_and_pools_the_held_out_errors(plugin, tmp_path, monkeypatch):
     known_function_dataset(tmp_path / "data.npz", n=500)
     spread_out(tmp_path / "data.npz")

@@ -118,6 +118,7 @@ def sample_pixels(shape, rng):
     return chosen
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "architecture, size, policy, members, tile",
     [

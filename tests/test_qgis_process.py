@@ -1,4 +1,4 @@
-"""The plugin as users script it: qgis_process.bin with QGIS_PLUGINPATH, in a fresh profile."""
+"""The plugin as users script it: qgis_process.bin with QGIS_PLUGINPATH, in a profile of its own."""
 
 import json
 import os

@@ -30,6 +30,7 @@ def predict(model, patches):
     return session.run(["prediction"], {"patches": np.asarray(patches, np.float32)})[0][:, 0]
 
 
+@pytest.mark.heavy
 def test_learns_a_known_function_of_the_patches(plugin, tmp_path):
     """Target = band 0 at the centre + 3 x band 1's mean over the 5 x 5 centre (smooth fields):
     test RMSE below 10 % of the target's std in 20 epochs."""
@@ -182,6 +183,7 @@ def _sum_model(path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+@pytest.mark.heavy
 def test_same_seed_same_model_other_seed_other_model(plugin, tmp_path, small_dataset):
     from insar_subsidence.core.dataset import open_dataset
 
@@ -333,6 +335,7 @@ def test_runner_kills_the_worker_on_cancel():
         os.kill(events[0]["pid"], 0)
 
 
+@pytest.mark.heavy
 def test_default_settings_learn_300_patches_and_say_nothing_is_wrong(plugin, tmp_path, log_feedback):
     """About 300 patches of a learnable function, split by spatial blocks, every setting left at
     its default: R² >= 0.8 on the held-out test blocks, the plan and the transforms in the log and
@@ -365,6 +368,7 @@ def test_default_settings_learn_300_patches_and_say_nothing_is_wrong(plugin, tmp
     )
 
 
+@pytest.mark.heavy
 def test_a_model_that_learnt_nothing_is_reported(plugin, tmp_path, log_feedback):
     known_function_dataset(tmp_path / "data.npz", n=300, blocks=True, shuffled=True)
     feedback = log_feedback()
@@ -465,6 +469,7 @@ def test_the_noise_variance_is_calibrated_on_the_validation_points(plugin, tmp_p
     assert json.loads(metadata["calibration"])["test"]["within_1_sigma"] == pytest.approx(within, abs=1e-6)
 
 
+@pytest.mark.heavy
 def test_refit_trains_again_on_every_point_for_the_best_epochs(plugin, tmp_path, small_dataset, log_feedback):
     """REFIT writes a model trained on all the points (its band statistics theirs), for the median of
     the members' best epochs, keeps the split's scores, and evaluate refuses it."""

@@ -93,12 +93,13 @@ def test_every_step_of_the_model_passes_qgis_model_check(plugin):
     assert all(output.flags() & output.FlagOptional for output in outputs if output.name() not in PRIMARY)
 
 
-def dem_and_inputs(geotiff, tmp_path):
-    """A 50 m DEM (a tilted plane with a hill) over the points plus more than half a patch, and the
-    model's inputs for the Doñana points with a short training."""
-    rows, columns = np.mgrid[0:400, 0:440]
+def dem_and_inputs(geotiff, tmp_path, pixel=50):
+    """A DEM (a tilted plane with a hill; 400 x 440 cells at 50 m) over the points plus more than
+    half a patch, and the model's inputs for the Doñana points with a short training."""
+    step = pixel // 50
+    rows, columns = np.mgrid[0:400:step, 0:440:step]
     dem = 50 + 0.02 * rows + 30 * np.exp(-((rows - 160) ** 2 + (columns - 220) ** 2) / 6400.0)
-    geotiff(tmp_path / "dem.tif", dem, (175000, 50, 0, 4141000, 0, -50), 25830)
+    geotiff(tmp_path / "dem.tif", dem, (175000, pixel, 0, 4141000, 0, -pixel), 25830)
     return {
         "ps_export": DONANA_ASC,
         "start_date": "2016-01-01",
@@ -117,10 +118,11 @@ def dem_and_inputs(geotiff, tmp_path):
     }
 
 
+@pytest.mark.heavy
 def test_naming_only_the_primary_outputs_writes_them_and_no_other(qgis_process, geotiff, tmp_path):
     outputs = {name: str(tmp_path / "out" / OUTPUTS[name]) for name in PRIMARY}
     (tmp_path / "out").mkdir()
-    arguments = {**dem_and_inputs(geotiff, tmp_path), "epochs": 1, **outputs}
+    arguments = {**dem_and_inputs(geotiff, tmp_path, pixel=100), "epochs": 1, **outputs}
     done = qgis_process("--json", "run", str(MODEL), "--", *(f"{key}={value}" for key, value in arguments.items()))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout)["results"]
@@ -130,6 +132,7 @@ def test_naming_only_the_primary_outputs_writes_them_and_no_other(qgis_process, 
     assert sorted(written) == sorted(OUTPUTS[name] for name in PRIMARY)
 
 
+@pytest.mark.heavy
 def test_the_model_runs_the_whole_chain_through_qgis_process(qgis_process, geotiff, tmp_path):
     outputs = {name: str(tmp_path / file) for name, file in OUTPUTS.items()}
     arguments = {**dem_and_inputs(geotiff, tmp_path), **outputs}
