@@ -329,20 +329,25 @@ def write_amplitude_stack(path, images=16, size=20):
     write_geotiff(path, amplitudes, (500000.0, 20.0, 0.0, 4100000.0, 0.0, -20.0), 32630)
 
 
-def points_on_amplitude_grid(n=60):
-    """Random points with a displacement over the grid of write_amplitude_stack."""
+def displacement_points(x, y, values):
+    """A memory point layer in EPSG:32630 with a `displacement` field."""
     from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
 
     layer = QgsVectorLayer("Point?crs=EPSG:32630&field=displacement:double", "ps", "memory")
-    rng = np.random.default_rng(1)
     features = []
-    for x, y, value in zip(rng.uniform(500000, 500400, n), rng.uniform(4099600, 4100000, n), rng.normal(0, 5, n)):
+    for a, b, value in zip(x, y, values):
         feature = QgsFeature(layer.fields())
-        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(a, b)))
         feature.setAttributes([float(value)])
         features.append(feature)
     layer.dataProvider().addFeatures(features)
     return layer
+
+
+def points_on_amplitude_grid(n=60):
+    """Random points with a displacement over the grid of write_amplitude_stack."""
+    rng = np.random.default_rng(1)
+    return displacement_points(rng.uniform(500000, 500400, n), rng.uniform(4099600, 4100000, n), rng.normal(0, 5, n))
 
 
 @pytest.fixture

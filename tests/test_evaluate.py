@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cnn_data import known_function_dataset, smooth_fields
+from conftest import displacement_points
 from osgeo import gdal
 from qgis import processing
-from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException, QgsVectorLayer
+from qgis.core import QgsProcessingException, QgsVectorLayer
 
 from insar_subsidence.algorithms import evaluate
 from insar_subsidence.core import evaluation
@@ -252,18 +253,6 @@ def test_a_dataset_without_test_points_is_refused(plugin, tmp_path, dense_model)
         run(tmp_path, tmp_path / "no_test.npz", model)
 
 
-def points_layer(x, y, values):
-    layer = QgsVectorLayer("Point?crs=EPSG:32630&field=displacement:double", "ps", "memory")
-    features = []
-    for a, b, value in zip(x, y, values):
-        feature = QgsFeature(layer.fields())
-        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(a, b)))
-        feature.setAttributes([float(value)])
-        features.append(feature)
-    layer.dataProvider().addFeatures(features)
-    return layer
-
-
 def test_a_model_of_another_split_of_the_points_is_refused(plugin, tmp_path, geotiff, log_feedback):
     """The same points exported with SEED 0 and with SEED 1 (random splits): the model trained on
     the first is evaluated on it, refused on the second (its training points are test points
@@ -279,7 +268,7 @@ def test_a_model_of_another_split_of_the_points_is_refused(plugin, tmp_path, geo
     rng = np.random.default_rng(2)
     rows, columns = np.divmod(rng.choice(50 * 50, 200, replace=False), 50)  # 200 distinct pixels
     rows, columns = rows + 5, columns + 5  # their patches inside the stack
-    points = points_layer(400005.0 + 10 * columns, 4499995.0 - 10 * rows, fields[0, rows, columns])
+    points = displacement_points(400005.0 + 10 * columns, 4499995.0 - 10 * rows, fields[0, rows, columns])
     datasets = []
     for seed in (0, 1):
         exported = processing.run(
