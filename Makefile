@@ -51,9 +51,18 @@ demo: setup $(BUILD)/pluginpath/$(PLUGIN)
 	@$(RUN_ENV) bash tools/demo_donana.sh $(QGIS_PROCESS) $(BUILD)/demo/donana
 
 # `make bench BENCH=kriging` runs only the benchmarks whose name contains "kriging".
-bench: setup $(BUILD)/pluginpath/$(PLUGIN)
+# bench_kriging compares with KrigeKit, which needs numpy 2: it runs in a venv of its own
+# (requirements-bench.txt, without the system's packages), whose python it gets in KRIGEKIT_PYTHON.
+BENCH_VENV := $(BUILD)/bench-venv
+bench: setup $(BUILD)/pluginpath/$(PLUGIN) $(BENCH_VENV)/.installed
 	@bash tools/ensure_apt.sh "command -v grass" "GRASS GIS" $(BENCH_APT_PACKAGES)
-	$(PY) tests/bench/run.py $(BENCH)
+	KRIGEKIT_PYTHON=$(CURDIR)/$(BENCH_VENV)/bin/python $(PY) tests/bench/run.py $(BENCH)
+
+# After setup, which installs python3-venv.
+$(BENCH_VENV)/.installed: requirements-bench.txt | $(VENV)/.installed
+	@[ -x $(BENCH_VENV)/bin/python ] || /usr/bin/python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements-bench.txt
+	@touch $@
 
 # The zip the QGIS plugin manager installs: committed files only, minus what
 # .gitattributes marks export-ignore (tests, build and dev files).

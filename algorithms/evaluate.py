@@ -36,7 +36,7 @@ from ..core.patches import DROPPED, TEST, TRAIN, VAL, default_block_size
 from ..core.prediction import members_output, session
 from ..models.training import TrainingError, train_in_worker
 from .base import SubsidenceAlgorithm, read_model_card
-from .layers import open_raster, read_decimated
+from .layers import REPROJECT_RASTER, crs_from_text, open_raster, read_decimated, refuse_geographic
 from .settings import torch_python_setting
 
 PREDICT_BATCH = 256
@@ -278,6 +278,7 @@ class Evaluate(SubsidenceAlgorithm):
             raise QgsProcessingException(
                 f"{dataset_path} is not a dataset written by 'Export training patches': {error}"
             ) from None
+        _refuse_geographic_dataset(data)
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         card = read_model_card(model_path, model_path)
         _check_model_fits(card, data)
@@ -414,6 +415,21 @@ class Evaluate(SubsidenceAlgorithm):
         feature.setAttributes(attributes)
         if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
             raise QgsProcessingException(self.writeFeatureError(sink, {}))
+
+
+def _refuse_geographic_dataset(data):
+    """Kriging the dataset's points in degrees would give wrong variograms: refused, as the export
+    of such a dataset now is, with the UTM zone of the points' centre to reproject the stack to."""
+    if "crs" not in data or not len(data["x"]):
+        return
+    x, y = data["x"], data["y"]
+    refuse_geographic(
+        crs_from_text(str(data["crs"])),
+        "The dataset's driver stack",
+        (x.min() + x.max()) / 2,
+        (y.min() + y.max()) / 2,
+        fix=REPROJECT_RASTER + ", then export the patches and train the CNN again",
+    )
 
 
 def point_columns(data, result):

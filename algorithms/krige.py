@@ -16,8 +16,11 @@ from qgis.core import (
 from ..core.grid import Grid
 from ..core.kriging import check_points, merge_coincident
 from .kriging_base import KrigingAlgorithm
-from .layers import grid_of_raster, point_values
+from .layers import WARP, grid_of_raster, point_values, refuse_geographic
 from .styles import style_raster
+
+# Without a reference grid the grid CRS is a parameter: the fix is to set it.
+SET_GRID_CRS = f"set 'Grid CRS' to {{crs}}, or give a reference grid in it (reproject a raster with {WARP})"
 
 
 class Krige(KrigingAlgorithm):
@@ -166,22 +169,20 @@ class Krige(KrigingAlgorithm):
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
         if reference is not None:
             grid, crs = grid_of_raster(reference), reference.crs()
-        else:
-            crs = self.parameterAsCrs(parameters, self.CRS, context)
-            if not crs.isValid():
-                crs = source.sourceCrs()
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
-            pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
-            grid = Grid.from_extent(
-                extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum(), pixel_size
-            )
+            self._check_crs(crs)
+            refuse_geographic(crs, "The reference grid", *grid.centre)
+            return grid, QgsCoordinateReferenceSystem(crs)
+        crs = self.parameterAsCrs(parameters, self.CRS, context)
+        if not crs.isValid():
+            crs = source.sourceCrs()
+        self._check_crs(crs)
+        extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
+        # Refused before the grid is drawn: a pixel size in metres makes no sense in degrees.
+        refuse_geographic(crs, "The grid", extent.center().x(), extent.center().y(), fix=SET_GRID_CRS)
+        pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
+        grid = Grid.from_extent(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum(), pixel_size)
+        return grid, QgsCoordinateReferenceSystem(crs)
+
+    def _check_crs(self, crs):
         if not crs.isValid():
             raise QgsProcessingException(self.tr("The grid has no CRS: set the reference grid's CRS, or CRS."))
-        if crs.isGeographic():
-            raise QgsProcessingException(
-                self.tr(
-                    f"The grid CRS {crs.authid()} is geographic (degrees), where distances are not isotropic. "
-                    "Krige in a projected CRS (e.g. the UTM zone): set CRS or use a projected reference grid."
-                )
-            )
-        return grid, QgsCoordinateReferenceSystem(crs)

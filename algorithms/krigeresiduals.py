@@ -21,7 +21,7 @@ from ..core.errors import InputError
 from ..core.kriging import check_points, merge_coincident
 from ..core.patches import TRAIN, pixel_indices
 from .kriging_base import BLOCK_CELLS, KrigingAlgorithm
-from .layers import crs_from_text, grid_of_raster, open_raster, point_values, read_band
+from .layers import crs_from_text, grid_of_raster, open_raster, point_values, read_band, refuse_geographic
 from .styles import style_raster
 
 NAMED = 10  # points named in the log when some lie outside the surface
@@ -129,13 +129,11 @@ class KrigeResiduals(KrigingAlgorithm):
         steps = QgsProcessingMultiStepFeedback(4, feedback)
         surface = self.parameterAsRasterLayer(parameters, self.SURFACE, context)
         grid, crs = grid_of_raster(surface), QgsCoordinateReferenceSystem(surface.crs())
-        if not crs.isValid() or crs.isGeographic():
+        if not crs.isValid():
             raise QgsProcessingException(
-                self.tr(
-                    f"The surface's CRS ({crs.authid() or 'none'}) is not a projected one: krige in metres, "
-                    "e.g. the surface of a stack in the UTM zone."
-                )
+                self.tr("The surface has no CRS: set it (Layer Properties › Source), in metres, e.g. the UTM zone.")
             )
+        refuse_geographic(crs, "The surface", *grid.centre)
         uncertainty = self.parameterAsRasterLayer(parameters, self.SURFACE_UNCERTAINTY, context)
         if uncertainty is not None and (grid_of_raster(uncertainty) != grid or uncertainty.crs() != surface.crs()):
             raise QgsProcessingException(

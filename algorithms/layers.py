@@ -9,12 +9,14 @@ from osgeo import gdal, ogr, osr
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsCoordinateTransformContext,
     QgsCsException,
     QgsFeatureRequest,
+    QgsPointXY,
     QgsProcessingException,
 )
 
-from ..core.grid import Grid
+from ..core.grid import Grid, utm_epsg
 
 NODATA = -3.4028234663852886e38  # float32's lowest value: never a displacement
 
@@ -38,16 +40,25 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
     """Every point of every feature, in `crs`: x, y, the field's value, the feature id, the value
     of `extra_field` (or None), and the counts of what was skipped and why."""
     transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+    same_crs = transform.isShortCircuited()  # no transform per point: half the time at 200 000 points
+    fields = source.fields()
     wanted = [field] + ([extra_field] if extra_field else [])
-    request = QgsFeatureRequest().setSubsetOfAttributes(wanted, source.fields())
+    request = QgsFeatureRequest().setSubsetOfAttributes(wanted, fields)
+    value_index = fields.lookupField(field)
+    extra_index = fields.lookupField(extra_field) if extra_field else None
     xs, ys, values, ids, extras = [], [], [], [], []
     skipped = {"no geometry": 0, "no value": 0, "not transformable": 0}
     total = source.featureCount() or 1
     for number, feature in enumerate(source.getFeatures(request)):
-        if feature.geometry().isEmpty():
+        if number % 10000 == 0:
+            if feedback.isCanceled():
+                raise QgsProcessingException("Canceled.")
+            feedback.setProgress(100 * number / total)
+        geometry = feature.geometry()
+        if geometry.isEmpty():
             skipped["no geometry"] += 1
             continue
-        value = feature[field]
+        value = feature.attribute(value_index)
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -55,23 +66,19 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
         if not math.isfinite(value):  # NULL or NaN
             skipped["no value"] += 1
             continue
-        geometry = feature.geometry()
-        try:
-            geometry.transform(transform)
-        except QgsCsException:
-            skipped["not transformable"] += 1
-            continue
-        extra = feature[extra_field] if extra_field else None
+        if not same_crs:
+            try:
+                geometry.transform(transform)
+            except QgsCsException:
+                skipped["not transformable"] += 1
+                continue
+        extra = feature.attribute(extra_index) if extra_field else None
         for point in geometry.constParts():
             xs.append(point.x())
             ys.append(point.y())
             values.append(value)
             ids.append(str(feature.id()))
             extras.append(extra)
-        if number % 10000 == 0:
-            if feedback.isCanceled():
-                raise QgsProcessingException("Canceled.")
-            feedback.setProgress(100 * number / total)
     return PointValues(np.array(xs), np.array(ys), np.array(values), ids, extras, skipped)
 
 
@@ -224,3 +231,40 @@ def polygon_cells(wkbs, grid, wkt):
         layer.CreateFeature(feature)
     gdal.RasterizeLayer(target, [1], layer, burn_values=[1])
     return target.GetRasterBand(1).ReadAsArray().astype(bool)
+
+
+WARP = "Raster › Projections › Warp (reproject) (gdal:warpreproject)"
+REPROJECT_RASTER = f"reproject it with {WARP}, Target CRS {{crs}}"
+
+
+def refuse_geographic(crs, what, x, y, fix=REPROJECT_RASTER):
+    """Raises a QgsProcessingException when `crs` is geographic: distances in degrees differ by
+    direction. `what` names the data in the user's words ("The driver stack"); (x, y), its centre
+    in `crs`, picks the UTM zone suggested; `fix` says what to do, {crs} standing for that zone."""
+    if not crs.isGeographic():
+        return
+    suggested = QgsCoordinateReferenceSystem(f"EPSG:{utm_epsg(*_wgs84_degrees(crs, x, y))}")
+    raise QgsProcessingException(
+        f"{what} is in {_named(crs)}, a geographic CRS: its units are degrees, and away from the equator a "
+        "degree east is shorter than a degree north, so distances would differ by direction and the variogram, "
+        "the kriging neighbourhoods and the spatial blocks would be wrong. Use a projected CRS in metres "
+        f"instead, e.g. {_named(suggested)}, the UTM zone of its centre: {fix.format(crs=suggested.authid())}."
+    )
+
+
+def _named(crs):
+    """EPSG:32614 (WGS 84 / UTM zone 14N): the id and the name QGIS's CRS selector shows."""
+    return f"{crs.authid()} ({crs.description()})" if crs.authid() else crs.description()
+
+
+def _wgs84_degrees(crs, x, y):
+    """(longitude, latitude) in WGS 84 of a point in the geographic `crs`: its own degrees when the
+    transformation fails (another datum moves a point by metres, not across a UTM zone)."""
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    if crs == wgs84:
+        return x, y
+    try:
+        point = QgsCoordinateTransform(crs, wgs84, QgsCoordinateTransformContext()).transform(QgsPointXY(x, y))
+    except QgsCsException:
+        return x, y
+    return point.x(), point.y()

@@ -25,6 +25,8 @@ def available_cores():
 
 
 def _loaded_blas_paths():
+    import numpy  # loads its BLAS, which must be mapped before the maps are read
+
     paths = set()
     if os.path.exists("/proc/self/maps"):  # Linux: the libraries this process has loaded
         with open("/proc/self/maps") as maps:
@@ -32,9 +34,7 @@ def _loaded_blas_paths():
                 path = line.split()[-1]
                 if "blas" in os.path.basename(path).lower():
                     paths.add(path)
-    import numpy  # wheels on Windows and macOS carry their OpenBLAS beside numpy
-
-    root = os.path.dirname(numpy.__file__)
+    root = os.path.dirname(numpy.__file__)  # wheels on Windows and macOS carry OpenBLAS beside numpy
     for folder in (os.path.join(root, ".libs"), os.path.join(root, ".dylibs"), root + ".libs"):
         paths.update(glob.glob(os.path.join(folder, "*openblas*")))
     return sorted(paths)

@@ -77,6 +77,7 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
     )
     predicted["kriging"], variance = kriging.predict(x[test], y[test])
     sigma["kriging"] = np.sqrt(variance)
+    notes += regularised_note(kriging, "kriging")
 
     features = trend_features(data["patches"])
     coefficients = fit_trend(features[known], targets[known])
@@ -86,6 +87,7 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
     )
     correction, variance = residual_kriging.predict(x[test], y[test])
     predicted["regression_kriging"], sigma["regression_kriging"] = trend[test] + correction, np.sqrt(variance)
+    notes += regularised_note(residual_kriging, "regression kriging")
 
     members = np.asarray(
         predict_patches(np.asarray(data["patches"][np.concatenate([test, validation])], np.float32)), float
@@ -109,6 +111,7 @@ def compare(data, predict_patches, variogram_model, n_neighbours, seed=0):
         )
         correction, variance = residual_kriging.predict(x[test], y[test])
         predicted["hybrid"], sigma["hybrid"] = predicted["cnn"] + correction, np.sqrt(variance)
+        notes += regularised_note(residual_kriging, "hybrid")
     except InputError as error:
         notes.append(
             f"The hybrid kriges the CNN's residuals at the {len(validation)} validation points, "
@@ -140,6 +143,16 @@ def kriged(x, y, z, variogram_model, n_neighbours, seed):
     check_points(x, y, z)
     fit = fit_variogram(experimental_variogram(x, y, z, rng=seed), variogram_model)
     return OrdinaryKriging(x, y, z, fit.variogram, n_neighbours), fit, len(z)
+
+
+def regularised_note(kriging, method):
+    """A note when the kriging raised its nugget for some test points (core.kriging's guard)."""
+    if not kriging.regularised:
+        return []
+    return [
+        f"The {method} raised its nugget by up to {kriging.raised_nugget:.4g} for {kriging.regularised} test "
+        "points, whose neighbours include near-duplicate points (a nearly singular kriging system)."
+    ]
 
 
 def trend_features(patches):

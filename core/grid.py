@@ -44,3 +44,21 @@ class Grid:
         x = self.left + (np.arange(self.width) + 0.5) * self.pixel_width
         y = self.top - (np.arange(row_start, row_stop) + 0.5) * self.pixel_height
         return np.meshgrid(x, y)
+
+    @property
+    def centre(self):
+        """(x, y) of the grid's centre, in map units."""
+        return self.left + self.width * self.pixel_width / 2, self.top - self.height * self.pixel_height / 2
+
+
+def utm_epsg(longitude, latitude):
+    """The EPSG code of the WGS 84 UTM zone holding a point (degrees): 326zz north of the equator,
+    327zz south, zz = floor((longitude + 180) / 6) + 1. The polar caps UTM leaves out (north of
+    84° N, south of 80° S) get the Universal Polar Stereographic CRS instead."""
+    if latitude > 84:
+        return 32661  # WGS 84 / UPS North (N,E)
+    if latitude < -80:
+        return 32761  # WGS 84 / UPS South (N,E)
+    # % 60: longitude 180 (= -180) and longitudes given as 0..360 wrap round.
+    zone = int(math.floor((longitude + 180) / 6)) % 60 + 1
+    return (32600 if latitude >= 0 else 32700) + zone

@@ -1,5 +1,6 @@
 """subsidence:krige end to end: real PS points in, GeoTIFFs out, checked with GDAL and PyKrige."""
 
+import html
 import json
 
 import numpy as np
@@ -261,3 +262,56 @@ def test_the_variance_is_written_only_when_asked_for(plugin, donana, tmp_path):
     )
     assert read(results["OUTPUT"])[0].shape == (9, 10)
     assert "OUTPUT_VARIANCE" not in results and [p.name for p in tmp_path.glob("*.tif")] == ["k.tif"]
+
+
+def run_on(tmp_path, x, y, z, feedback, **parameters):
+    """krige of memory points at x, y (EPSG:32630) over their extent, 20 x 20 cells."""
+    from conftest import displacement_points
+
+    extent = f"{x.min()},{x.max()},{y.min()},{y.max()} [EPSG:32630]"
+    size = float(max(np.ptp(x), np.ptp(y)) / 20)
+    settings = {"FIELD": "displacement", "EXTENT": extent, "PIXEL_SIZE": size, **parameters}
+    return run_and_capture(tmp_path, displacement_points(x, y, z), settings, feedback)
+
+
+def test_near_duplicates_stay_within_the_data_and_the_log_says_how(plugin, tmp_path, log_feedback):
+    # Issue 21: two points 1 cm apart (6.4 and 11.4), gaussian, nugget 0: PyKrige gives 1337 3 m away.
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.uniform(0, 1000, 40), 500.0, 500.01] + 500000
+    y = np.r_[rng.uniform(0, 1000, 40), 500.0, 500.0] + 4100000
+    z = np.r_[10 + 3 * np.sin(x[:40] / 300) + np.cos(y[:40] / 250), 6.4, 11.4]
+    gaussian = {"VARIOGRAM_MODEL": 2, "SILL": 4.0, "RANGE": 400.0, "NUGGET": 0.0}
+    results, log = run_on(tmp_path, x, y, z, log_feedback(), **gaussian)
+    surface, geotransform, *_ = read(results["OUTPUT"])
+    column, row = (
+        int((500500.005 - geotransform[0]) / geotransform[1]),
+        int((4100500 - geotransform[3]) / geotransform[5]),
+    )
+    assert z.min() <= surface[row, column] <= z.max()
+    margin = 0.1 * np.ptp(z)  # a gaussian variogram overshoots a little beyond the points
+    assert z.min() - margin <= surface.min() and surface.max() <= z.max() + margin
+    assert "cells were kriged with the nugget raised" in log and "points cross-validated were kriged" in log
+    assert abs(results["LOO_ME"]) < 1 and results["LOO_RMSE"] < np.ptp(z)
+
+
+def test_an_exact_duplicate_cluster_is_merged_and_counted(plugin, tmp_path, log_feedback):
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(0, 2000, 30) + 500000, rng.uniform(0, 2000, 30) + 4100000
+    z = np.sin(x / 400) + rng.normal(0, 0.1, 30)
+    cluster = np.array([1.0, 2.0, 3.0, 4.0])  # four more scatterers where point 0 is
+    x, y, z = np.r_[x, [x[0]] * 4], np.r_[y, [y[0]] * 4], np.r_[z, cluster]
+    results, log = run_on(tmp_path, x, y, z, log_feedback())
+    assert results["N_POINTS"] == 30
+    assert "34 points read from 'displacement'; 4 merged into coincident ones" in log
+
+
+def test_cross_validation_is_subsampled_or_skipped(plugin, tmp_path, log_feedback):
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 2000, 60) + 500000, rng.uniform(0, 2000, 60) + 4100000
+    z = np.sin(x / 400) + np.cos(y / 500) + rng.normal(0, 0.1, 60)
+    results, log = run_on(tmp_path, x, y, z, log_feedback(), MAX_LOO_POINTS=10)
+    assert "Leave-one-out on 10 of 60 points" in log and np.isfinite(results["LOO_RMSE"])
+    results, log = run_on(tmp_path, x, y, z, log_feedback(), MAX_LOO_POINTS=0, OUTPUT_REPORT=str(tmp_path / "r.html"))
+    assert "Leave-one-out cross-validation skipped" in log
+    assert all(np.isnan(results[key]) for key in ("LOO_ME", "LOO_RMSE", "LOO_MSE", "LOO_MSSE"))
+    assert "Skipped ('Points cross-validated' is 0)" in html.unescape((tmp_path / "r.html").read_text())

@@ -150,7 +150,7 @@ def test_bad_inputs_are_refused_without_outputs(plugin, tmp_path, geotiff):
     with pytest.raises(QgsProcessingException, match="not numeric"):
         run(tmp_path, SURFACE=surface, POINTS=text_field)
     geographic = geotiff(tmp_path / "geographic.tif", surface_values(), (-3.0, 0.001, 0, 40.0, 0, -0.001), 4326)
-    with pytest.raises(QgsProcessingException, match="not a projected one"):
+    with pytest.raises(QgsProcessingException, match="The surface is in EPSG:4326.*EPSG:32630"):
         run(tmp_path, SURFACE=geographic, POINTS=points_layer()[0])
     assert not (tmp_path / "hybrid.tif").exists() and not (tmp_path / "variance.tif").exists()
 

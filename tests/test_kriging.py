@@ -228,3 +228,62 @@ def test_dense_points_give_the_nugget_from_their_short_distances():
     statistics = cross_validation_statistics(*OrdinaryKriging(x, y, z, fit.variogram, 32).leave_one_out())
     assert 0.8 <= statistics["MSSE"] <= 1.25
     assert statistics["RMSE"] < 2.4  # the noise (2.0) is the floor
+
+
+def near_duplicate_points():
+    """Issue 21's case: two points 1 cm apart with values 6.4 and 11.4 among smooth ones, under a
+    gaussian variogram without nugget."""
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.uniform(0, 1000, 40), 500.0, 500.01]
+    y = np.r_[rng.uniform(0, 1000, 40), 500.0, 500.0]
+    z = np.r_[10 + 3 * np.sin(x[:40] / 300) + np.cos(y[:40] / 250), 6.4, 11.4]
+    return x, y, z, Variogram("gaussian", (4.0, 400.0, 0.0))
+
+
+@pytest.mark.parametrize("k", [32, 0])
+def test_near_duplicates_without_nugget_stay_within_the_data(k):
+    x, y, z, variogram = near_duplicate_points()
+    kriging = OrdinaryKriging(x, y, z, variogram, k)
+    value, _ = kriging.predict(np.array([503.0]), np.array([500.0]))  # PyKrige: 1337 here
+    errors, _ = kriging.leave_one_out()  # PyKrige: errors up to 7e5
+    assert z.min() <= value[0] <= z.max()
+    assert np.abs(errors).max() < np.ptp(z)
+    assert kriging.regularised == 1 and kriging.regularised_in_cross_validation > 0 and kriging.raised_nugget > 0
+
+
+def test_a_raised_nugget_is_pykrige_s_kriging_with_that_nugget():
+    # The guard changes nothing but the nugget, and only for the systems it flags.
+    x, y, z, variogram = near_duplicate_points()
+    targets = np.array([503.0, 100.0]), np.array([500.0, 900.0])
+    kriging = OrdinaryKriging(x, y, z, variogram, 8)
+    values, variances = kriging.predict(*targets)
+    assert kriging.regularised == 1
+    nugget = kriging.raised_nugget
+    raised = PyKrige(
+        x, y, z, variogram_model="gaussian", variogram_parameters={"sill": 4 + nugget, "range": 400, "nugget": nugget}
+    )
+    plain = PyKrige(x, y, z, variogram_model="gaussian", variogram_parameters=variogram.as_pykrige_dict())
+    expected = [reference.execute("points", *targets, backend="C", n_closest_points=8) for reference in (raised, plain)]
+    np.testing.assert_allclose([values[0], variances[0]], [expected[0][0][0], expected[0][1][0]], rtol=1e-9)
+    np.testing.assert_allclose([values[1], variances[1]], [expected[1][0][1], expected[1][1][1]], rtol=1e-9)
+
+
+def test_leave_one_out_of_a_sample_equals_that_of_every_point(points):
+    x, y, z = points
+    kriging = OrdinaryKriging(x, y, z, Variogram("spherical", PARAMETERS["spherical"]), 16)
+    errors, variances = kriging.leave_one_out()
+    sample = np.array([3, 50, 51, 299])
+    sampled_errors, sampled_variances = kriging.leave_one_out(sample)
+    np.testing.assert_allclose(sampled_errors, errors[sample], rtol=1e-12)
+    np.testing.assert_allclose(sampled_variances, variances[sample], rtol=1e-12)
+
+
+def test_targets_on_a_line_or_alone_are_kriged_as_everywhere(points):
+    # The grouping of nearby targets must not depend on their layout: a row, a column, one target.
+    x, y, z = points
+    kriging = OrdinaryKriging(x, y, z, Variogram("spherical", PARAMETERS["spherical"]), 16)
+    line = np.linspace(0, 1000, 333)
+    for tx, ty in ((line, np.full_like(line, 500.0)), (np.full_like(line, 20.0), line)):
+        values, _ = kriging.predict(tx, ty)
+        one_by_one = [kriging.predict(tx[i : i + 1], ty[i : i + 1])[0][0] for i in range(0, 333, 37)]
+        np.testing.assert_allclose(values[::37], one_by_one, rtol=1e-12)
