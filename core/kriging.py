@@ -380,40 +380,17 @@ class OrdinaryKriging:
     def _solve_group(self, distances, index):
         """Kriges the targets of one group from their neighbours' distances and indices (B, k).
 
-        Each target's system is gathered from one table of the semivariances between all the
-        group's neighbours, instead of being evaluated pair by pair (5x less time). The systems are
-        PyKrige's with a constant `shift` added to every semivariance entry and the border scaled
-        by it: the weights are the same (they sum to 1), the variance is shift - weights . b, and the
-        diagonal, now the largest entry of its column, spares LAPACK the row swaps (15 % faster).
+        The systems are PyKrige's with a constant `shift` added to every semivariance entry and the
+        border scaled by it (see _shifted): the weights are the same (they sum to 1), the variance is
+        shift - weights . b, and the diagonal, now the largest entry of its column, spares LAPACK
+        the row swaps (15 % faster).
 
         A system whose weights sum in absolute value to more than MAX_WEIGHT_SUM is ill-conditioned,
         typically by near-duplicate points under a nugget near 0 (several scatterers in one
         resolution cell): it would extrapolate wildly. Those are solved again with the nugget raised
         step by step (RIDGES, relative to the shift) until their weights are sane."""
-        ordered = np.sort(index, axis=None)
-        union = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
-        local = np.searchsorted(union, index)
-        size = len(union)
-        # numpy rather than cdist, which holds the GIL and so keeps the other threads waiting
-        x, y = self.xy[union, 0], self.xy[union, 1]
-        dx = x[:, None] - x[None, :]
-        dy = y[:, None] - y[None, :]
-        dx *= dx
-        dy *= dy
-        dx += dy
-        semivariances = self.variogram.evaluate_in_place(np.sqrt(dx, out=dx))
-        shift = max(float(semivariances.max()), np.finfo(float).tiny)
-        table = np.full((size + 1, size + 1), shift)
-        np.subtract(shift, semivariances, out=table[:size, :size])
-        np.fill_diagonal(table[:size, :size], shift)  # PyKrige's zero diagonal, shifted
-        table[size, size] = 0.0
-        rows = np.empty((len(index), self.k + 1), dtype=np.intp)
-        rows[:, :-1] = local
-        rows[:, -1] = size
-        flat = rows[:, :, None] * (size + 1)
-        flat = flat + rows[:, None, :]
-        a = np.take(table, flat)  # releases the GIL; fancy indexing does not scale on two threads
-        b = np.empty_like(rows, dtype=float)
+        a, shift = self._shifted_systems(index)
+        b = np.empty((len(index), self.k + 1))
         b[:, :-1] = distances
         np.subtract(shift, self.variogram.evaluate_in_place(b[:, :-1]), out=b[:, :-1])
         at_point = np.abs(distances) <= EPS
@@ -436,6 +413,37 @@ class OrdinaryKriging:
             bad = bad[np.abs(weights[bad, :-1]).sum(axis=1) > MAX_WEIGHT_SUM]
         values = np.einsum("bi,bi->b", weights[:, :-1], self.z[index])
         return values, _non_negative(tops - np.einsum("bi,bi->b", weights, b)), regularised
+
+    def _shifted_systems(self, index):
+        """The kriging matrices (B, k+1, k+1) of the neighbour sets `index` (B, k), and their shift.
+
+        Where the targets are close together (a grid), each system is gathered from one table of
+        the semivariances among all the group's neighbours, instead of being evaluated pair by pair
+        (5x less time); where they are scattered (cross-validation of a sample), the table would
+        outgrow the systems, and each is evaluated from its own points."""
+        ordered = np.sort(index, axis=None)
+        union = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+        size, k = len(union), self.k
+        if size * size > index.size * (k + 1):
+            return _shifted(self._semivariances(index))
+        table, shift = _shifted(self._semivariances(union[None]))
+        rows = np.empty((len(index), k + 1), dtype=np.intp)
+        rows[:, :-1] = np.searchsorted(union, index)
+        rows[:, -1] = size
+        flat = rows[:, :, None] * (size + 1)
+        flat = flat + rows[:, None, :]
+        return np.take(table[0], flat), shift  # np.take releases the GIL; fancy indexing does not
+
+    def _semivariances(self, index):
+        """The semivariances among the points of each row of `index` (B, m): (B, m, m). numpy
+        rather than cdist, which holds the GIL and so keeps the other threads waiting."""
+        x, y = self.xy[index, 0], self.xy[index, 1]
+        squared = x[:, :, None] - x[:, None, :]
+        squared *= squared
+        dy = y[:, :, None] - y[:, None, :]
+        dy *= dy
+        squared += dy
+        return self.variogram.evaluate_in_place(np.sqrt(squared, out=squared))
 
     def leave_one_out(self, sample=None):
         """Points predicted from the others: (errors = observed - predicted, kriging variances),
@@ -489,6 +497,20 @@ class OrdinaryKriging:
         with one_blas_thread() as controlled, ThreadPoolExecutor(available_cores() if controlled else 1) as pool:
             list(pool.map(run, range(0, n, self.batch)))
         return values, variances, sum(counts)
+
+
+def _shifted(semivariances):
+    """PyKrige's kriging matrices for the semivariances (B, m, m) among m points, shifted:
+    (B, m + 1, m + 1) matrices of shift - semivariance off the diagonal, shift on it (PyKrige's
+    0), shift on the border and 0 in the corner; and the shift, the largest semivariance."""
+    batch, m, _ = semivariances.shape
+    shift = max(float(semivariances.max()), np.finfo(float).tiny)
+    a = np.full((batch, m + 1, m + 1), shift)
+    np.subtract(shift, semivariances, out=a[:, :m, :m])
+    diagonal = np.arange(m)
+    a[:, diagonal, diagonal] = shift
+    a[:, m, m] = 0.0
+    return a, shift
 
 
 def _non_negative(variances):
