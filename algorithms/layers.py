@@ -12,6 +12,7 @@ from qgis.core import (
     QgsCoordinateTransformContext,
     QgsCsException,
     QgsFeatureRequest,
+    QgsLineString,
     QgsPointXY,
     QgsProcessingException,
 )
@@ -36,17 +37,24 @@ def grid_of_raster(layer):
 PointValues = namedtuple("PointValues", "x y values ids extra skipped")
 
 
+POINT_WKB_SIZE = 21  # WKB of a 2D point: byte order, type, x, y
+
+
 def point_values(source, field, crs, context, feedback, extra_field=None):
     """Every point of every feature, in `crs`: x, y, the field's value, the feature id, the value
-    of `extra_field` (or None), and the counts of what was skipped and why."""
+    of `extra_field` (or None), and the counts of what was skipped and why.
+
+    2D single points, most PS layers, keep their WKB and are decoded and transformed all at once:
+    at 200 000 points 1.0 s instead of 1.5 s, and 0.1 s instead of 0.5 s to transform them."""
     transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
-    same_crs = transform.isShortCircuited()  # no transform per point: half the time at 200 000 points
     fields = source.fields()
     wanted = [field] + ([extra_field] if extra_field else [])
     request = QgsFeatureRequest().setSubsetOfAttributes(wanted, fields)
     value_index = fields.lookupField(field)
     extra_index = fields.lookupField(extra_field) if extra_field else None
-    xs, ys, values, ids, extras = [], [], [], [], []
+    # 2D single points: their WKB, value, feature id and extra value
+    wkbs, simple_values, simple_ids, simple_extras = [], [], [], []
+    xs, ys, values, ids, extras = [], [], [], [], []  # the other geometries, part by part
     skipped = {"no geometry": 0, "no value": 0, "not transformable": 0}
     total = source.featureCount() or 1
     for number, feature in enumerate(source.getFeatures(request)):
@@ -66,20 +74,67 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
         if not math.isfinite(value):  # NULL or NaN
             skipped["no value"] += 1
             continue
-        if not same_crs:
-            try:
-                geometry.transform(transform)
-            except QgsCsException:
-                skipped["not transformable"] += 1
-                continue
         extra = feature.attribute(extra_index) if extra_field else None
+        wkb = geometry.asWkb()
+        if len(wkb) == POINT_WKB_SIZE:
+            wkbs.append(wkb)
+            simple_values.append(value)
+            simple_ids.append(feature.id())
+            simple_extras.append(extra)
+            continue
+        try:
+            geometry.transform(transform)
+        except QgsCsException:
+            skipped["not transformable"] += 1
+            continue
         for point in geometry.constParts():
             xs.append(point.x())
             ys.append(point.y())
             values.append(value)
             ids.append(str(feature.id()))
             extras.append(extra)
-    return PointValues(np.array(xs), np.array(ys), np.array(values), ids, extras, skipped)
+    x, y, transformable = _decoded_points(wkbs, transform)
+    skipped["not transformable"] += int((~transformable).sum())
+    keep = np.flatnonzero(transformable)
+    return PointValues(
+        np.concatenate([x[keep], xs]),
+        np.concatenate([y[keep], ys]),
+        np.concatenate([np.array(simple_values, float)[keep], values]),
+        [str(simple_ids[i]) for i in keep] + ids,
+        [simple_extras[i] for i in keep] + extras,
+        skipped,
+    )
+
+
+def _decoded_points(wkbs, transform):
+    """x, y of 2D point WKBs, transformed, and which could be."""
+    wkb = np.frombuffer(b"".join(map(bytes, wkbs)), np.uint8).reshape(-1, POINT_WKB_SIZE)
+    x, y = (np.ascontiguousarray(wkb[:, start : start + 8]).view("<f8").ravel() for start in (5, 13))
+    big_endian = wkb[:, 0] == 0  # WKB's first byte: 1 little-endian, as QGIS writes on x86 and ARM
+    x[big_endian], y[big_endian] = x[big_endian].byteswap(), y[big_endian].byteswap()
+    if transform.isShortCircuited() or not len(x):
+        return x, y, np.ones(len(x), bool)
+    line = QgsLineString(x.tolist(), y.tolist())
+    try:
+        line.transform(transform)
+    except QgsCsException:  # some cannot be: one by one, to count them
+        return _transformed_one_by_one(x, y, transform)
+    # The line's WKB: byte order, type, count, then x y pairs.
+    xy = np.frombuffer(bytes(line.asWkb()), np.uint8)[9:].copy().view("<f8").reshape(-1, 2)
+    return xy[:, 0], xy[:, 1], np.isfinite(xy).all(axis=1)
+
+
+def _transformed_one_by_one(x, y, transform):
+    x, y = x.copy(), y.copy()
+    transformable = np.ones(len(x), bool)
+    for i in range(len(x)):
+        try:
+            point = transform.transform(QgsPointXY(x[i], y[i]))
+        except QgsCsException:
+            transformable[i] = False
+            continue
+        x[i], y[i] = point.x(), point.y()
+    return x, y, transformable & np.isfinite(x) & np.isfinite(y)
 
 
 def gdal_call(function, *args, **kwargs):

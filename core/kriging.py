@@ -134,12 +134,14 @@ class Fit:
 
 
 def merge_coincident(x, y, z):
-    """Points at the same location become one, with the mean value; returns x, y, z, merged count."""
-    xy = np.column_stack([x, y])
-    unique, inverse, counts = np.unique(xy, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    means = np.bincount(inverse, weights=z) / counts
-    return unique[:, 0], unique[:, 1], means, len(z) - len(unique)
+    """Points at the same location become one, with the mean value; returns x, y, z (ordered by x,
+    then y), merged count. (A lexsort: np.unique(axis=0) took 0.16 s at 200 000 points.)"""
+    order = np.lexsort((y, x))
+    x, y, z = x[order], y[order], z[order]
+    first = np.concatenate([[True], (x[1:] != x[:-1]) | (y[1:] != y[:-1])])
+    group = np.cumsum(first) - 1
+    means = np.bincount(group, weights=z) / np.bincount(group)
+    return x[first], y[first], means, len(z) - int(first.sum())
 
 
 def check_points(x, y, z, minimum=3):
