@@ -314,7 +314,7 @@ class OrdinaryKriging:
         self.batch = max(1, GLOBAL_BATCH_VALUES // (self.k + 1)) if self.is_global else GROUP
         self.tree = cKDTree(self.xy)
         self.regularised = 0
-        self.raised_nugget = 0.0
+        self._raises = []
         # Global: the one system's inverse, applied by matmul. (scipy's lu_solve corrupts the heap
         # when called from two threads with Debian 12's scipy 1.10 and OpenBLAS 0.3.21.)
         self._inverse = self._global_inverse() if self.is_global else None
@@ -339,8 +339,13 @@ class OrdinaryKriging:
                 break
         if ridge:
             self.variogram = self.variogram.with_nugget(self.variogram.nugget + ridge * scale)
-            self.raised_nugget = ridge * scale
+            self._raises.append(ridge * scale)
         return inverse
+
+    @property
+    def raised_nugget(self):
+        """The largest raise of the nugget so far (0: none)."""
+        return max(self._raises, default=0.0)
 
     def _right_hand_side(self, distances):
         b = np.empty((distances.shape[0], distances.shape[1] + 1))
@@ -365,7 +370,7 @@ class OrdinaryKriging:
     def _predict_global(self, targets):
         b = self._right_hand_side(cdist(targets, self.xy))
         weights = b @ self._inverse  # the system is symmetric, so is its inverse
-        regularised = len(targets) if self.raised_nugget else 0
+        regularised = len(targets) if self._raises else 0
         return weights[:, :-1] @ self.z, _non_negative(-np.einsum("bi,bi->b", weights, b)), regularised
 
     def _predict_local(self, targets, k, skip_nearest=False):
@@ -391,8 +396,9 @@ class OrdinaryKriging:
         typically by near-duplicate points under a nugget near 0 (several scatterers in one
         resolution cell): it would extrapolate wildly. Those are solved again with the nugget raised
         step by step (RIDGES, relative to the shift) until their weights are sane."""
+        k = index.shape[1]
         a, shift = self._shifted_systems(index)
-        b = np.empty((len(index), self.k + 1))
+        b = np.empty((len(index), k + 1))
         b[:, :-1] = distances
         np.subtract(shift, self.variogram.evaluate_in_place(b[:, :-1]), out=b[:, :-1])
         at_point = np.abs(distances) <= EPS
@@ -406,12 +412,12 @@ class OrdinaryKriging:
             if not len(bad):
                 break
             raise_by = ridge * shift
-            diagonal = np.arange(self.k)
+            diagonal = np.arange(k)
             a[bad[:, None], diagonal, diagonal] += raise_by
             b[bad, :-1] += raise_by * at_point[bad]
             tops[bad] += raise_by
             weights[bad] = np.linalg.solve(a[bad], b[bad, :, None])[..., 0]
-            self.raised_nugget = max(self.raised_nugget, float(tops[bad].max() - shift))
+            self._raises.append(float(tops[bad].max() - shift))  # a list: safe to append to from threads
             bad = bad[np.abs(weights[bad, :-1]).sum(axis=1) > MAX_WEIGHT_SUM]
         values = np.einsum("bi,bi->b", weights[:, :-1], self.z[index])
         return values, _non_negative(tops - np.einsum("bi,bi->b", weights, b)), regularised
@@ -425,7 +431,7 @@ class OrdinaryKriging:
         outgrow the systems, and each is evaluated from its own points."""
         ordered = np.sort(index, axis=None)
         union = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
-        size, k = len(union), self.k
+        size, k = len(union), index.shape[1]
         if size * size > index.size * (k + 1):
             return _shifted(self._semivariances(index))
         table, shift = _shifted(self._semivariances(union[None]))
@@ -460,7 +466,7 @@ class OrdinaryKriging:
         if self.is_global:
             diagonal = np.diag(self._inverse)[chosen]
             errors = (self._inverse[chosen, :n] @ self.z) / diagonal
-            self.regularised_in_cross_validation = len(chosen) if self.raised_nugget else 0
+            self.regularised_in_cross_validation = len(chosen) if self._raises else 0
             return errors, 1.0 / diagonal
         k = min(self.k, n - 1)
         # Coincident points are merged beforehand, so each point's nearest neighbour is itself.

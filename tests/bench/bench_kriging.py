@@ -122,6 +122,20 @@ def child_pykrige(data, output):
     return figures
 
 
+def child_core(data, output):
+    """core.kriging alone on the whole grid (in the dev venv), timed: the kriging without QGIS,
+    reading, the variogram or the cross-validation."""
+    sys.path.insert(0, str(REPO / "build" / "pluginpath"))
+    from insar_subsidence.core.kriging import OrdinaryKriging, Variogram
+
+    d = np.load(data)
+    variogram = Variogram(MODEL, (float(d["psill"]), float(d["range"]), float(d["nugget"])))
+    cells = np.meshgrid(d["xc"], d["yc"])
+    start = time.perf_counter()
+    OrdinaryKriging(d["x"], d["y"], d["z"], variogram, NEIGHBOURS).predict(*cells)
+    return {"seconds": time.perf_counter() - start}
+
+
 def sample_cells(size):
     cells = np.random.default_rng(1).choice(size * size, min(SAMPLE, size * size), replace=False)
     return np.divmod(np.sort(cells), size)
@@ -259,16 +273,18 @@ def run_case(n, size, sampled, env, startup, python, folder):
         "OUTPUT": case / "ours.tif",
         "OUTPUT_VARIANCE": case / "ours_variance.tif",
     }
-    theirs, ours, krigekit_peak, peak = [], [], 0.0, 0.0
-    for _ in range(RUNS):  # alternated, so that this machine's slow spells fall on both
+    theirs, ours, core, krigekit_peak, peak = [], [], [], 0.0, 0.0
+    for _ in range(RUNS):  # alternated, so that this machine's slow spells fall on all
         krigekit = in_child(python, "krigekit", data, case / "krigekit.npz")
         theirs.append(krigekit["seconds"])
         krigekit_peak = max(krigekit_peak, krigekit["peak_mb"])
         seconds, megabytes, _ = run("subsidence:krige", parameters, env)
         ours.append(seconds - startup)
         peak = max(peak, megabytes)
+        core.append(in_child(sys.executable, "core", data, "-")["seconds"])
     print(f"  KrigeKit 0.3.1:       {timings(theirs)}; {THREADS} threads, its call only; peak {krigekit_peak:.0f} MB")
     print(f"  subsidence:krige:     {timings(ours)}; net: qgis_process less its start-up; peak {peak:.0f} MB")
+    print(f"    of which kriging:   {timings(core)}; core.kriging's prediction alone, in-process")
     best, median = min(ours) / min(theirs), statistics.median(ours) / statistics.median(theirs)
     print(
         f"  ours_net / KrigeKit:  best {best:.2f}, median {median:.2f} "
@@ -318,7 +334,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 1:
         case, data, output = sys.argv[1:]
-        figures = {"krigekit": child_krigekit, "pykrige": child_pykrige}[case](data, output)
+        figures = {"krigekit": child_krigekit, "pykrige": child_pykrige, "core": child_core}[case](data, output)
         print(json.dumps(figures))
     else:
         main()
