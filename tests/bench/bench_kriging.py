@@ -214,6 +214,7 @@ def met(ok):
 
 
 def run_case(n, size, sampled, env, startup, python, folder):
+    """Times the case; returns the function that then compares it with PyKrige."""
     sys.path.insert(0, str(REPO / "build" / "pluginpath"))
     sys.path.insert(0, str(HERE.parent))  # tests/: synthetic data
     from insar_subsidence.core.kriging import MODELS, experimental_variogram, fit_variogram
@@ -245,21 +246,6 @@ def run_case(n, size, sampled, env, startup, python, folder):
         f"nugget {nugget:.6g} mm²):",
         flush=True,
     )
-    pykrige = in_child(sys.executable, "pykrige", data, case / "pykrige.npz")
-    if sampled:
-        print(
-            f"  PyKrige (C backend): not run on the whole grid (its n x n kriging matrix alone would take "
-            f"{thousands(8 * n * n / 2**30)} GiB); reference on {thousands(len(rows))} random cells, each kriged by "
-            f"PyKrige from a subset holding its {NEIGHBOURS} nearest points ({pykrige['sample_seconds']:.1f} s)",
-            flush=True,
-        )
-    else:
-        print(
-            f"  PyKrige (C backend):  {pykrige['seconds']:7.2f} s, peak {pykrige['peak_mb']:.0f} MB "
-            f"(its tile-by-tile sampling, used at 200 000 points, deviates {pykrige['sample_method_deviation']:.1e} "
-            "from its whole grid)",
-            flush=True,
-        )
     parameters = {
         "POINTS": case / "points.gpkg",
         "FIELD": "value",
@@ -296,18 +282,42 @@ def run_case(n, size, sampled, env, startup, python, folder):
             f"  peak memory of qgis_process: {peak:.0f} MB (goal <= {MEMORY_GOAL_MB} MB: {met(peak <= MEMORY_GOAL_MB)})"
         )
 
-    reference = np.load(case / "pykrige.npz")
-    ours = [read_geotiff(case / name, left, top, pixel) for name in ("ours.tif", "ours_variance.tif")]
-    theirs = np.load(case / "krigekit.npz")
-    theirs = [theirs["values"], theirs["variance"]]
-    if sampled:
-        ours, theirs = [a[rows, columns] for a in ours], [a[rows, columns] for a in theirs]
-    where = f"{thousands(len(rows))} random cells" if sampled else f"the whole grid ({thousands(size * size)} cells)"
-    print(f"  agreement with PyKrige on {where}, max |a - PyKrige| / max |PyKrige|:")
-    for name, (values, variance), goal in (("subsidence:krige", ours, True), ("KrigeKit", theirs, False)):
-        v, s = relative(values, reference["values"]), relative(variance, reference["variance"])
-        verdict = f" (goal <= {AGREEMENT_GOAL:g}: {met(max(v, s) <= AGREEMENT_GOAL)})" if goal else ""
-        print(f"    {name + ':':17} values {v:.1e}, variance {s:.1e}{verdict}", flush=True)
+    def compare():
+        """PyKrige, then the agreement: after every case's timings, as PyKrige's 15 GB at 20 000
+        points slowed the runs after it by seconds."""
+        print(f"{thousands(n)} points -> {size} x {size} grid:", flush=True)
+        pykrige = in_child(sys.executable, "pykrige", data, case / "pykrige.npz")
+        if sampled:
+            print(
+                f"  PyKrige (C backend): not run on the whole grid (its n x n kriging matrix alone would take "
+                f"{thousands(8 * n * n / 2**30)} GiB); reference on {thousands(len(rows))} random cells, each "
+                f"kriged by PyKrige from a subset holding its {NEIGHBOURS} nearest points "
+                f"({pykrige['sample_seconds']:.1f} s)",
+                flush=True,
+            )
+        else:
+            print(
+                f"  PyKrige (C backend):  {pykrige['seconds']:7.2f} s, peak {pykrige['peak_mb']:.0f} MB "
+                "(its tile-by-tile sampling, used at 200 000 points, deviates "
+                f"{pykrige['sample_method_deviation']:.1e} from its whole grid)",
+                flush=True,
+            )
+        reference = np.load(case / "pykrige.npz")
+        ours = [read_geotiff(case / name, left, top, pixel) for name in ("ours.tif", "ours_variance.tif")]
+        theirs = np.load(case / "krigekit.npz")
+        theirs = [theirs["values"], theirs["variance"]]
+        if sampled:
+            ours, theirs = [a[rows, columns] for a in ours], [a[rows, columns] for a in theirs]
+        where = (
+            f"{thousands(len(rows))} random cells" if sampled else f"the whole grid ({thousands(size * size)} cells)"
+        )
+        print(f"  agreement with PyKrige on {where}, max |a - PyKrige| / max |PyKrige|:")
+        for name, (values, variance), goal in (("subsidence:krige", ours, True), ("KrigeKit", theirs, False)):
+            v, s = relative(values, reference["values"]), relative(variance, reference["variance"])
+            verdict = f" (goal <= {AGREEMENT_GOAL:g}: {met(max(v, s) <= AGREEMENT_GOAL)})" if goal else ""
+            print(f"    {name + ':':17} values {v:.1e}, variance {s:.1e}{verdict}", flush=True)
+
+    return compare
 
 
 def main():
@@ -325,8 +335,9 @@ def main():
         startups = [run("native:createconstantrasterlayer", trivial, env)[0] for _ in range(RUNS)]
         startup = min(startups)  # its floor: slow spells only add, and a smaller start-up is the cautious one
         print(f"qgis_process start-up (native:createconstantrasterlayer on a 1 x 1 raster): {timings(startups)}")
-        for n, size, sampled in CASES:
-            run_case(n, size, sampled, env, startup, python, folder)
+        comparisons = [run_case(n, size, sampled, env, startup, python, folder) for n, size, sampled in CASES]
+        for compare in comparisons:
+            compare()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
