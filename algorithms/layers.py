@@ -109,9 +109,10 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
 def _decoded_points(wkbs, transform):
     """x, y of 2D point WKBs, transformed, and which could be."""
     wkb = np.frombuffer(b"".join(map(bytes, wkbs)), np.uint8).reshape(-1, POINT_WKB_SIZE)
-    x, y = (np.ascontiguousarray(wkb[:, start : start + 8]).view("<f8").ravel() for start in (5, 13))
+    xy = wkb[:, 5:].copy().view("<f8")  # a copy: frombuffer's array is read-only
     big_endian = wkb[:, 0] == 0  # WKB's first byte: 1 little-endian, as QGIS writes on x86 and ARM
-    x[big_endian], y[big_endian] = x[big_endian].byteswap(), y[big_endian].byteswap()
+    xy[big_endian] = xy[big_endian].byteswap()
+    x, y = xy[:, 0], xy[:, 1]
     if transform.isShortCircuited() or not len(x):
         return x, y, np.ones(len(x), bool)
     line = QgsLineString(x.tolist(), y.tolist())

@@ -157,6 +157,11 @@ def test_variogram_uses_a_subsample_up_to_a_third_of_the_extent():
     assert experimental.lags.max() <= np.hypot(np.ptp(x), np.ptp(y)) / 3
 
 
+def test_no_points_merge_into_none():
+    empty = np.array([])
+    assert [len(a) for a in merge_coincident(empty, empty, empty)[:3]] == [0, 0, 0]
+
+
 def test_coincident_points_are_merged_by_mean():
     x = np.array([0.0, 1.0, 0.0, 2.0, 1.0])
     y = np.array([0.0, 1.0, 0.0, 2.0, 1.0])

@@ -69,3 +69,11 @@ def test_every_part_is_read_transformed_and_the_rest_counted(target, plugin):
     assert values["second point"] == 6.0 and values["multipoint"] == 2.0
     assert read.skipped == {"no geometry": 1, "no value": 1, "not transformable": untransformable}
     assert untransformable == (target != "EPSG:4326")  # latitude 95: kept where nothing is transformed
+
+
+def test_a_layer_of_multipoints_only_is_read_part_by_part(plugin):
+    # No 2D single point at all: the WKB path gets nothing to decode.
+    layer = layer_of({"multipoint": WKT["multipoint"]})
+    crs = QgsCoordinateReferenceSystem("EPSG:4326")
+    read = point_values(layer, "v", crs, QgsProcessingContext(), QgsProcessingFeedback())
+    np.testing.assert_allclose(np.c_[read.x, read.y], [(-3.3, 37.3), (-3.2, 37.4)])
