@@ -329,18 +329,18 @@ def write_amplitude_stack(path, images=16, size=20):
     write_geotiff(path, amplitudes, (500000.0, 20.0, 0.0, 4100000.0, 0.0, -20.0), 32630)
 
 
-def displacement_points(x, y, values):
-    """A memory point layer in EPSG:32630 with a `displacement` field."""
+def displacement_points(x, y, values, crs="EPSG:32630"):
+    """A memory point layer in `crs` with a `displacement` field."""
     from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
 
-    layer = QgsVectorLayer("Point?crs=EPSG:32630&field=displacement:double", "ps", "memory")
+    layer = QgsVectorLayer(f"Point?crs={crs}&field=displacement:double", "ps", "memory")
     features = []
     for a, b, value in zip(x, y, values):
         feature = QgsFeature(layer.fields())
         feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(a, b)))
         feature.setAttributes([float(value)])
         features.append(feature)
-    layer.dataProvider().addFeatures(features)
+    assert layer.dataProvider().addFeatures(features)[0]
     return layer
 
 

@@ -9,11 +9,8 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
-    QgsFeature,
-    QgsGeometry,
     QgsPointXY,
     QgsProcessingException,
-    QgsVectorLayer,
 )
 
 from conftest import displacement_points, points_on_amplitude_grid, write_geotiff
@@ -36,19 +33,6 @@ def test_polar_caps_get_the_polar_stereographic_crs():
     assert (utm_epsg(10.0, 85.0), utm_epsg(10.0, -85.0)) == (32661, 32761)
 
 
-def points_in(crs, x, y, values):
-    """A memory point layer in `crs` with a `displacement` field."""
-    layer = QgsVectorLayer(f"Point?crs={crs}&field=displacement:double", "ps", "memory")
-    features = []
-    for a, b, value in zip(x, y, values):
-        feature = QgsFeature(layer.fields())
-        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(a, b)))
-        feature.setAttributes([float(value)])
-        features.append(feature)
-    assert layer.dataProvider().addFeatures(features)[0]
-    return layer
-
-
 def to_degrees(x, y):
     """EPSG:32630 coordinates in EPSG:4326 longitude and latitude."""
     transform = QgsCoordinateTransform(
@@ -68,7 +52,7 @@ def test_points_in_degrees_krige_as_the_same_points_in_metres(plugin, tmp_path):
     surfaces = []
     for name, layer in (
         ("metres", displacement_points(x, y, values)),
-        ("degrees", points_in("EPSG:4326", *to_degrees(x, y), values)),
+        ("degrees", displacement_points(*to_degrees(x, y), values, crs="EPSG:4326")),
     ):
         results = processing.run(
             "subsidence:krige",
@@ -90,9 +74,8 @@ def test_points_in_degrees_krige_as_the_same_points_in_metres(plugin, tmp_path):
 
 def krige_on_geographic_grid(tmp_path, grid):
     longitude, latitude = MEXICO_CITY
-    points = points_in(
-        "EPSG:4326", longitude + np.linspace(-0.05, 0.05, 20), latitude + np.linspace(-0.05, 0.05, 20), range(20)
-    )
+    degrees = longitude + np.linspace(-0.05, 0.05, 20), latitude + np.linspace(-0.05, 0.05, 20)
+    points = displacement_points(*degrees, range(20), crs="EPSG:4326")
     outputs = [tmp_path / "kriged.tif", tmp_path / "variance.tif"]
     parameters = {"POINTS": points, "FIELD": "displacement", "REFERENCE": grid}
     return "subsidence:krige", {**parameters, "OUTPUT": str(outputs[0]), "OUTPUT_VARIANCE": str(outputs[1])}, outputs
@@ -168,7 +151,7 @@ def test_geographic_data_are_refused_alike_with_the_fix(refusals):
 
 def test_grid_crs_in_degrees_is_refused_with_the_utm_zone_to_set(plugin, tmp_path):
     sydney = "151.15,151.25,-33.95,-33.85 [EPSG:4326]"
-    points = points_in("EPSG:4326", [151.17, 151.2, 151.23], [-33.9, -33.88, -33.92], [1, 2, 3])
+    points = displacement_points([151.17, 151.2, 151.23], [-33.9, -33.88, -33.92], [1, 2, 3], crs="EPSG:4326")
     parameters = {"POINTS": points, "FIELD": "displacement", "EXTENT": sydney, "PIXEL_SIZE": 100}
     with pytest.raises(QgsProcessingException, match=r"set 'Grid CRS' to EPSG:32756, .*Warp") as refused:
         processing.run("subsidence:krige", {**parameters, "OUTPUT": str(tmp_path / "kriged.tif")})
