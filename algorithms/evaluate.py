@@ -156,7 +156,8 @@ class Evaluate(SubsidenceAlgorithm):
             self.tr(
                 "The dataset from 'Export training patches' the model was trained on; its test points are those "
                 "every method is scored on. With the default spatial split they are whole blocks of points away "
-                "from the training ones, so the scores measure prediction where radar gives no points."
+                "from the training ones, so the scores measure prediction where radar gives no points. A "
+                "dataset whose stack is in a geographic CRS (degrees) is refused: kriging needs metres."
             )
         )
         model = QgsProcessingParameterFile(self.MODEL, self.tr("Model trained on it (.onnx)"), extension="onnx")

@@ -98,7 +98,8 @@ class ExportPatches(SubsidenceAlgorithm):
             self.tr(
                 "The drivers as one multi-band raster with named bands, from 'Stack driver rasters'. Cells beyond "
                 "its edge count as nodata. 'Predict the surface' will need a stack with the same bands, pixel "
-                "size and CRS."
+                "size and CRS. The CRS must be projected, in metres (e.g. the UTM zone): a stack in degrees is "
+                "refused, with the zone to reproject it to."
             )
         )
         patch_size = QgsProcessingParameterNumber(
