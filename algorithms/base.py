@@ -6,7 +6,19 @@ import os
 import re
 from functools import lru_cache
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterFileDestination
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterDestination,
+    QgsRasterLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -15,6 +27,8 @@ from ..core.errors import InputError
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(__file__))
 ICON_PATH = os.path.join(PLUGIN_DIR, "resources", "icon.svg")
+# A data source URI rather than a file path (memory:, ogr:, postgres: …; a drive letter is one letter).
+URI = re.compile(r"[A-Za-z][\w+.-]+:")
 # The toolbox groups in the order of the workflow: id (stable, part of the interface) -> name.
 GROUPS = {
     "inputs": "1 Inputs",
@@ -73,6 +87,62 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
         message = missing_message(self.REQUIRES)
         return message is None, message or ""
 
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:  # QGIS says "... not found" also of a file that exists but cannot be read
+            message = next(filter(None, map(_unreadable_layer_file, self._layer_files(parameters))), message)
+        else:
+            problems = [
+                self._missing_file(definition, parameters.get(definition.name()), context)
+                for definition in self.parameterDefinitions()
+                if isinstance(definition, QgsProcessingParameterFile)
+            ] + [
+                self._output_problem(definition, parameters.get(definition.name()), context)
+                for definition in self.destinationParameterDefinitions()
+            ]
+            message = next((problem for problem in problems if problem), "")
+            ok = not message
+        return ok, message
+
+    def _layer_files(self, parameters):
+        """(label, path, 'raster' or 'vector') of each existing file given as a layer."""
+        for definition in self.parameterDefinitions():
+            kind = LAYER_KINDS.get(definition.type())
+            value = parameters.get(definition.name())
+            for path in value if isinstance(value, list) else [value]:
+                if kind and isinstance(path, str) and os.path.isfile(path):
+                    yield definition.description(), path, kind
+
+    def _missing_file(self, definition, value, context):
+        """Why the input file `value` cannot be read (None: it can, or none is given)."""
+        path = self.parameterAsFile({definition.name(): value}, definition.name(), context) if value else ""
+        if not path or definition.behavior() != QgsProcessingParameterFile.File or os.path.isfile(path):
+            return None
+        return f"{definition.description()}: there is no file {path}. Check the path."
+
+    def _output_problem(self, definition, value, context):
+        """Why the output file `value` cannot be written (None: it can), before any work is done."""
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        path = str(value or "")
+        if not path or path == QgsProcessing.TEMPORARY_OUTPUT or URI.match(path) or "|" in path:
+            return None  # not written, a temporary file, or a URI (memory:, ogr:, postgres: …)
+        label = definition.description()
+        extensions = _extensions(definition)
+        extension = os.path.splitext(path)[1].lower().lstrip(".")
+        if extensions and extension not in extensions:
+            return (
+                f"{label}: {path} ends in '.{extension}', a format this output is not written in. Name the file "
+                + " or ".join(f".{e}" for e in extensions[:6])
+                + "."
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            return f"{label}: the folder {folder} does not exist. Create it, or choose another folder."
+        if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            return f"{label}: {path} cannot be written here (no permission). Choose a folder you can write to."
+        return None
+
     def prepareAlgorithm(self, parameters, context, feedback):
         # processing.run and qgis_process never ask canExecute(), so the check is repeated here.
         ok, message = self.canExecute()
@@ -85,6 +155,46 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
         return QgsProcessingParameterFileDestination(
             name, self.tr("Report"), self.tr("HTML files (*.html)"), optional=True, createByDefault=False
         )
+
+
+# Layer parameters by type, and what they take.
+LAYER_KINDS = {"raster": "raster", "multilayer": "raster", "source": "vector", "vector": "vector"}
+
+
+def _unreadable_layer_file(file):
+    """Why QGIS cannot load the (label, path, kind) of _layer_files, or None when it can."""
+    label, path, kind = file
+    if os.path.getsize(path) == 0:
+        return f"{label}: {path} is empty (0 bytes). Export or copy it again."
+    layer = QgsRasterLayer(path, "check") if kind == "raster" else QgsVectorLayer(path, "check", "ogr")
+    if layer.isValid():
+        return None
+    return (
+        f"{label}: QGIS cannot read {path} as a {kind} layer: it is truncated, damaged or another kind of file. "
+        "Export or copy it again."
+    )
+
+
+def _extensions(definition):
+    """The file extensions an output accepts: rasters are written as GeoTIFF, vector layers in
+    any format OGR writes, files in the format their filter names."""
+    if isinstance(definition, QgsProcessingParameterRasterDestination):
+        return ["tif", "tiff"]
+    if isinstance(definition, QgsProcessingParameterFeatureSink):
+        return [e.lower() for e in QgsVectorFileWriter.supportedFormatExtensions()]
+    if isinstance(definition, QgsProcessingParameterFileDestination):
+        return re.findall(r"\*\.(\w+)", definition.fileFilter().lower())
+    return []
+
+
+def read_dataset(path):
+    """The dataset at `path` (core.dataset.open_dataset); a QgsProcessingException when it cannot be read."""
+    from ..core.dataset import open_dataset
+
+    try:
+        return open_dataset(path)
+    except InputError as error:
+        raise QgsProcessingException(str(error)) from None
 
 
 def read_model_card(model, path):

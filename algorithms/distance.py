@@ -15,7 +15,7 @@ from qgis.core import (
 
 from ..core import distance
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster, polygon_cells
+from .layers import Float32Rasters, check_area_of_use, check_raster, grid_of_raster, polygon_cells
 
 BLOCK_CELLS = 262_144  # cells computed between progress reports and cancel checks
 
@@ -75,7 +75,9 @@ class Distance(SubsidenceAlgorithm):
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        check_area_of_use(source.sourceCrs(), source.sourceExtent(), source.sourceName())
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+        check_raster(reference, "the reference grid", cells=False)
         grid, crs = grid_of_raster(reference), reference.crs()
         if crs.isGeographic():
             feedback.pushWarning("The grid's CRS is geographic: distances will be in degrees, not metres.")
@@ -83,7 +85,9 @@ class Distance(SubsidenceAlgorithm):
             source, QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
         )
         if not (len(points) or len(starts)):
-            raise QgsProcessingException(self.tr("The layer has no feature with a geometry."))
+            raise QgsProcessingException(
+                self.tr(f"'{source.sourceName()}' has no feature with a geometry: there is nothing to measure from.")
+            )
         inside = polygon_cells(polygons, grid, crs.toWkt()) if polygons else None
         piece = max(grid.pixel_width, grid.pixel_height)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)

@@ -35,7 +35,7 @@ from ..core.kriging import MODELS
 from ..core.patches import DROPPED, TEST, TRAIN, VAL, default_block_size
 from ..core.prediction import members_output, session
 from ..models.training import TrainingError, train_in_worker
-from .base import SubsidenceAlgorithm, read_model_card
+from .base import SubsidenceAlgorithm, read_dataset, read_model_card
 from .layers import REPROJECT_RASTER, crs_from_text, open_raster, read_decimated, refuse_geographic
 from .settings import torch_python_setting
 
@@ -273,12 +273,7 @@ class Evaluate(SubsidenceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         dataset_path = self.parameterAsFile(parameters, self.DATASET, context)
-        try:
-            data = open_dataset(dataset_path)
-        except (OSError, ValueError, KeyError) as error:
-            raise QgsProcessingException(
-                f"{dataset_path} is not a dataset written by 'Export training patches': {error}"
-            ) from None
+        data = read_dataset(dataset_path)
         _refuse_geographic_dataset(data)
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         card = read_model_card(model_path, model_path)

@@ -22,7 +22,7 @@ from ..core import dataset, patches
 from ..core.errors import InputError
 from ..core.patches import DROPPED, POLICIES, POLICY_NAMES, SPLITS, TEST, TRAIN, VAL
 from .base import SubsidenceAlgorithm
-from .layers import grid_of_raster, open_raster, point_values, read_rows, refuse_geographic, remove_output
+from .layers import check_raster, grid_of_raster, open_raster, point_values, read_rows, refuse_geographic, remove_output
 
 UNITS_OF_FIELD = {"displacement": "mm", "velocity": "mm/yr"}
 
@@ -229,6 +229,7 @@ class ExportPatches(SubsidenceAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
         field = self.parameterAsString(parameters, self.FIELD, context)
         size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
+        check_raster(layer, "the driver stack")
         grid, crs = grid_of_raster(layer), layer.crs()
         refuse_geographic(crs, "The driver stack", *grid.centre)  # its blocks and patch widths would be in degrees
         stack = open_raster(layer.source(), "the driver stack")

@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
+    QgsRectangle,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -30,6 +31,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.errors import InputError
 from ..core.psimport import UNITS, convert, detect, read_delimited
 from .base import SubsidenceAlgorithm
+from .layers import check_area_of_use
 
 PROGRESS_EVERY = 5000  # features between progress reports and cancel checks
 
@@ -212,8 +214,14 @@ class ImportPs(SubsidenceAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         try:
             return self._import(parameters, context, feedback)
-        except InputError as error:
-            raise QgsProcessingException(str(error)) from error
+        except InputError as error:  # about the file's columns and rows: the file is named
+            name = self._input_name(parameters, context)
+            message = str(error) if name in str(error) else f"{name}: {error}"
+            raise QgsProcessingException(message) from error
+
+    def _input_name(self, parameters, context):
+        layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+        return layer.name() if layer is not None else os.path.basename(str(parameters.get(self.INPUT)))
 
     def _import(self, parameters, context, feedback):
         table, geometry_xy, layer_crs = self._read(parameters, context, feedback)
@@ -242,6 +250,9 @@ class ImportPs(SubsidenceAlgorithm):
             else:
                 feedback.pushInfo(note)
         crs = self._output_crs(fmt, layer_crs, parameters, context)
+        if len(points.x):
+            extent = QgsRectangle(points.x.min(), points.y.min(), points.x.max(), points.y.max())
+            check_area_of_use(crs, extent, os.path.basename(str(parameters.get(self.INPUT))))
         feedback.setProgress(50)
 
         sink, destination = self.parameterAsSink(

@@ -13,10 +13,10 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.grid import Grid
+from ..core.grid import DEFAULT_SIDE, MARGIN, Grid
 from ..core.kriging import check_points, merge_coincident
 from .kriging_base import KrigingAlgorithm
-from .layers import WARP, grid_of_raster, point_values, refuse_geographic
+from .layers import WARP, check_raster, grid_of_raster, point_values, refuse_geographic
 from .styles import style_raster
 
 # Without a reference grid the grid CRS is a parameter: the fix is to set it.
@@ -82,7 +82,12 @@ class Krige(KrigingAlgorithm):
             )
         )
         extent = QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (without reference grid)"), optional=True)
-        extent.setHelp(self.tr("Without a reference grid: the area to krige, together with a pixel size."))
+        extent.setHelp(
+            self.tr(
+                f"Without a reference grid: the area to krige. Empty: the points' extent plus {MARGIN:.0%} of its "
+                "longer side on every side."
+            )
+        )
         pixel_size = QgsProcessingParameterNumber(
             self.PIXEL_SIZE,
             self.tr("Pixel size (without reference grid; map units)"),
@@ -93,7 +98,8 @@ class Krige(KrigingAlgorithm):
         pixel_size.setHelp(
             self.tr(
                 "Without a reference grid: the side of a cell in the grid CRS's map units (metres), e.g. 100. "
-                "The time taken grows with the number of cells."
+                f"Empty: a round size (1, 2 or 5 × 10ⁿ) that gives at most {DEFAULT_SIDE} cells along the longer "
+                "side. The time taken grows with the number of cells."
             )
         )
         pixel_size.setMetadata({"widget_wrapper": {"decimals": 2}})
@@ -118,20 +124,13 @@ class Krige(KrigingAlgorithm):
             "standard deviation σ). Written by default; skip it when only the surface is needed.",
         )
 
-    def checkParameterValues(self, parameters, context):
-        has_reference = parameters.get(self.REFERENCE) not in (None, "")
-        has_extent = parameters.get(self.EXTENT) not in (None, "") and parameters.get(self.PIXEL_SIZE) not in (None, "")
-        if not (has_reference or has_extent):
-            return False, self.tr("Give a reference grid, or an extent and a pixel size.")
-        return super().checkParameterValues(parameters, context)
-
     def _krige(self, parameters, context, feedback):
         steps = QgsProcessingMultiStepFeedback(4, feedback)
         source = self.parameterAsSource(parameters, self.POINTS, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.POINTS))
         field = self.parameterAsString(parameters, self.FIELD, context)
-        grid, crs = self._grid(parameters, context, source)
+        grid, crs = self._grid(parameters, context, source, feedback)
 
         x, y, z, _, _, skipped = point_values(source, field, crs, context, steps)
         x, y, z, merged = merge_coincident(x, y, z)
@@ -140,6 +139,8 @@ class Krige(KrigingAlgorithm):
             + ", ".join(f"{count} skipped ({reason})" for reason, count in skipped.items())
         )
         check_points(x, y, z)
+        if grid is None:
+            grid = self._grid_around(parameters, context, x, y, feedback)
 
         steps.setCurrentStep(1)
         kriging, fit, statistics, cautions = self.fit_kriging(parameters, context, feedback, x, y, z)
@@ -165,9 +166,10 @@ class Krige(KrigingAlgorithm):
             **self.finish(parameters, context, fit, statistics, cautions, f"Ordinary kriging of {field}", points),
         }
 
-    def _grid(self, parameters, context, source):
+    def _grid(self, parameters, context, source, feedback):
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
         if reference is not None:
+            check_raster(reference, "the reference grid", cells=False)
             grid, crs = grid_of_raster(reference), reference.crs()
             self._check_crs(crs)
             refuse_geographic(crs, "The reference grid", *grid.centre)
@@ -176,12 +178,41 @@ class Krige(KrigingAlgorithm):
         if not crs.isValid():
             crs = source.sourceCrs()
         self._check_crs(crs)
+        if parameters.get(self.EXTENT) in (None, ""):
+            centre = source.sourceExtent().center()  # near enough to name a UTM zone
+            refuse_geographic(crs, "The grid", centre.x(), centre.y(), fix=SET_GRID_CRS)
+            return None, QgsCoordinateReferenceSystem(crs)  # drawn around the points once they are read
         extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
         # Refused before the grid is drawn: a pixel size in metres makes no sense in degrees.
         refuse_geographic(crs, "The grid", extent.center().x(), extent.center().y(), fix=SET_GRID_CRS)
-        pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
-        grid = Grid.from_extent(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum(), pixel_size)
+        grid = Grid.from_extent(
+            extent.xMinimum(),
+            extent.yMinimum(),
+            extent.xMaximum(),
+            extent.yMaximum(),
+            self._pixel_size(parameters, context),
+        )
+        self._log_grid(grid, "the extent given", parameters, feedback)
         return grid, QgsCoordinateReferenceSystem(crs)
+
+    def _pixel_size(self, parameters, context):
+        """PIXEL_SIZE, or None for core.grid's round default."""
+        if parameters.get(self.PIXEL_SIZE) in (None, ""):
+            return None
+        return self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
+
+    def _grid_around(self, parameters, context, x, y, feedback):
+        grid = Grid.around(x, y, self._pixel_size(parameters, context))
+        where = f"the points' extent plus {MARGIN:.0%} of its longer side on every side"
+        self._log_grid(grid, where, parameters, feedback)
+        return grid
+
+    def _log_grid(self, grid, where, parameters, feedback):
+        chosen = parameters.get(self.PIXEL_SIZE) in (None, "")
+        feedback.pushInfo(
+            f"Grid: {where}, {grid.width} x {grid.height} cells of {grid.pixel_width:g} map units"
+            + (f" (a round size for at most {DEFAULT_SIDE} cells along the longer side)" if chosen else "")
+        )
 
     def _check_crs(self, crs):
         if not crs.isValid():

@@ -16,12 +16,12 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.dataset import open_dataset
 from ..core.errors import InputError
 from ..core.kriging import check_points, merge_coincident
 from ..core.patches import TRAIN, pixel_indices
+from .base import read_dataset
 from .kriging_base import BLOCK_CELLS, KrigingAlgorithm
-from .layers import crs_from_text, grid_of_raster, open_raster, point_values, read_band, refuse_geographic
+from .layers import check_raster, crs_from_text, grid_of_raster, open_raster, point_values, read_band, refuse_geographic
 from .styles import style_raster
 
 NAMED = 10  # points named in the log when some lie outside the surface
@@ -128,6 +128,7 @@ class KrigeResiduals(KrigingAlgorithm):
     def _krige(self, parameters, context, feedback):
         steps = QgsProcessingMultiStepFeedback(4, feedback)
         surface = self.parameterAsRasterLayer(parameters, self.SURFACE, context)
+        check_raster(surface, "the surface")
         grid, crs = grid_of_raster(surface), QgsCoordinateReferenceSystem(surface.crs())
         if not crs.isValid():
             raise QgsProcessingException(
@@ -135,6 +136,7 @@ class KrigeResiduals(KrigingAlgorithm):
             )
         refuse_geographic(crs, "The surface", *grid.centre)
         uncertainty = self.parameterAsRasterLayer(parameters, self.SURFACE_UNCERTAINTY, context)
+        check_raster(uncertainty, "the surface's uncertainty")
         if uncertainty is not None and (grid_of_raster(uncertainty) != grid or uncertainty.crs() != surface.crs()):
             raise QgsProcessingException(
                 self.tr(
@@ -238,12 +240,7 @@ class KrigeResiduals(KrigingAlgorithm):
         path = self.parameterAsFile(parameters, self.DATASET, context)
         if not path:
             return None
-        try:
-            data = open_dataset(path)
-        except (OSError, ValueError, KeyError) as error:
-            raise QgsProcessingException(
-                f"{path} is not a dataset written by 'Export training patches': {error}"
-            ) from None
+        data = read_dataset(path)
         train = data["split"] == TRAIN
         x, y = data["x"][train], data["y"][train]
         dataset_crs = crs_from_text(str(data["crs"]))

@@ -24,7 +24,7 @@ from ..core.applicability import Applicability
 from ..core.grid import Grid
 from ..core.prediction import Predictor, ensemble_summary, session
 from .base import SubsidenceAlgorithm, read_model_card
-from .layers import Float32Rasters, crs_from_text, grid_of_raster, open_raster, polygon_cells, read_band
+from .layers import Float32Rasters, check_raster, crs_from_text, grid_of_raster, open_raster, polygon_cells, read_band
 from .styles import style_raster
 
 PATCHWISE_TILE = 64  # tile side when the model runs patch by patch: progress every few seconds
@@ -193,6 +193,7 @@ class PredictSurface(SubsidenceAlgorithm):
             )
         area = _area(model_path, card) if applicability_path or blank else None
         layer = self.parameterAsRasterLayer(parameters, self.FACTORS, context)
+        check_raster(layer, "the driver stack")
         stack = open_raster(layer.source(), "the stack")
         bands = _matched_bands(stack, card.band_names)
         stack_grid, crs = grid_of_raster(layer), layer.crs()

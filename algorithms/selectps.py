@@ -21,7 +21,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.dispersion import MIN_IMAGES_ADVISED, dispersion, rows_per_block
 from ..core.grid import Grid
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, open_raster, read_rows, remove_output
+from .layers import Float32Rasters, check_raster, open_raster, read_rows, remove_output
 
 
 class SelectPs(SubsidenceAlgorithm):
@@ -133,6 +133,7 @@ class SelectPs(SubsidenceAlgorithm):
         datasets = []
         reference = None
         for layer in layers:
+            check_raster(layer, "the image")
             dataset = open_raster(layer.source(), "the image")
             shape = (dataset.RasterXSize, dataset.RasterYSize, dataset.GetGeoTransform())
             if reference is None:

@@ -14,7 +14,7 @@ from qgis.core import (
 
 from ..core.terrain import BAND_NAMES
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, gdal_call, grid_of_raster, open_raster, read_band
+from .layers import Float32Rasters, check_raster, gdal_call, grid_of_raster, open_raster, read_band
 
 MAX_CLASSES = 50  # a categorical layer with more classes is almost surely continuous
 # Directions are recognised by the band description terrainfactors gives its aspect.
@@ -114,7 +114,10 @@ class StackFactors(SubsidenceAlgorithm):
         layers = self.parameterAsLayerList(parameters, self.INPUTS, context)
         if not layers:
             raise QgsProcessingException(self.tr("Give at least one driver raster."))
+        for layer in layers:
+            check_raster(layer, "the driver raster")
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context) or layers[0]
+        check_raster(reference, "the reference grid", cells=False)
         categorical = {layer.source() for layer in self.parameterAsLayerList(parameters, self.CATEGORICAL, context)}
         circular = {layer.source() for layer in self.parameterAsLayerList(parameters, self.CIRCULAR, context)}
         for kind, chosen in (("Categorical", categorical), ("Direction", circular)):

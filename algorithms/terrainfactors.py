@@ -2,7 +2,6 @@
 
 from concurrent import futures
 
-import numpy as np
 from qgis.core import (
     QgsEllipsoidUtils,
     QgsProcessingException,
@@ -18,7 +17,7 @@ from qgis.core import (
 
 from ..core import terrain
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, grid_of_raster, open_raster, read_band
+from .layers import Float32Rasters, check_raster, grid_of_raster, open_raster, read_band
 
 DEFAULT_METHOD = "MFD"
 
@@ -167,11 +166,10 @@ class TerrainFactors(SubsidenceAlgorithm):
         outputs = {key: path for key, path in outputs.items() if path}
         if not outputs:
             raise QgsProcessingException(self.tr("Choose at least one output."))
+        check_raster(layer, "the DEM")
         grid, crs = grid_of_raster(layer), layer.crs()
         sizes = self._cell_sizes(grid, crs, feedback)
         z = _read_band_1(layer.source())
-        if np.isnan(z).all():
-            raise QgsProcessingException(self.tr("The DEM has no valid cell."))
         steps = QgsProcessingMultiStepFeedback(len(terrain.STEPS), feedback)
         order = list(outputs)
         files = [(outputs[key], [terrain.BAND_NAMES[key]]) for key in order]

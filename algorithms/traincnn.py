@@ -30,7 +30,7 @@ from ..models.export import finish, plugin_version
 from ..models.launch import DEVICES
 from ..models.recipe import PATIENCE, RECIPES, STEPS, Plan
 from ..models.training import TrainingError, train_in_worker
-from .base import SubsidenceAlgorithm
+from .base import SubsidenceAlgorithm, read_dataset
 from .settings import torch_python_setting
 
 SPLITS = ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))  # the dataset's split codes, by name
@@ -284,7 +284,7 @@ class TrainCnn(SubsidenceAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         dataset_path = self.parameterAsFile(parameters, self.DATASET, context)
-        data = _open(dataset_path)
+        data = read_dataset(dataset_path)
         architecture = ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCHITECTURE, context)]
         problem = check_patch_size(architecture, int(data["patch_size"]))
         if problem:
@@ -500,13 +500,6 @@ def _train(dataset_path, folder, settings, feedback, stop_after=0):
         train_in_worker(dataset_path, folder, settings, torch_python_setting(), feedback, stop_after)
     except TrainingError as error:
         raise QgsProcessingException(str(error)) from None
-
-
-def _open(path):
-    try:
-        return open_dataset(path)
-    except (OSError, ValueError, KeyError) as error:
-        raise QgsProcessingException(f"{path} is not a dataset written by 'Export training patches': {error}") from None
 
 
 def nothing_learnt(scores, targets, split):

@@ -20,10 +20,12 @@ import zipfile
 
 import numpy as np
 
+from .errors import InputError
 from .patches import TRAIN, band_statistics
 
 CHUNK = 1024  # patches written at a time (~32 MB of 9 x 30 x 30)
 PER_POINT = ("targets", "x", "y", "pid", "split")  # the members with a value per point
+REQUIRED = ("patches", "targets", "x", "y", "split")  # in datasets of every version
 
 
 def split_fingerprint(x, y, split):
@@ -58,13 +60,36 @@ def write(path, patches, index, arrays, fill=None):
 
 
 def open_dataset(path):
-    """{member name: array}; `patches` memory-mapped read-only, the rest loaded."""
+    """{member name: array}; `patches` memory-mapped read-only, the rest loaded. An InputError
+    naming the file when it is not a whole dataset, or a target is not a finite number."""
     arrays = {}
-    with np.load(path, allow_pickle=False) as npz:
-        for name in npz.files:
-            if name != "patches":
-                arrays[name] = npz[name]
-    arrays["patches"] = _memmap_member(path, "patches.npy")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [name for name in REQUIRED if f"{name}" not in npz.files]
+            if missing:
+                raise InputError(
+                    f"{path} is not a dataset written by 'Export training patches': it lacks {', '.join(missing)}. "
+                    "Export the training patches again."
+                )
+            for name in npz.files:
+                if name != "patches":
+                    arrays[name] = npz[name]
+        arrays["patches"] = _memmap_member(path, "patches.npy")
+    except InputError:
+        raise
+    except OSError as error:  # a missing or unreadable file; zipfile's errors for other files
+        raise InputError(f"{path} cannot be read: {error.strerror or 'not a dataset'}.") from None
+    except (EOFError, ValueError, KeyError, zipfile.BadZipFile):
+        raise InputError(
+            f"{path} is not a whole dataset written by 'Export training patches': it is truncated, damaged or "
+            "another kind of file. Export the training patches again."
+        ) from None
+    bad = np.count_nonzero(~np.isfinite(arrays["targets"]))
+    if bad:
+        raise InputError(
+            f"{path}: {bad} of its {len(arrays['targets'])} targets are not finite numbers (±inf or NaN). Export the "
+            "training patches again from points whose values are all finite."
+        )
     return arrays
 
 

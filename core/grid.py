@@ -8,6 +8,14 @@ import numpy as np
 from .errors import InputError
 
 MAX_SIDE = 100_000  # cells; beyond this the pixel size was almost surely given in the wrong units
+MARGIN = 0.05  # of the points' longer side, added on every side of a grid drawn around points
+DEFAULT_SIDE = 500  # cells along the longer side of a grid drawn around points without a pixel size
+
+
+def round_up(size):
+    """The smallest of 1, 2 and 5 times a power of ten that is at least `size` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(size))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= size * (1 - 1e-12))
 
 
 @dataclass(frozen=True)
@@ -20,8 +28,20 @@ class Grid:
     height: int
 
     @classmethod
-    def from_extent(cls, xmin, ymin, xmax, ymax, pixel_size):
-        """The grid of `pixel_size` cells anchored at the extent's top-left corner, covering it."""
+    def around(cls, x, y, pixel_size=None):
+        """The grid (see from_extent) over the points' extent widened by MARGIN of its longer side
+        on every side."""
+        xmin, xmax, ymin, ymax = float(np.min(x)), float(np.max(x)), float(np.min(y)), float(np.max(y))
+        margin = MARGIN * max(xmax - xmin, ymax - ymin)
+        return cls.from_extent(xmin - margin, ymin - margin, xmax + margin, ymax + margin, pixel_size)
+
+    @classmethod
+    def from_extent(cls, xmin, ymin, xmax, ymax, pixel_size=None):
+        """The grid of `pixel_size` cells anchored at the extent's top-left corner, covering it; by
+        default the cells take the round size (1, 2 or 5 x 10^k) that gives at most DEFAULT_SIDE of
+        them along the longer side."""
+        if pixel_size is None and xmax > xmin and ymax >= ymin:
+            pixel_size = round_up(max(xmax - xmin, ymax - ymin) / DEFAULT_SIDE)
         if not pixel_size > 0:
             raise InputError(f"The pixel size must be positive, not {pixel_size}.")
         if not (xmax > xmin and ymax > ymin):

@@ -182,9 +182,9 @@ def _stamps_columns(columns):
 
 
 def numeric(values, column):
-    """Floats from strings/numbers; empty and None become NaN; anything else is an error."""
+    """Floats from strings/numbers; empty and None become NaN; anything else, ±inf included, is an error."""
     try:
-        return np.array([np.nan if v is None or v == "" else v for v in values], dtype=float)
+        floats = np.array([np.nan if v is None or v == "" else v for v in values], dtype=float)
     except (TypeError, ValueError):
         for row, value in enumerate(values):
             try:
@@ -192,6 +192,13 @@ def numeric(values, column):
             except (TypeError, ValueError):
                 raise InputError(f"Column '{column}' has a non-numeric value {value!r} in row {row + 1}.") from None
         raise
+    infinite = np.flatnonzero(np.isinf(floats))
+    if len(infinite):
+        raise InputError(
+            f"Column '{column}' has {len(infinite)} infinite values, the first in row {infinite[0] + 1}. Leave "
+            "missing values empty, or fix them in the source."
+        )
+    return floats
 
 
 @dataclass

@@ -194,6 +194,11 @@ def sample_parameters(tmp_path, dense_model):
     A new algorithm must add its entry here (the compliance test fails until it does), with
     every optional output requested, so that each declared output is exercised.
     """
+    return sample_parameters_in(tmp_path, dense_model)
+
+
+def sample_parameters_in(tmp_path, dense_model):
+    """sample_parameters with its files in the folder `tmp_path`."""
     write_amplitude_stack(tmp_path / "amplitudes.tif")
     return {
         "subsidence:checksetup": {},
@@ -354,3 +359,19 @@ def points_on_amplitude_grid(n=60):
 def donana():
     """The real Doñana ascending-track points and the extent used with them."""
     return DONANA_ASC, DONANA_EXTENT
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The size of test_bad_input's matrix (issue 23 asks for it in the output)."""
+    reports = [
+        report
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if "test_bad_input_is_refused" in report.nodeid and report.when == "call"
+    ]
+    if reports:
+        algorithms = {report.nodeid.split("[", 1)[1].split("-", 1)[0] for report in reports}
+        passed = sum(report.passed for report in reports)
+        terminalreporter.write_line(
+            f"bad-input matrix: {len(reports)} cases over {len(algorithms)} algorithms, {passed} refused cleanly"
+        )

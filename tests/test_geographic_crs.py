@@ -111,6 +111,7 @@ def evaluate_geographic_dataset(tmp_path, grid):
         },
     )
     outputs = [tmp_path / "comparison.csv", tmp_path / "evaluation.html"]
+    (tmp_path / "never_read.onnx").write_bytes(b"")  # the dataset is refused first
     parameters = {"DATASET": str(path), "MODEL": str(tmp_path / "never_read.onnx")}
     return (
         "subsidence:evaluate",

@@ -175,7 +175,6 @@ def memory_points(values, crs="EPSG:25830"):
     "parameters, message",
     [
         ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "CRS": "EPSG:4326"}, "geographic"),
-        ({}, "reference grid, or an extent and a pixel size"),
         ({"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 0.0001}, "wrong units|units of the grid"),
         (
             {"EXTENT": "0,10000,0,10000 [EPSG:25830]", "PIXEL_SIZE": 100, "VARIOGRAM_MODEL": 3, "RANGE": 100},
@@ -190,6 +189,29 @@ def memory_points(values, crs="EPSG:25830"):
 def test_bad_settings_are_clear_errors(plugin, tmp_path, parameters, message, log_feedback):
     with pytest.raises(QgsProcessingException, match=message):
         run_and_capture(tmp_path, memory_points(np.arange(20.0)), parameters, log_feedback())
+
+
+@pytest.mark.parametrize("pixel_size", [None, 250.0], ids=["no pixel size", "pixel size"])
+def test_without_a_grid_the_points_extent_plus_a_margin_is_kriged(plugin, tmp_path, log_feedback, pixel_size):
+    """Issue 23: PIXEL_SIZE without REFERENCE or EXTENT was refused; now neither is needed."""
+    layer = memory_points(np.arange(20.0))
+    points = np.array([[f.geometry().asPoint().x(), f.geometry().asPoint().y()] for f in layer.getFeatures()])
+    (xmin, ymin), (xmax, ymax) = points.min(axis=0), points.max(axis=0)
+    margin = 0.05 * max(xmax - xmin, ymax - ymin)
+    # The default: the round size (1, 2 or 5 x 10^k) giving at most 500 cells along the longer side.
+    longer = max(xmax - xmin, ymax - ymin) + 2 * margin
+    expected = pixel_size or min(s * 10.0**k for k in range(-3, 6) for s in (1, 2, 5) if longer / (s * 10.0**k) <= 500)
+    feedback = log_feedback()
+    parameters = {} if pixel_size is None else {"PIXEL_SIZE": pixel_size}
+    run_and_capture(tmp_path, layer, parameters, feedback)
+
+    raster = gdal.Open(str(tmp_path / "k.tif"))
+    left, width, _, top, _, height = raster.GetGeoTransform()
+    assert (left, top, width, height) == pytest.approx((xmin - margin, ymax + margin, expected, -expected))
+    assert raster.RasterXSize == np.ceil((xmax - xmin + 2 * margin) / expected - 1e-9)
+    assert raster.RasterYSize == np.ceil((ymax - ymin + 2 * margin) / expected - 1e-9)
+    assert np.isfinite(raster.ReadAsArray()).all()
+    assert "Grid: the points' extent plus 5% of its longer side" in feedback.text
 
 
 def test_constant_values_are_a_clear_error(plugin, tmp_path, log_feedback):
