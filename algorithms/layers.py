@@ -22,6 +22,7 @@ from qgis.core import (
 from ..core.grid import Grid, utm_epsg
 
 NODATA = -3.4028234663852886e38  # float32's lowest value: never a displacement
+CHECK_BLOCK_CELLS = 8_000_000  # cells of all bands read at a time to check a raster (64 MB of float64)
 
 
 def grid_of_raster(layer):
@@ -222,7 +223,8 @@ def check_raster(layer, what, cells=True):
     """Refuses the raster input `layer` (None: not given) with a message naming `what`, the file and
     the fix, when it has no geotransform, or, if `cells`, when GDAL cannot read all its cells (a
     truncated or damaged file), a cell is infinite, or a band has no valid cell. `cells` reads
-    every cell once (GDAL's exact minimum and maximum)."""
+    every cell once, all bands together by blocks of rows (band by band, a pixel-interleaved
+    stack would be read once per band)."""
     if layer is None or layer.providerType() != "gdal":
         return
     path = layer.source()
@@ -232,32 +234,40 @@ def check_raster(layer, what, cells=True):
             f"{what.capitalize()} {path} has no georeferencing (no geotransform), so its cells have no place "
             "on the ground. Georeference it first (Raster › Georeferencer, or gdal_translate -a_ullr -a_srs)."
         )
-    for number in range(1, dataset.RasterCount + 1) if cells else ():
-        low, high = _minimum_maximum(dataset.GetRasterBand(number), f"{what} {path}, band {number}")
-        if math.isinf(low) or math.isinf(high):
+    if not cells:
+        return
+    valid = np.zeros(dataset.RasterCount, bool)
+    rows = max(1, CHECK_BLOCK_CELLS // max(1, dataset.RasterXSize * dataset.RasterCount))
+    for first in range(0, dataset.RasterYSize, rows):
+        count = min(rows, dataset.RasterYSize - first)
+        gdal.PushErrorHandler("CPLQuietErrorHandler")  # the reason goes into the message instead
+        try:
+            block, reason = gdal_call(dataset.ReadAsArray, 0, first, dataset.RasterXSize, count)
+        finally:
+            gdal.PopErrorHandler()
+        if block is None:
             raise QgsProcessingException(
-                f"{what.capitalize()} {path}, band {number}, holds infinite values. Set them to nodata first "
-                "(Raster Calculator, or gdal_calc.py), or recompute the raster."
+                f"GDAL cannot read every cell of {what} {path}: {reason}. The file is truncated or damaged: copy or "
+                "export it again."
             )
-
-
-def _minimum_maximum(band, named):
-    gdal.ErrorReset()
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        extremes, reason = gdal_call(band.ComputeRasterMinMax, False)
-    finally:
-        gdal.PopErrorHandler()
-    if extremes is not None and not math.isnan(extremes[0]):
-        return extremes
-    reason = reason or gdal.GetLastErrorMsg()
-    if "no valid pixels" in reason:
+        block = block.reshape(dataset.RasterCount, count, dataset.RasterXSize)
+        for index, band_values in enumerate(block):
+            if np.isinf(band_values).any():
+                raise QgsProcessingException(
+                    f"{what.capitalize()} {path}, band {index + 1}, holds infinite values. Set them to nodata first "
+                    "(Raster Calculator, or gdal_calc.py), or recompute the raster."
+                )
+            if not valid[index]:
+                nodata = dataset.GetRasterBand(index + 1).GetNoDataValue()
+                found = ~np.isnan(band_values) if band_values.dtype.kind == "f" else np.ones(band_values.shape, bool)
+                if nodata is not None:
+                    found &= band_values != nodata
+                valid[index] = found.any()
+    if not valid.all():
         raise QgsProcessingException(
-            f"{named.capitalize()} has no valid cell: every cell is nodata. Check the file, or its nodata value."
+            f"{what.capitalize()} {path}, band {np.flatnonzero(~valid)[0] + 1}, has no valid cell: every cell is "
+            "nodata. Check the file, or its nodata value."
         )
-    raise QgsProcessingException(
-        f"GDAL cannot read every cell of {named}: {reason}. The file is truncated or damaged: copy or export it again."
-    )
 
 
 def remove_output(destination):
