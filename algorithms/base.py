@@ -4,6 +4,7 @@ check of its Python packages, the optional HTML report and the reading of a mode
 import configparser
 import os
 import re
+import tempfile
 from functools import lru_cache
 
 from qgis.core import (
@@ -105,12 +106,12 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
         return ok, message
 
     def _layer_files(self, parameters):
-        """(label, path, 'raster' or 'vector') of each existing file given as a layer."""
+        """(label, path, 'raster' or 'vector') of each file given as a layer (a path with an extension)."""
         for definition in self.parameterDefinitions():
             kind = LAYER_KINDS.get(definition.type())
             value = parameters.get(definition.name())
             for path in value if isinstance(value, list) else [value]:
-                if kind and isinstance(path, str) and os.path.isfile(path):
+                if kind and isinstance(path, str) and (os.path.isfile(path) or os.path.splitext(path)[1]):
                     yield definition.description(), path, kind
 
     def _missing_file(self, definition, value, context):
@@ -131,16 +132,20 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
         extensions = _extensions(definition)
         extension = os.path.splitext(path)[1].lower().lstrip(".")
         if extensions and extension not in extensions:
-            return (
-                f"{label}: {path} ends in '.{extension}', a format this output is not written in. Name the file "
-                + " or ".join(f".{e}" for e in extensions[:6])
-                + "."
+            named = " or ".join(f".{e}" for e in extensions[:2]) + (
+                ", or another format OGR writes" if len(extensions) > 2 else ""
             )
+            return f"{label}: {path} ends in '.{extension}', a format this output is not written in. Name it {named}."
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             return f"{label}: the folder {folder} does not exist. Create it, or choose another folder."
-        if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-            return f"{label}: {path} cannot be written here (no permission). Choose a folder you can write to."
+        try:  # os.access answers yes to root even where nothing can be written (/sys, read-only mounts)
+            with tempfile.NamedTemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            return f"{label}: nothing can be written in {folder} ({error.strerror}). Choose a folder you can write to."
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            return f"{label}: {path} exists and cannot be overwritten. Choose another name, or make it writable."
         return None
 
     def prepareAlgorithm(self, parameters, context, feedback):
@@ -164,6 +169,8 @@ LAYER_KINDS = {"raster": "raster", "multilayer": "raster", "source": "vector", "
 def _unreadable_layer_file(file):
     """Why QGIS cannot load the (label, path, kind) of _layer_files, or None when it can."""
     label, path, kind = file
+    if not os.path.isfile(path):
+        return f"{label}: there is no file {path}. Check the path."
     if os.path.getsize(path) == 0:
         return f"{label}: {path} is empty (0 bytes). Export or copy it again."
     layer = QgsRasterLayer(path, "check") if kind == "raster" else QgsVectorLayer(path, "check", "ogr")
@@ -207,4 +214,6 @@ def read_model_card(model, path):
     except InputError as error:
         raise QgsProcessingException(f"{path}: {error}") from None
     except Exception as error:  # onnxruntime raises its own exception types
-        raise QgsProcessingException(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
+        raise QgsProcessingException(
+            f"{path} is not an ONNX model ONNX Runtime can load ({error}). Choose the .onnx file 'Train the CNN' wrote."
+        ) from None

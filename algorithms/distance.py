@@ -86,7 +86,10 @@ class Distance(SubsidenceAlgorithm):
         )
         if not (len(points) or len(starts)):
             raise QgsProcessingException(
-                self.tr(f"'{source.sourceName()}' has no feature with a geometry: there is nothing to measure from.")
+                self.tr(
+                    f"'{source.sourceName()}' has no feature with a geometry: there is nothing to measure from. "
+                    "Choose the layer of the wells, rivers or faults."
+                )
             )
         inside = polygon_cells(polygons, grid, crs.toWkt()) if polygons else None
         piece = max(grid.pixel_width, grid.pixel_height)

@@ -330,7 +330,7 @@ class ImportPs(SubsidenceAlgorithm):
                 xs.append(point.x() if point else float("nan"))
                 ys.append(point.y() if point else float("nan"))
         if not xs and not any(columns.values()):
-            raise QgsProcessingException(self.tr("The input has no features."))
+            raise QgsProcessingException(self.tr(f"'{source.sourceName()}' has no features: choose the PS export."))
         geometry_xy = (np.array(xs), np.array(ys)) if points else None
         return columns, geometry_xy, source.sourceCrs()
 

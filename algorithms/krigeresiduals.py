@@ -130,10 +130,6 @@ class KrigeResiduals(KrigingAlgorithm):
         surface = self.parameterAsRasterLayer(parameters, self.SURFACE, context)
         check_raster(surface, "the surface")
         grid, crs = grid_of_raster(surface), QgsCoordinateReferenceSystem(surface.crs())
-        if not crs.isValid():
-            raise QgsProcessingException(
-                self.tr("The surface has no CRS: set it (Layer Properties › Source), in metres, e.g. the UTM zone.")
-            )
         refuse_geographic(crs, "The surface", *grid.centre)
         uncertainty = self.parameterAsRasterLayer(parameters, self.SURFACE_UNCERTAINTY, context)
         check_raster(uncertainty, "the surface's uncertainty")
@@ -147,13 +143,6 @@ class KrigeResiduals(KrigingAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.POINTS))
         field = self.parameterAsString(parameters, self.FIELD, context)
-        if not source.fields().field(field).isNumeric():
-            raise QgsProcessingException(
-                self.tr(
-                    f"The field '{field}' is not numeric: choose the field of the points' values "
-                    "(e.g. velocity or displacement)."
-                )
-            )
 
         x, y, z, ids, _, skipped = point_values(source, field, crs, context, steps)
         surface_file = open_raster(surface.source(), "the surface")

@@ -57,8 +57,8 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
     value_index = fields.lookupField(field)
     if value_index >= 0 and not fields.at(value_index).isNumeric():
         raise QgsProcessingException(
-            f"The field '{field}' of '{source.sourceName()}' holds {fields.at(value_index).typeName() or 'text'}, "
-            "not numbers. Choose a numeric field, or make one with the Field Calculator (to_real(…))."
+            f"The field '{field}' of '{source.sourceName()}' holds text ({fields.at(value_index).typeName()}), not "
+            "numbers. Choose a numeric field, or make one with the Field Calculator (to_real(…))."
         )
     infinite = []  # ids of the features whose value is ±inf
     extra_index = fields.lookupField(extra_field) if extra_field else None
@@ -112,7 +112,7 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
             f"feature {infinite[0]}). Set those values to NULL, or fix them in the source."
         )
     if number is None:
-        raise QgsProcessingException(f"The layer '{source.sourceName()}' has no features.")
+        raise QgsProcessingException(f"The layer '{source.sourceName()}' has no features. Choose a layer with points.")
     x, y, transformable = _decoded_points(wkbs, transform)
     skipped["not transformable"] += int((~transformable).sum())
     keep = np.flatnonzero(transformable)
@@ -219,20 +219,25 @@ def open_raster(path, what="the raster"):
     return dataset
 
 
-def check_raster(layer, what, cells=True):
+def check_raster(layer, what, cells=True, crs=True):
     """Refuses the raster input `layer` (None: not given) with a message naming `what`, the file and
-    the fix, when it has no geotransform, or, if `cells`, when GDAL cannot read all its cells (a
-    truncated or damaged file), a cell is infinite, or a band has no valid cell. `cells` reads
-    every cell once, all bands together by blocks of rows (band by band, a pixel-interleaved
-    stack would be read once per band)."""
+    the fix, when it has no geotransform; if `crs`, when it has no CRS; and if `cells`, when GDAL
+    cannot read all its cells (a truncated or damaged file), a cell is infinite, or a band has no
+    valid cell. `cells` reads every cell once, all bands together by blocks of rows (band by band,
+    a pixel-interleaved stack would be read once per band)."""
     if layer is None or layer.providerType() != "gdal":
         return
     path = layer.source()
     dataset = open_raster(path, what)
     if dataset.GetGeoTransform(can_return_null=True) is None:
         raise QgsProcessingException(
-            f"{what.capitalize()} {path} has no georeferencing (no geotransform), so its cells have no place "
+            f"{_sentence(what)} {path} has no georeferencing (no geotransform), so its cells have no place "
             "on the ground. Georeference it first (Raster › Georeferencer, or gdal_translate -a_ullr -a_srs)."
+        )
+    if crs and not layer.crs().isValid():
+        raise QgsProcessingException(
+            f"{_sentence(what)} {path} has no CRS, so it cannot be matched with the other layers. Set the CRS its "
+            "coordinates are in (Layer Properties › Source, or gdal_edit.py -a_srs EPSG:…)."
         )
     if not cells:
         return
@@ -247,14 +252,14 @@ def check_raster(layer, what, cells=True):
             gdal.PopErrorHandler()
         if block is None:
             raise QgsProcessingException(
-                f"GDAL cannot read every cell of {what} {path}: {reason}. The file is truncated or damaged: copy or "
-                "export it again."
+                f"GDAL cannot read every cell of {what} {path}: {reason.rstrip('.')}. The file is truncated or "
+                "damaged: copy or export it again."
             )
         block = block.reshape(dataset.RasterCount, count, dataset.RasterXSize)
         for index, band_values in enumerate(block):
             if np.isinf(band_values).any():
                 raise QgsProcessingException(
-                    f"{what.capitalize()} {path}, band {index + 1}, holds infinite values. Set them to nodata first "
+                    f"{_sentence(what)} {path}, band {index + 1}, holds infinite values. Set them to nodata first "
                     "(Raster Calculator, or gdal_calc.py), or recompute the raster."
                 )
             if not valid[index]:
@@ -265,9 +270,14 @@ def check_raster(layer, what, cells=True):
                 valid[index] = found.any()
     if not valid.all():
         raise QgsProcessingException(
-            f"{what.capitalize()} {path}, band {np.flatnonzero(~valid)[0] + 1}, has no valid cell: every cell is "
+            f"{_sentence(what)} {path}, band {np.flatnonzero(~valid)[0] + 1}, has no valid cell: every cell is "
             "nodata. Check the file, or its nodata value."
         )
+
+
+def _sentence(text):
+    """`text` with its first letter in capitals (str.capitalize would lower 'DEM')."""
+    return text[:1].upper() + text[1:]
 
 
 def remove_output(destination):

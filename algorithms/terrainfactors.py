@@ -166,7 +166,7 @@ class TerrainFactors(SubsidenceAlgorithm):
         outputs = {key: path for key, path in outputs.items() if path}
         if not outputs:
             raise QgsProcessingException(self.tr("Choose at least one output."))
-        check_raster(layer, "the DEM")
+        check_raster(layer, "the DEM", crs=False)  # without one, its cells are taken to be in metres (warned)
         grid, crs = grid_of_raster(layer), layer.crs()
         sizes = self._cell_sizes(grid, crs, feedback)
         z = _read_band_1(layer.source())

@@ -3,8 +3,8 @@
 The cases are generated, not written one by one: each input of the compliance test's valid
 parameters (conftest.sample_parameters) is replaced in turn by each bad input of its kind (a
 raster, a vector layer, a dataset or model file, a field, an output), all other parameters kept
-valid. Every case must end in a QgsProcessingException whose message names the input, with no
-Python traceback or raw exception in the log, and with no output file left behind. The size of
+valid. Every case must end in a QgsProcessingException whose message names the input and says
+what to do, with no Python traceback or raw exception in the log, and with no output file left behind. The size of
 the matrix is printed at the end of the test run (conftest.pytest_terminal_summary)."""
 
 import re
@@ -32,6 +32,12 @@ from insar_subsidence.algorithms.provider import ALGORITHMS
 RAW = re.compile(
     r"Traceback|File \"|\bErrno\b|BadZipFile|InvalidProtobuf|"
     r"\b(Key|Value|Type|Runtime|Index|Attribute|OS|IO|ZeroDivision|Assertion|NotADirectory)Error\b"
+)
+
+# What a message must contain: something to do.
+ACTION = re.compile(
+    r"\b(check|choose|set|export|create|georeference|name it|leave|reproject|resample|warp|give|fix|copy|train|make)\b",
+    re.IGNORECASE,
 )
 
 
@@ -106,6 +112,7 @@ def _raster_like(value, folder, name, values_of):
         target.GetRasterBand(number).WriteArray(values)
     if name != "no_georeferencing":
         target.SetGeoTransform(source.GetGeoTransform())
+    if name not in ("no_georeferencing", "no_crs"):
         target.SetProjection(source.GetProjection())
     target = None
     return str(path)
@@ -113,6 +120,10 @@ def _raster_like(value, folder, name, values_of):
 
 def no_georeferencing(value, folder, context):
     return _raster_like(value, folder, "no_georeferencing", None)
+
+
+def no_crs(value, folder, context):
+    return _raster_like(value, folder, "no_crs", None)
 
 
 def all_nodata(value, folder, context):
@@ -203,7 +214,11 @@ def infinite_targets(value, folder, context):
 
 def unwritable_folder(value, folder, context):
     """A folder nobody may write in, root included."""
-    return f"/proc/insar-subsidence-test/{Path(str(value)).name}"
+    return f"/sys/{Path(str(value)).name}"
+
+
+def missing_folder(value, folder, context):
+    return str(folder / "no such folder" / Path(str(value)).name)
 
 
 def unsupported_extension(value, folder, context):
@@ -211,20 +226,24 @@ def unsupported_extension(value, folder, context):
 
 
 FILES = {"missing file": missing, "empty file": empty, "truncated file": truncated}
+RASTER = {
+    **FILES,
+    "text instead of a raster": text_instead,
+    "no CRS or geotransform": no_georeferencing,
+    "no CRS": no_crs,
+    "all nodata": all_nodata,
+    "±inf cells": infinite_cells,
+}
 KINDS = {
-    "raster": {
-        **FILES,
-        "text instead of a raster": text_instead,
-        "no CRS or geotransform": no_georeferencing,
-        "all nodata": all_nodata,
-        "±inf cells": infinite_cells,
-    },
+    "raster": RASTER,
     "grid": {  # a truncated file whose header is whole still has its grid
         "missing file": missing,
         "empty file": empty,
         "text instead of a raster": text_instead,
         "no CRS or geotransform": no_georeferencing,
+        "no CRS": no_crs,
     },
+    "dem": {name: maker for name, maker in RASTER.items() if name != "no CRS"},
     "geometry": {
         **FILES,
         "a raster instead of a vector file": raster_instead,
@@ -241,12 +260,16 @@ KINDS = {
     "dataset": {**FILES, "a raster instead of a dataset": raster_instead, "±inf targets": infinite_targets},
     "model": {**FILES, "a raster instead of a model": raster_instead, "text instead of a model": text_instead},
     "field": {"a text field": text_field},
-    "output": {"a folder that is not writable": unwritable_folder, "an unsupported extension": unsupported_extension},
+    "output": {
+        "a folder that is not writable": unwritable_folder,
+        "a folder that does not exist": missing_folder,
+        "an unsupported extension": unsupported_extension,
+    },
 }
 
 
 # Narrower kinds, for inputs of which only a part is used: the raster's grid, the layer's geometries.
-BROADER = {"grid": "raster", "geometry": "source"}
+BROADER = {"grid": "raster", "geometry": "source", "dem": "raster"}
 
 
 def input_kind(definition, value):
@@ -285,7 +308,8 @@ def case_table():
 SAMPLE_KINDS = {
     "subsidence:importps": {"INPUT": "source", "OUTPUT": "output"},
     "subsidence:selectps": {"INPUT": "raster", "OUTPUT": "output", "OUTPUT_DISPERSION": "output"},
-    "subsidence:terrainfactors": {"INPUT": "raster", "SLOPE": "output"},
+    # A DEM without a CRS is taken to be in metres, with a warning.
+    "subsidence:terrainfactors": {"INPUT": "dem", "SLOPE": "output"},
     # Distances take the geometries of INPUT and the grid of REFERENCE, not their values.
     "subsidence:distance": {"INPUT": "geometry", "REFERENCE": "grid", "OUTPUT": "output"},
     "subsidence:stackfactors": {"INPUTS": "raster", "OUTPUT": "output"},
@@ -369,10 +393,11 @@ def test_bad_input_is_refused_with_a_message(valid, tmp_path, algorithm_id, name
 
     message = refusal(algorithm_id, parameters)
     assert not RAW.search(message), message
-    names = {definition.description().lower(), name.lower(), Path(str(named)).name.lower(), Path(str(named)).stem}
+    names = {definition.description().lower(), Path(str(named)).name.lower(), Path(str(named)).stem}
     if definition.type() == "field":
         names.add(str(value).lower())
     assert any(n in message.lower() for n in names), f"names none of {names}: {message}"
+    assert ACTION.search(message), f"says nothing to do: {message}"
     left = [p for p in outputs.iterdir()]
     if isinstance(definition, QgsProcessingDestinationParameter):
         left += [Path(str(parameters[name]))] if Path(str(parameters[name])).exists() else []

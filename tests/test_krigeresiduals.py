@@ -147,7 +147,7 @@ def test_bad_inputs_are_refused_without_outputs(plugin, tmp_path, geotiff):
     with pytest.raises(QgsProcessingException, match="at least 3 points"):
         run(tmp_path, SURFACE=surface, POINTS=far)
     text_field = points_layer(kind="string")[0]
-    with pytest.raises(QgsProcessingException, match="not numeric"):
+    with pytest.raises(QgsProcessingException, match="not numbers"):
         run(tmp_path, SURFACE=surface, POINTS=text_field)
     geographic = geotiff(tmp_path / "geographic.tif", surface_values(), (-3.0, 0.001, 0, 40.0, 0, -0.001), 4326)
     with pytest.raises(QgsProcessingException, match="The surface is in EPSG:4326.*EPSG:32630"):
