@@ -229,7 +229,14 @@ def check_raster(layer, what, cells=True, crs=True):
         return
     path = layer.source()
     dataset = open_raster(path, what)
-    if dataset.GetGeoTransform(can_return_null=True) is None:
+    try:
+        geotransform = dataset.GetGeoTransform(can_return_null=True)
+    except RuntimeError as error:  # GDAL's exceptions on (QGIS 3.38 and later) and a damaged header
+        raise QgsProcessingException(
+            f"GDAL cannot read the georeferencing of {what} {path}: {error}. The file is truncated or damaged: copy "
+            "or export it again."
+        ) from None
+    if geotransform is None:
         raise QgsProcessingException(
             f"{_sentence(what)} {path} has no georeferencing (no geotransform), so its cells have no place "
             "on the ground. Georeference it first (Raster › Georeferencer, or gdal_translate -a_ullr -a_srs)."

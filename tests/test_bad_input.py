@@ -369,7 +369,31 @@ def refusal(algorithm_id, parameters):
     return "\n".join([*feedback.lines, str(raised.value)])
 
 
-@pytest.mark.parametrize(("algorithm_id", "name", "bad"), CASES, ids=[f"{a[11:]}-{n}-{b}" for a, n, b in CASES])
+def case_id(case):
+    algorithm_id, name, bad = case
+    return f"{algorithm_id[11:]}-{name}-{bad}"
+
+
+# The raster cases again with GDAL's Python exceptions on, as QGIS 3.38 and later have them.
+RASTER_CASES = [
+    case for case in CASES if BROADER.get(SAMPLE_KINDS[case[0]][case[1]], SAMPLE_KINDS[case[0]][case[1]]) == "raster"
+]
+
+
+@pytest.fixture
+def gdal_exceptions():
+    was_on = bool(gdal.GetUseExceptions())
+    gdal.UseExceptions()
+    yield
+    (gdal.UseExceptions if was_on else gdal.DontUseExceptions)()
+
+
+@pytest.mark.parametrize("case", RASTER_CASES, ids=map(case_id, RASTER_CASES))
+def test_bad_rasters_are_refused_alike_with_gdal_exceptions_on(valid, tmp_path, gdal_exceptions, case):
+    test_bad_input_is_refused_with_a_message(valid, tmp_path, *case)
+
+
+@pytest.mark.parametrize(("algorithm_id", "name", "bad"), CASES, ids=map(case_id, CASES))
 def test_bad_input_is_refused_with_a_message(valid, tmp_path, algorithm_id, name, bad):
     algorithm = algorithm_of(algorithm_id)
     inputs, outputs = tmp_path / "inputs", tmp_path / "outputs"
