@@ -367,7 +367,7 @@ def pytest_terminal_summary(terminalreporter):
         report
         for outcome in ("passed", "failed")
         for report in terminalreporter.stats.get(outcome, [])
-        if re.search(r"test_bad_\w+_refused", report.nodeid) and report.when == "call"
+        if re.match(r"tests/test_bad_input\.py::test_bad_\w+_refused\w*\[", report.nodeid) and report.when == "call"
     ]
     if reports:
         algorithms = {report.nodeid.split("[", 1)[1].split("-", 1)[0] for report in reports}
