@@ -1,8 +1,7 @@
 """Synthetic training datasets whose target is a known function of the patches."""
 
-import sys
-
 import numpy as np
+from conftest import TORCH_PYTHON
 from scipy.ndimage import gaussian_filter
 
 from insar_subsidence.core import dataset
@@ -86,7 +85,7 @@ def trained_model(folder, architecture, size, policy="fill", epochs=3, members=1
         device="cpu",
         members=members,
     )
-    train_in_worker(str(folder / "data.npz"), str(folder), settings, sys.executable, QgsProcessingFeedback())
+    train_in_worker(str(folder / "data.npz"), str(folder), settings, TORCH_PYTHON, QgsProcessingFeedback())
     with np.load(folder / "result.npz") as result:
         inputs = result["check_inputs"]
         outputs = {name: result[f"check_{name}"] for name in MODEL_OUTPUTS}

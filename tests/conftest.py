@@ -34,6 +34,9 @@ DONANA_EXTENT = "176000,196000,4122000,4140000 [EPSG:25830]"
 # Real data for the tests only (tests/data/README.md).
 MINNESOTA_DEM = REPO / "tests" / "data" / "minnesota_dem" / "dem.tif"  # 400 x 400, 1 m LiDAR, EPSG:26915
 PLUGIN_NAME = "insar_subsidence"
+# The training interpreter: the tests' own, or the one `make test-qgis` names, where the tests run
+# in a QGIS whose Python has no torch (as a user's QGIS has none).
+TORCH_PYTHON = os.environ.get("SUBSIDENCE_TORCH_PYTHON") or sys.executable
 # The clone's folder may have any name: QGIS and the tests find the plugin by its package name,
 # through a folder holding a link (the same one `make demo` uses).
 PLUGIN_PATH = REPO / "build" / "pluginpath"
@@ -142,6 +145,7 @@ def qgis_process_environment(profile, plugin_path=PLUGIN_PATH, pythonpath_first=
     plugin in plugin_path and the venv's packages (after pythonpath_first, if given)."""
     paths = [str(pythonpath_first)] if pythonpath_first else []
     paths.append(sysconfig.get_paths()["purelib"])
+    paths += [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]  # make test-qgis's
     return dict(
         os.environ,
         QGIS_CUSTOM_CONFIG_PATH=str(profile),

@@ -3,6 +3,8 @@ that installs it; the other algorithms still run."""
 
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import numpy
 import pytest
@@ -42,7 +44,16 @@ def without_onnxruntime(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
 
 
-def expected_command(*packages, flags=()):
+# Where the tests run on a distribution's Python (make test-qgis), pip needs these flags.
+DISTRIBUTION_FLAGS = ("--user", "--break-system-packages")
+
+
+def expected_command(*packages, flags=None):
+    """The install command for this interpreter: `flags` are the distribution's flags on a
+    distribution's Python (marked EXTERNALLY-MANAGED, not a venv), none in a venv, unless given."""
+    if flags is None:
+        marker = Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED"
+        flags = DISTRIBUTION_FLAGS if sys.prefix == sys.base_prefix and marker.exists() else ()
     pins = (f"numpy=={numpy.__version__}", f"scipy=={scipy.__version__}")
     return " ".join([dependencies.qgis_python(), "-m", "pip", "install", *flags, *packages, *pins])
 
@@ -63,8 +74,7 @@ def test_install_command_on_a_distribution_python(monkeypatch):
     monkeypatch.setattr(sys, "exec_prefix", sys.base_exec_prefix)
     if not dependencies._externally_managed():
         pytest.skip("this Python's installation is not marked EXTERNALLY-MANAGED")
-    flags = ("--user", "--break-system-packages")
-    assert dependencies.install_command(["skimage"]) == expected_command("scikit-image", flags=flags)
+    assert dependencies.install_command(["skimage"]) == expected_command("scikit-image", flags=DISTRIBUTION_FLAGS)
 
 
 def test_message_is_none_when_everything_imports():

@@ -167,7 +167,7 @@ def test_the_dense_form_is_the_patch_model_at_every_window(tmp_path, architectur
     """dense_model's output at (i, j) equals ONNX Runtime's patch model on the window starting at
     (i, j), for every window of a block (odd sizes: both ignore the row and column that pooling
     drops); an ensemble of 2 untrained networks with random batch-norm statistics."""
-    import torch
+    torch = pytest.importorskip("torch")  # the training interpreter's; none in make test-qgis's QGIS
 
     from insar_subsidence.models.cnn import Deployed, build
     from insar_subsidence.models.worker import export

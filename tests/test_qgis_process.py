@@ -2,9 +2,11 @@
 
 import json
 import os
+import subprocess
 
 import numpy
 import pytest
+from conftest import TORCH_PYTHON
 from qgis.core import QgsApplication, QgsCoordinateTransformContext, QgsVectorFileWriter, QgsVectorLayer
 
 from insar_subsidence.algorithms.provider import ALGORITHMS
@@ -22,11 +24,12 @@ def test_list_shows_the_provider_and_its_algorithms(qgis_process):
 
 
 def test_checksetup_runs_end_to_end(qgis_process):
-    import torch
-
     results = parse(qgis_process("--json", "run", "subsidence:checksetup"))["results"]
     assert results["MISSING_PACKAGES"] == ""
-    assert results["TORCH_VERSION"] == torch.__version__
+    version = subprocess.run(
+        [TORCH_PYTHON, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
+    )
+    assert results["TORCH_VERSION"] == version.stdout.strip()
 
 
 def test_a_missing_package_is_reported_with_its_install_command(qgis_process, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import DONANA_ASC, REPO
 from osgeo import gdal, ogr
-from qgis.core import QgsProcessingModelAlgorithm
+from qgis.core import Qgis, QgsProcessingModelAlgorithm
 
 from insar_subsidence.core.dataset import open_dataset
 
@@ -65,6 +65,9 @@ def expected_cells(stack_path, size, policy):
     return valid & (counts * 2 >= size * size)
 
 
+@pytest.mark.skipif(
+    Qgis.QGIS_VERSION_INT // 100 != 322, reason="the committed model is written by QGIS 3.22 (make workflow-model)"
+)
 def test_the_committed_model_is_what_the_generator_writes(tmp_path):
     written = tmp_path / "model.model3"
     done = subprocess.run(
