@@ -40,6 +40,7 @@ def grid_of_raster(layer):
 PointValues = namedtuple("PointValues", "x y values ids extra skipped")
 
 
+AREA_MARGIN = 30.0  # degrees: see check_area_of_use
 POINT_WKB_SIZE = 21  # WKB of a 2D point: byte order, type, x, y
 
 
@@ -128,14 +129,17 @@ def point_values(source, field, crs, context, feedback, extra_field=None):
 
 def check_area_of_use(crs, extent, name):
     """Refuses the layer `name` whose extent (a QgsRectangle in `crs`) lies wholly outside the
-    area its CRS is made for (its bounds widened by their own size on every side): its coordinates
-    are in another CRS than the layer declares, such as UTM metres in a layer marked EPSG:4326.
-    (Stray points of a layer that is otherwise in place are counted by the readers as points that
+    area its CRS is made for, widened on every side by its own size and at least AREA_MARGIN
+    degrees: its coordinates are in another CRS than the layer declares, such as UTM metres in a
+    layer marked EPSG:4326. (The margin is wide because the area is that of the authority's entry
+    QGIS matched the layer's CRS to, which can be far narrower than where the projection serves:
+    QGIS 3.44 matches the Doñana points' ETRS89 / UTM 30N to EPSG:11020, whose area is 63-80° N.
+    Stray points of a layer that is otherwise in place are counted by the readers as points that
     cannot be transformed or lie outside the grid.)"""
     bounds = crs.bounds()  # longitude and latitude
     if not crs.isValid() or bounds.isEmpty() or extent.isNull():
         return
-    dx, dy = max(bounds.width(), 1.0), max(bounds.height(), 1.0)
+    dx, dy = max(bounds.width(), AREA_MARGIN), max(bounds.height(), AREA_MARGIN)
     widened = QgsRectangle(
         max(bounds.xMinimum() - dx, -180.0),
         max(bounds.yMinimum() - dy, -89.0),

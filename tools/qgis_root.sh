@@ -60,7 +60,8 @@ if [ "$(cat "$cache/stamp" 2>/dev/null)" != "$stamp" ]; then
     start=$SECONDS
     debootstrap --variant=minbase "$suite" "$root" http://deb.debian.org/debian >"$cache/debootstrap.log"
     mount_into "$root/proc" -t proc proc
-    chroot "$root" apt-get update -qq
+    # This machine's mirror of sid can be a snapshot whose Release file has passed its Valid-Until.
+    chroot "$root" apt-get -o Acquire::Check-Valid-Until=false update -qq
     DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends $packages \
         >"$cache/apt.log"
     python=$(chroot "$root" python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
