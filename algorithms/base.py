@@ -2,6 +2,7 @@
 check of its Python packages, the optional HTML report and the reading of a model's card."""
 
 import configparser
+import itertools
 import os
 import re
 import tempfile
@@ -92,16 +93,17 @@ class SubsidenceAlgorithm(QgsProcessingAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:  # QGIS says "... not found" also of a file that exists but cannot be read
             message = next(filter(None, map(_unreadable_layer_file, self._layer_files(parameters))), message)
-        else:
-            problems = [
+        else:  # the first problem only: each output check writes a temporary file
+            inputs = (
                 self._missing_file(definition, parameters.get(definition.name()), context)
                 for definition in self.parameterDefinitions()
                 if isinstance(definition, QgsProcessingParameterFile)
-            ] + [
+            )
+            outputs = (
                 self._output_problem(definition, parameters.get(definition.name()), context)
                 for definition in self.destinationParameterDefinitions()
-            ]
-            message = next((problem for problem in problems if problem), "")
+            )
+            message = next(filter(None, itertools.chain(inputs, outputs)), "")
             ok = not message
         return ok, message
 

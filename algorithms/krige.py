@@ -185,14 +185,9 @@ class Krige(KrigingAlgorithm):
         extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
         # Refused before the grid is drawn: a pixel size in metres makes no sense in degrees.
         refuse_geographic(crs, "The grid", extent.center().x(), extent.center().y(), fix=SET_GRID_CRS)
-        grid = Grid.from_extent(
-            extent.xMinimum(),
-            extent.yMinimum(),
-            extent.xMaximum(),
-            extent.yMaximum(),
-            self._pixel_size(parameters, context),
-        )
-        self._log_grid(grid, "the extent given", parameters, feedback)
+        pixel_size = self._pixel_size(parameters, context)
+        grid = Grid.from_extent(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum(), pixel_size)
+        self._log_grid(grid, "the extent given", pixel_size, feedback)
         return grid, QgsCoordinateReferenceSystem(crs)
 
     def _pixel_size(self, parameters, context):
@@ -202,16 +197,17 @@ class Krige(KrigingAlgorithm):
         return self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
 
     def _grid_around(self, parameters, context, x, y, feedback):
-        grid = Grid.around(x, y, self._pixel_size(parameters, context))
+        pixel_size = self._pixel_size(parameters, context)
+        grid = Grid.around(x, y, pixel_size)
         where = f"the points' extent plus {MARGIN:.0%} of its longer side on every side"
-        self._log_grid(grid, where, parameters, feedback)
+        self._log_grid(grid, where, pixel_size, feedback)
         return grid
 
-    def _log_grid(self, grid, where, parameters, feedback):
-        chosen = parameters.get(self.PIXEL_SIZE) in (None, "")
+    def _log_grid(self, grid, where, pixel_size, feedback):
+        """The grid drawn, in the log; pixel_size None: the round size core.grid chose."""
         feedback.pushInfo(
             f"Grid: {where}, {grid.width} x {grid.height} cells of {grid.pixel_width:g} map units"
-            + (f" (a round size for at most {DEFAULT_SIDE} cells along the longer side)" if chosen else "")
+            + (f" (a round size for at most {DEFAULT_SIDE} cells along the longer side)" if pixel_size is None else "")
         )
 
     def _check_crs(self, crs):
