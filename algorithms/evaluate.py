@@ -9,8 +9,6 @@ from scipy.special import erf
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
-    QgsField,
-    QgsFields,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
@@ -24,7 +22,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..core import dataset, metrics, report
 from ..core.calibration import MIN_POINTS as MIN_CALIBRATION_POINTS
@@ -36,7 +33,7 @@ from ..core.patches import DROPPED, TEST, TRAIN, VAL, default_block_size
 from ..core.prediction import members_output, session
 from ..models.training import TrainingError, train_in_worker
 from .base import SubsidenceAlgorithm, read_dataset, read_model_card
-from .layers import REPROJECT_RASTER, crs_from_text, open_raster, read_decimated, refuse_geographic
+from .layers import REPROJECT_RASTER, crs_from_text, new_fields, open_raster, read_decimated, refuse_geographic
 from .settings import torch_python_setting
 
 PREDICT_BATCH = 256
@@ -373,12 +370,11 @@ class Evaluate(SubsidenceAlgorithm):
         feedback.pushInfo(advice)
 
     def _write_table(self, parameters, context, data, result, cross):
-        fields = QgsFields()
-        for name, kind in (("row", QVariant.String), ("pid", QVariant.String), ("method", QVariant.String)):
-            fields.append(QgsField(name, kind))
         columns = point_columns(data, result)
-        for name in (*columns, *metrics.NAMES, *PROBABILISTIC):
-            fields.append(QgsField(name, QVariant.Double))
+        numbers = (*columns, *metrics.NAMES, *PROBABILISTIC)
+        fields = new_fields(
+            [("row", "string"), ("pid", "string"), ("method", "string")] + [(n, "double") for n in numbers]
+        )
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT_TABLE, context, fields, QgsWkbTypes.NoGeometry)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_TABLE))

@@ -7,8 +7,6 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
-    QgsField,
-    QgsFields,
     QgsGeometry,
     QgsPointXY,
     QgsProcessing,
@@ -31,7 +29,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.errors import InputError
 from ..core.psimport import UNITS, convert, detect, read_delimited
 from .base import SubsidenceAlgorithm
-from .layers import check_area_of_use
+from .layers import check_area_of_use, new_fields
 
 PROGRESS_EVERY = 5000  # features between progress reports and cancel checks
 
@@ -352,14 +350,15 @@ class ImportPs(SubsidenceAlgorithm):
 
     @staticmethod
     def _fields():
-        fields = QgsFields()
-        fields.append(QgsField("pid", QVariant.String))
-        for name in ("displacement", "velocity", "coherence"):
-            fields.append(QgsField(name, QVariant.Double))
-        fields.append(QgsField("n_epochs", QVariant.Int))
-        fields.append(QgsField("start_date", QVariant.String))
-        fields.append(QgsField("end_date", QVariant.String))
-        return fields
+        return new_fields(
+            [
+                ("pid", "string"),
+                *((name, "double") for name in ("displacement", "velocity", "coherence")),
+                ("n_epochs", "integer"),
+                ("start_date", "string"),
+                ("end_date", "string"),
+            ]
+        )
 
 
 def _or_null(value):

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProject,
     QgsRectangle,
+    QgsVectorLayer,
 )
 
 from ..core.grid import Grid, utm_epsg
@@ -35,6 +36,16 @@ def grid_of_raster(layer):
         layer.width(),
         layer.height(),
     )
+
+
+def new_fields(columns):
+    """QgsFields for (name, kind) pairs, kind "string", "double" or "integer". The memory provider
+    builds them from kinds named in text, which every QGIS reads alike, whereas QgsField's type is
+    a QVariant.Type under Qt 5 and a QMetaType.Type under Qt 6. Length and precision 0: unlimited,
+    as QgsField's own default."""
+    sizes = {"string": "(0)", "double": "(0,0)", "integer": "(0)"}
+    uri = "None?" + "&".join(f"field={name}:{kind}{sizes[kind]}" for name, kind in columns)
+    return QgsVectorLayer(uri, "fields", "memory").fields()
 
 
 PointValues = namedtuple("PointValues", "x y values ids extra skipped")

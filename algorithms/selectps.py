@@ -4,8 +4,6 @@ import numpy as np
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
-    QgsField,
-    QgsFields,
     QgsGeometry,
     QgsPointXY,
     QgsProcessing,
@@ -16,12 +14,11 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..core.dispersion import MIN_IMAGES_ADVISED, dispersion, rows_per_block
 from ..core.grid import Grid
 from .base import SubsidenceAlgorithm
-from .layers import Float32Rasters, check_raster, open_raster, read_rows, remove_output
+from .layers import Float32Rasters, check_raster, new_fields, open_raster, read_rows, remove_output
 
 
 class SelectPs(SubsidenceAlgorithm):
@@ -107,9 +104,7 @@ class SelectPs(SubsidenceAlgorithm):
             )
         threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
         crs = layers[0].crs()
-        fields = QgsFields()
-        fields.append(QgsField("dispersion", QVariant.Double))
-        fields.append(QgsField("mean_amplitude", QVariant.Double))
+        fields = new_fields([("dispersion", "double"), ("mean_amplitude", "double")])
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Point, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))

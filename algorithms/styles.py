@@ -43,7 +43,7 @@ def style_raster(path, units="", sequential=False):
     renderer.setClassificationMin(low)
     renderer.setClassificationMax(high)
     layer.setRenderer(renderer)
-    layer.saveDefaultStyle()
+    layer.saveNamedStyle(layer.styleURI())  # the default style, without the overload deprecated in 3.26
     return low, high
 
 

@@ -18,14 +18,13 @@ from qgis import processing
 from qgis.core import (
     QgsApplication,
     QgsFeature,
-    QgsField,
     QgsProcessingDestinationParameter,
     QgsProcessingException,
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
+from insar_subsidence.algorithms.layers import new_fields
 from insar_subsidence.algorithms.provider import ALGORITHMS
 
 # What a message must not contain: a traceback, or an exception passed on raw.
@@ -163,7 +162,7 @@ def infinite_values(value, folder, context):
     """Every numeric value of the first two features +inf and -inf (and NaN, a missing value, in the third)."""
     layer = _layer_of(value)
     features = list(layer.getFeatures())
-    numeric = [i for i, field in enumerate(layer.fields()) if field.isNumeric() and field.type() == QVariant.Double]
+    numeric = [i for i, value in enumerate(features[0].attributes()) if isinstance(value, float)]
     for feature, bad in zip(features, (np.inf, -np.inf, np.nan)):
         for i in numeric:
             feature.setAttribute(i, float(bad))
@@ -186,7 +185,8 @@ def outside_area_of_use(value, folder, context):
 def text_field(value, folder, context):
     """The field replaced by one of the same name holding text."""
     layer = _layer_of(context["layer"])
-    fields = [QgsField(f.name(), QVariant.String) if f.name() == value else f for f in layer.fields()]
+    text = new_fields([(value, "string")])[0]
+    fields = [text if f.name() == value else f for f in layer.fields()]
     geometry = QgsWkbTypes.displayString(layer.wkbType())
     copy = QgsVectorLayer(f"{geometry}?crs={layer.crs().authid()}", "copy", "memory")
     copy.dataProvider().addAttributes(fields)

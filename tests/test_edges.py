@@ -9,9 +9,9 @@ import pytest
 from cnn_data import smooth_fields, trained_model
 from osgeo import gdal
 from qgis import processing
-from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsPointXY, QgsVectorLayer
-from qgis.PyQt.QtCore import QVariant
+from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
 
+from insar_subsidence.algorithms.layers import new_fields
 from insar_subsidence.core.dataset import open_dataset
 from insar_subsidence.core.patches import POLICY_NAMES
 from insar_subsidence.models.export import read_metadata
@@ -23,7 +23,7 @@ LEFT, TOP, PIXEL = 400000.0, 4500000.0, 10.0
 def points_on_every_pixel():
     """A point at the centre of every pixel of the stack, with a target (any: only the patches matter)."""
     layer = QgsVectorLayer("Point?crs=EPSG:32630", "points", "memory")
-    layer.dataProvider().addAttributes([QgsField("displacement", QVariant.Double)])
+    layer.dataProvider().addAttributes(new_fields([("displacement", "double")]))
     layer.updateFields()
     features = []
     for row in range(ROWS):

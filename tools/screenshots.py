@@ -81,7 +81,7 @@ def designer(application, folder):
     window = ModelerDialog.create(model)
     settle(application, window, 1600, 1000)
     view = window.view()
-    view.fitInView(view.scene().itemsBoundingRect(), Qt.KeepAspectRatio)
+    view.fitInView(view.scene().itemsBoundingRect(), Qt.AspectRatioMode.KeepAspectRatio)
     settle(application, window, 1600, 1000)
     save(window, folder / "screenshot_model.png")
 
