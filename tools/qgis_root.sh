@@ -47,6 +47,14 @@ unmount() {
     done
 }
 trap unmount EXIT
+# A run that was killed leaves its mounts, / among them at root/host: unmount them before anything,
+# and never let rm cross into a mounted file system.
+unmount_leftovers() {
+    findmnt -rn -o TARGET | grep -F "$root/" | sort -r | while read -r target; do
+        umount -R -l "$target" 2>/dev/null || true
+    done
+}
+unmount_leftovers
 mount_into() {  # mount_into TARGET mount-arguments...
     mkdir -p "$1"
     mount "${@:2}" "$1"
@@ -55,7 +63,7 @@ mount_into() {  # mount_into TARGET mount-arguments...
 
 if [ "$(cat "$cache/stamp" 2>/dev/null)" != "$stamp" ]; then
     echo "Building a Debian $suite root with QGIS $version in $cache (about 2 minutes, once)"
-    rm -rf "$cache"
+    rm -rf --one-file-system "$cache"
     mkdir -p "$cache/wheels"
     start=$SECONDS
     debootstrap --variant=minbase "$suite" "$root" http://deb.debian.org/debian >"$cache/debootstrap.log"
