@@ -49,8 +49,9 @@ unmount() {
 trap unmount EXIT
 # A run that was killed leaves its mounts, / among them at root/host: unmount them before anything,
 # and never let rm cross into a mounted file system.
+# (awk, unlike grep, succeeds when nothing matches, which is the usual case under pipefail.)
 unmount_leftovers() {
-    findmnt -rn -o TARGET | grep -F "$root/" | sort -r | while read -r target; do
+    findmnt -rn -o TARGET | awk -v prefix="$root/" 'index($0, prefix) == 1' | sort -r | while read -r target; do
         umount -R -l "$target" 2>/dev/null || true
     done
 }
