@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 from qgis import processing
-from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsRasterLayer
+from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsProject, QgsRasterLayer
 
 from insar_subsidence.algorithms.layers import Float32Rasters, open_raster
 from insar_subsidence.core.grid import Grid
@@ -52,10 +52,19 @@ def test_output_that_cannot_be_created_gives_our_message(exceptions, tmp_path):
 
 
 def test_algorithm_reading_a_vanished_dem_gives_our_message(plugin, exceptions, tmp_path, geotiff):
-    """QGIS still holds the layer, but its file is gone when the algorithm reads it."""
+    """The project still holds the layer, but its file is gone when the algorithm reads it.
+
+    The layer goes in by its id, and the project deletes it: PyQGIS keeps the exception that left
+    processAlgorithm, so a layer object among the parameters would live until the interpreter
+    exits, after exitQgis, and crash there in GDALClose (exit status 139 in one process)."""
     path = str(geotiff(tmp_path / "dem.tif", np.ones((5, 6)), (500000, 10, 0, 4100000, 0, -10), 32630))
     layer = QgsRasterLayer(path, "dem")
     assert layer.isValid()
-    os.remove(path)
-    with pytest.raises(QgsProcessingException, match=f"GDAL cannot open the DEM {re.escape(path)}: .*No such file"):
-        processing.run("subsidence:terrainfactors", {"INPUT": layer, "SLOPE": str(tmp_path / "slope.tif")})
+    project = QgsProject.instance()
+    project.addMapLayer(layer, False)
+    try:
+        os.remove(path)
+        with pytest.raises(QgsProcessingException, match=f"GDAL cannot open the DEM {re.escape(path)}: .*No such file"):
+            processing.run("subsidence:terrainfactors", {"INPUT": layer.id(), "SLOPE": str(tmp_path / "slope.tif")})
+    finally:
+        project.removeMapLayer(layer.id())

@@ -40,6 +40,14 @@ packages="qgis python3-qgis python3-pip python3-skimage git make"
 # requirements-dev.txt; numpy and scipy are Debian's).
 wheels="onnxruntime==1.32.0 onnx==1.23.2 PyKrige==1.7.3 pytest==9.2.0 pytest-xdist==3.8.0 pytest-qgis==5.0.2"
 
+# One run per root at a time: a second run's mounts and unmounts would pull the first's from under it.
+mkdir -p "$(dirname "$cache")"
+exec 9>"$cache.lock"
+if ! flock -n 9; then
+    echo "Another make test-qgis VERSION=$version is using $root: waiting for it to end."
+    flock 9
+fi
+
 mounted=()
 unmount() {
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
