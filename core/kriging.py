@@ -167,35 +167,46 @@ def experimental_variogram(x, y, z, max_points=2000, n_lags=N_LAGS, rng=None):
     xy = np.column_stack([x, y])
     max_lag = np.hypot(np.ptp(x), np.ptp(y)) / 3.0
     chosen = rng.choice(len(z), size=max_points, replace=False) if len(z) > max_points else np.arange(len(z))
-    distances = pdist(xy[chosen])
-    halves = 0.5 * pdist(z[chosen, None], "sqeuclidean")
-    edges = np.linspace(0.0, max_lag, n_lags + 1)
+    # Lag classes: n_lags equal ones from `start` to max_lag, after SHORT_LAGS finer ones below it
+    # when the full set gives the short distances.
+    start, n_short = 0.0, 0
+    sums = np.zeros((3, n_lags + SHORT_LAGS + 1))  # pairs, distances, half squared differences; last: unused pairs
     if len(chosen) < len(z):
-        short_range = min(_short_range(xy), edges[1])
-        pairs = cKDTree(xy).query_ball_point(xy[chosen], short_range, workers=-1)
+        start, n_short = min(_short_range(xy), max_lag / n_lags), SHORT_LAGS
+        pairs = cKDTree(xy).query_ball_point(xy[chosen], start, workers=-1)
         anchors = np.repeat(chosen, [len(p) for p in pairs])
         others = np.concatenate(pairs).astype(int)
         keep = anchors != others
         anchors, others = anchors[keep], others[keep]
-        long = distances >= short_range
-        distances = np.concatenate([np.hypot(*(xy[anchors] - xy[others]).T), distances[long]])
-        halves = np.concatenate([0.5 * (z[anchors] - z[others]) ** 2, halves[long]])
-        edges = np.concatenate(
-            [np.linspace(0.0, short_range, SHORT_LAGS + 1), np.linspace(short_range, max_lag, n_lags + 1)[1:]]
-        )
-    inside = distances <= max_lag
-    distances, halves = distances[inside], halves[inside]
-    bins = np.clip(np.searchsorted(edges, distances, side="right") - 1, 0, len(edges) - 2)
-    counts = np.bincount(bins, minlength=len(edges) - 1)
+        distances = np.hypot(*(xy[anchors] - xy[others]).T)
+        # Within `start` by the query; one at exactly `start` goes to the first regular class.
+        bins = np.minimum(distances * (SHORT_LAGS / start), SHORT_LAGS).astype(np.intp)
+        _add_to_classes(sums, bins, distances, 0.5 * (z[anchors] - z[others]) ** 2)
+    distances = pdist(xy[chosen])
+    classes = (distances - start) * (n_lags / (max_lag - start))
+    used = (classes >= 0.0) & (distances <= max_lag)
+    bins = np.minimum(classes, n_lags - 1).astype(np.intp)  # max_lag itself: the last class
+    bins += n_short
+    bins[~used] = len(sums[0]) - 1
+    _add_to_classes(sums, bins, distances, 0.5 * pdist(z[chosen, None], "sqeuclidean"))
+    counts, distance_sums, half_sums = sums[:, : n_short + n_lags]
     filled = counts > 0
-    lags = np.bincount(bins, weights=distances, minlength=len(edges) - 1)[filled] / counts[filled]
-    semivariance = np.bincount(bins, weights=halves, minlength=len(edges) - 1)[filled] / counts[filled]
+    lags = distance_sums[filled] / counts[filled]
+    semivariance = half_sums[filled] / counts[filled]
     if filled.sum() < 3:
         raise InputError(
-            f"Only {filled.sum()} of {len(edges) - 1} lag classes have point pairs ({len(z)} points): "
+            f"Only {filled.sum()} of {n_short + n_lags} lag classes have point pairs ({len(z)} points): "
             "too few to estimate a variogram."
         )
-    return ExperimentalVariogram(lags, semivariance, counts[filled], len(chosen))
+    return ExperimentalVariogram(lags, semivariance, counts[filled].astype(np.int64), len(chosen))
+
+
+def _add_to_classes(sums, bins, distances, halves):
+    """Adds the pairs, their distances and half squared differences to `sums` by class."""
+    size = sums.shape[1]
+    sums[0] += np.bincount(bins, minlength=size)
+    sums[1] += np.bincount(bins, weights=distances, minlength=size)
+    sums[2] += np.bincount(bins, weights=halves, minlength=size)
 
 
 def _short_range(xy):

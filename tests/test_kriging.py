@@ -292,3 +292,47 @@ def test_targets_on_a_line_or_alone_are_kriged_as_everywhere(points):
         values, _ = kriging.predict(tx, ty)
         one_by_one = [kriging.predict(tx[i : i + 1], ty[i : i + 1])[0][0] for i in range(0, 333, 37)]
         np.testing.assert_allclose(values[::37], one_by_one, rtol=1e-12)
+
+
+def brute_force_variogram(x, y, z, max_points, seed, n_lags=20, short_lags=5):
+    """The experimental variogram by its definition, from explicit class edges and every pair: the
+    subsample's pairs (drawn as core.kriging draws it) beyond the short range, and, when there is a
+    subsample, each of its points' pairs with any other point within the short range, the radius
+    that holds 50 points at the mean density, at most the first regular class's width."""
+    n = len(z)
+    max_lag = np.hypot(np.ptp(x), np.ptp(y)) / 3
+    chosen = np.random.default_rng(seed).choice(n, max_points, replace=False) if n > max_points else np.arange(n)
+    found = []  # (distance, half squared difference)
+    short = 0.0
+    if n > max_points:
+        short = min(np.sqrt(50 * np.ptp(x) * np.ptp(y) / (np.pi * n)), max_lag / n_lags)
+        for i in chosen:
+            for j in range(n):
+                d = np.hypot(x[i] - x[j], y[i] - y[j])
+                if j != i and d <= short:
+                    found.append((d, (z[i] - z[j]) ** 2 / 2))
+    for a, i in enumerate(chosen):
+        for j in chosen[a + 1 :]:
+            d = np.hypot(x[i] - x[j], y[i] - y[j])
+            if short <= d <= max_lag:
+                found.append((d, (z[i] - z[j]) ** 2 / 2))
+    edges = np.linspace(0, max_lag, n_lags + 1)
+    if short:
+        edges = np.concatenate([np.linspace(0, short, short_lags + 1), np.linspace(short, max_lag, n_lags + 1)[1:]])
+    d, h = np.array(found).T
+    bins = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+    rows = [(d[bins == b].mean(), h[bins == b].mean(), np.sum(bins == b)) for b in np.unique(bins)]
+    return [np.array(column) for column in zip(*rows)]
+
+
+@pytest.mark.parametrize("n, max_points", [(300, 2000), (1500, 200)], ids=["every pair", "subsample and short range"])
+def test_experimental_variogram_equals_its_definition(n, max_points):
+    rng = np.random.default_rng(8)
+    x, y = rng.uniform(0, 5000, n), rng.uniform(0, 3000, n)
+    z = np.sin(x / 700) + 0.3 * rng.standard_normal(n)
+    experimental = experimental_variogram(x, y, z, max_points=max_points, rng=4)
+    lags, semivariance, counts = brute_force_variogram(x, y, z, max_points, seed=4)
+    assert len(lags) > 20 if n > max_points else len(lags) == 20
+    np.testing.assert_array_equal(experimental.counts, counts)
+    np.testing.assert_allclose(experimental.lags, lags, rtol=1e-12)
+    np.testing.assert_allclose(experimental.semivariance, semivariance, rtol=1e-12)
