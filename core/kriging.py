@@ -169,10 +169,11 @@ def experimental_variogram(x, y, z, max_points=2000, n_lags=N_LAGS, rng=None):
     chosen = rng.choice(len(z), size=max_points, replace=False) if len(z) > max_points else np.arange(len(z))
     # Lag classes: n_lags equal ones from `start` to max_lag, after SHORT_LAGS finer ones below it
     # when the full set gives the short distances.
-    start, n_short = 0.0, 0
-    sums = np.zeros((3, n_lags + SHORT_LAGS + 1))  # pairs, distances, half squared differences; last: unused pairs
-    if len(chosen) < len(z):
-        start, n_short = min(_short_range(xy), max_lag / n_lags), SHORT_LAGS
+    subsampled = len(chosen) < len(z)
+    start = min(_short_range(xy), max_lag / n_lags) if subsampled else 0.0
+    n_short = SHORT_LAGS if subsampled else 0
+    sums = np.zeros((3, n_short + n_lags + 1))  # pairs, distances, half squared differences; last: unused pairs
+    if subsampled:
         pairs = cKDTree(xy).query_ball_point(xy[chosen], start, workers=-1)
         anchors = np.repeat(chosen, [len(p) for p in pairs])
         others = np.concatenate(pairs).astype(int)
