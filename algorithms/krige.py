@@ -16,7 +16,7 @@ from qgis.core import (
 from ..core.grid import DEFAULT_SIDE, MARGIN, Grid
 from ..core.kriging import check_points, merge_coincident
 from .kriging_base import KrigingAlgorithm
-from .layers import WARP, check_raster, grid_of_raster, point_values, refuse_geographic
+from .layers import WARP, check_raster, grid_of_raster, point_values, refuse_geographic, whole_ogr_layer
 from .styles import style_raster
 
 # Without a reference grid the grid CRS is a parameter: the fix is to set it.
@@ -132,7 +132,8 @@ class Krige(KrigingAlgorithm):
         field = self.parameterAsString(parameters, self.FIELD, context)
         grid, crs = self._grid(parameters, context, source, feedback)
 
-        x, y, z, _, _, skipped = point_values(source, field, crs, context, steps)
+        whole_file = whole_ogr_layer(self, parameters, self.POINTS, context)
+        x, y, z, _, _, skipped = point_values(source, field, crs, context, steps, ogr_layer=whole_file)
         x, y, z, merged = merge_coincident(x, y, z)
         feedback.pushInfo(
             f"{len(z) + merged} points read from '{field}'; {merged} merged into coincident ones; "

@@ -21,7 +21,16 @@ from ..core.kriging import check_points, merge_coincident
 from ..core.patches import TRAIN, pixel_indices
 from .base import read_dataset
 from .kriging_base import BLOCK_CELLS, KrigingAlgorithm
-from .layers import check_raster, crs_from_text, grid_of_raster, open_raster, point_values, read_band, refuse_geographic
+from .layers import (
+    check_raster,
+    crs_from_text,
+    grid_of_raster,
+    open_raster,
+    point_values,
+    read_band,
+    refuse_geographic,
+    whole_ogr_layer,
+)
 from .styles import style_raster
 
 NAMED = 10  # points named in the log when some lie outside the surface
@@ -144,7 +153,8 @@ class KrigeResiduals(KrigingAlgorithm):
             raise QgsProcessingException(self.invalidSourceError(parameters, self.POINTS))
         field = self.parameterAsString(parameters, self.FIELD, context)
 
-        x, y, z, ids, _, skipped = point_values(source, field, crs, context, steps)
+        whole_file = whole_ogr_layer(self, parameters, self.POINTS, context)
+        x, y, z, ids, _, skipped = point_values(source, field, crs, context, steps, ogr_layer=whole_file)
         surface_file = open_raster(surface.source(), "the surface")
         row, column = pixel_indices(grid, x, y)
         at_points = _values_at(surface_file.GetRasterBand(1), row, column, grid)

@@ -12,10 +12,13 @@ from qgis.core import (
     QgsCoordinateTransformContext,
     QgsCsException,
     QgsFeatureRequest,
+    QgsGeometry,
     QgsLineString,
     QgsPointXY,
     QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
     QgsProject,
+    QgsProviderRegistry,
     QgsRectangle,
     QgsVectorLayer,
 )
@@ -55,87 +58,232 @@ AREA_MARGIN = 30.0  # degrees: see check_area_of_use
 POINT_WKB_SIZE = 21  # WKB of a 2D point: byte order, type, x, y
 
 
-def point_values(source, field, crs, context, feedback, extra_field=None):
+def point_values(source, field, crs, context, feedback, extra_field=None, ogr_layer=None):
     """Every point of every feature, in `crs`: x, y, the field's value, the feature id, the value
     of `extra_field` (or None), and the counts of what was skipped and why.
 
     2D single points, most PS layers, keep their WKB and are decoded and transformed all at once:
-    at 200 000 points 1.0 s instead of 1.5 s, and 0.1 s instead of 0.5 s to transform them."""
+    at 200 000 points 1.0 s instead of 1.5 s, and 0.1 s instead of 0.5 s to transform them. When
+    `ogr_layer` (see whole_ogr_layer) names the file behind the source, the features are read
+    from it by GDAL in columns (GDAL 3.6 or later, without `extra_field`): 20 000 points in
+    0.01 s instead of 0.13 s through QGIS's features, with the same result."""
     check_area_of_use(source.sourceCrs(), source.sourceExtent(), source.sourceName())
-    transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
     fields = source.fields()
-    wanted = [field] + ([extra_field] if extra_field else [])
-    request = QgsFeatureRequest().setSubsetOfAttributes(wanted, fields)
     value_index = fields.lookupField(field)
     if value_index >= 0 and not fields.at(value_index).isNumeric():
         raise QgsProcessingException(
             f"The field '{field}' of '{source.sourceName()}' holds text ({fields.at(value_index).typeName()}), not "
             "numbers. Choose a numeric field, or make one with the Field Calculator (to_real(…))."
         )
-    infinite = []  # ids of the features whose value is ±inf
+    points = _Points(QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext()))
+    batches = _ogr_batches(ogr_layer, field) if ogr_layer and not extra_field else None
+    if batches is not None:
+        _collect_columns(points, batches, source.featureCount(), feedback)
+    else:
+        _collect_features(points, source, field, extra_field, feedback)
+    if points.infinite:
+        raise QgsProcessingException(
+            f"The field '{field}' of '{source.sourceName()}' is infinite in {len(points.infinite)} features (the "
+            f"first: feature {points.infinite[0]}). Set those values to NULL, or fix them in the source."
+        )
+    if not points.features:
+        raise QgsProcessingException(f"The layer '{source.sourceName()}' has no features. Choose a layer with points.")
+    return points.values()
+
+
+class _Points:
+    """What point_values collects, feature by feature or column by column."""
+
+    def __init__(self, transform):
+        self.transform = transform
+        self.features = 0
+        self.infinite = []  # ids of the features whose value is ±inf
+        # 2D single points: their WKB, value, feature id and extra value
+        self.wkbs, self.simple_values, self.simple_ids, self.simple_extras = [], [], [], []
+        self.xs, self.ys, self.other_values, self.ids, self.extras = [], [], [], [], []  # the others, part by part
+        self.skipped = {"no geometry": 0, "no value": 0, "not transformable": 0}
+
+    def has_value(self, value, feature_id):
+        """Whether `value` (a field's value) is a finite number; counts or records it if not."""
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = math.nan
+        if math.isfinite(value):
+            return True
+        if math.isinf(value):  # NULL or NaN: no value; ±inf: an error, reported by point_values
+            self.infinite.append(feature_id)
+        self.skipped["no value"] += 1
+        return False
+
+    def add_geometry(self, geometry, value, feature_id, extra):
+        """Every part of a geometry other than a 2D single point."""
+        try:
+            geometry.transform(self.transform)
+        except QgsCsException:
+            self.skipped["not transformable"] += 1
+            return
+        for point in geometry.constParts():
+            self.xs.append(point.x())
+            self.ys.append(point.y())
+            self.other_values.append(value)
+            self.ids.append(str(feature_id))
+            self.extras.append(extra)
+
+    def values(self):
+        x, y, transformable = _decoded_points(self.wkbs, self.transform)
+        self.skipped["not transformable"] += int((~transformable).sum())
+        keep = np.flatnonzero(transformable)
+        return PointValues(
+            np.concatenate([x[keep], self.xs]),
+            np.concatenate([y[keep], self.ys]),
+            np.concatenate([np.array(self.simple_values, float)[keep], self.other_values]),
+            [str(self.simple_ids[i]) for i in keep] + self.ids,
+            [self.simple_extras[i] for i in keep] + self.extras,
+            self.skipped,
+        )
+
+
+def _collect_features(points, source, field, extra_field, feedback):
+    fields = source.fields()
+    wanted = [field] + ([extra_field] if extra_field else [])
+    request = QgsFeatureRequest().setSubsetOfAttributes(wanted, fields)
+    value_index = fields.lookupField(field)
     extra_index = fields.lookupField(extra_field) if extra_field else None
-    # 2D single points: their WKB, value, feature id and extra value
-    wkbs, simple_values, simple_ids, simple_extras = [], [], [], []
-    xs, ys, values, ids, extras = [], [], [], [], []  # the other geometries, part by part
-    skipped = {"no geometry": 0, "no value": 0, "not transformable": 0}
     total = source.featureCount() or 1
-    number = None
     for number, feature in enumerate(source.getFeatures(request)):
         if number % 10000 == 0:
             if feedback.isCanceled():
                 raise QgsProcessingException("Canceled.")
             feedback.setProgress(100 * number / total)
+        points.features += 1
         geometry = feature.geometry()
         if geometry.isEmpty():
-            skipped["no geometry"] += 1
+            points.skipped["no geometry"] += 1
             continue
         value = feature.attribute(value_index)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not math.isfinite(value):  # NULL or NaN: no value; ±inf: an error, reported below
-            if math.isinf(value):
-                infinite.append(feature.id())
-            skipped["no value"] += 1
+        if not points.has_value(value, feature.id()):
             continue
+        value = float(value)
         extra = feature.attribute(extra_index) if extra_field else None
         wkb = geometry.asWkb()
         if len(wkb) == POINT_WKB_SIZE:
-            wkbs.append(wkb)
-            simple_values.append(value)
-            simple_ids.append(feature.id())
-            simple_extras.append(extra)
-            continue
-        try:
-            geometry.transform(transform)
-        except QgsCsException:
-            skipped["not transformable"] += 1
-            continue
-        for point in geometry.constParts():
-            xs.append(point.x())
-            ys.append(point.y())
-            values.append(value)
-            ids.append(str(feature.id()))
-            extras.append(extra)
-    if infinite:
-        raise QgsProcessingException(
-            f"The field '{field}' of '{source.sourceName()}' is infinite in {len(infinite)} features (the first: "
-            f"feature {infinite[0]}). Set those values to NULL, or fix them in the source."
-        )
-    if number is None:
-        raise QgsProcessingException(f"The layer '{source.sourceName()}' has no features. Choose a layer with points.")
-    x, y, transformable = _decoded_points(wkbs, transform)
-    skipped["not transformable"] += int((~transformable).sum())
-    keep = np.flatnonzero(transformable)
-    return PointValues(
-        np.concatenate([x[keep], xs]),
-        np.concatenate([y[keep], ys]),
-        np.concatenate([np.array(simple_values, float)[keep], values]),
-        [str(simple_ids[i]) for i in keep] + ids,
-        [simple_extras[i] for i in keep] + extras,
-        skipped,
-    )
+            points.wkbs.append(wkb)
+            points.simple_values.append(value)
+            points.simple_ids.append(feature.id())
+            points.simple_extras.append(extra)
+        else:
+            points.add_geometry(geometry, value, feature.id(), extra)
+
+
+def _collect_columns(points, batches, total, feedback):
+    """The features from GDAL's columns: (feature ids, values, WKBs) by batch, NULLs masked."""
+    total = total or 1
+    for ids, values, wkbs in batches:
+        if feedback.isCanceled():
+            raise QgsProcessingException("Canceled.")
+        feedback.setProgress(100 * points.features / total)
+        points.features += len(ids)
+        values = np.ma.filled(np.ma.asarray(values, float), math.nan)
+        sizes, wkbs = _wkb_column(wkbs)
+        simple = sizes == POINT_WKB_SIZE
+        empty = sizes == 0
+        if simple.any():  # POINT EMPTY: NaN coordinates, as QGIS reads them
+            coordinates = np.frombuffer(_joined(wkbs, simple), np.uint8).reshape(-1, POINT_WKB_SIZE)[:, 5:]
+            empty[simple] = np.isnan(coordinates.copy().view("<f8")).any(axis=1)
+        for row in np.flatnonzero(~simple & ~empty):
+            geometry = QgsGeometry()
+            geometry.fromWkb(bytes(wkbs[row]))
+            empty[row] = geometry.isEmpty()
+            if not empty[row] and points.has_value(values[row], int(ids[row])):
+                points.add_geometry(geometry, float(values[row]), int(ids[row]), None)
+        points.skipped["no geometry"] += int(empty.sum())
+        kept = simple & ~empty
+        finite = np.isfinite(values)
+        for row in np.flatnonzero(kept & ~finite):
+            points.has_value(values[row], int(ids[row]))
+        kept &= finite
+        points.wkbs.append(_joined(wkbs, kept))  # all at once: _decoded_points reads them in a row
+        points.simple_values.extend(values[kept])
+        points.simple_ids.extend(ids[kept].tolist())
+        points.simple_extras.extend([None] * int(kept.sum()))
+
+
+def _wkb_column(wkbs):
+    """(size of each WKB, 0 without geometry; the WKBs as rows) of a geometry column of GDAL's
+    Arrow stream: an array of bytes objects or, where they are of one width (a layer of 2D points),
+    of fixed-width items, made rows of bytes (numpy would strip their trailing zero bytes)."""
+    missing = np.ma.getmaskarray(wkbs)
+    wkbs = np.ma.getdata(wkbs)
+    if wkbs.dtype.kind in "SV":
+        wkbs = np.frombuffer(wkbs.tobytes(), np.uint8).reshape(len(wkbs), wkbs.dtype.itemsize)
+        sizes = np.full(len(wkbs), wkbs.shape[1])
+    else:
+        sizes = np.array([0 if wkb is None else len(wkb) for wkb in wkbs], int)
+    sizes[missing] = 0
+    return sizes, wkbs
+
+
+def _joined(wkbs, rows):
+    """The WKBs of `rows` (a mask) of a column from _wkb_column, end to end."""
+    return wkbs[rows].tobytes() if wkbs.dtype == np.uint8 else b"".join(wkbs[rows])
+
+
+OgrLayer = namedtuple("OgrLayer", "path name")
+
+
+def whole_ogr_layer(algorithm, parameters, name, context):
+    """The file and layer name (an OgrLayer) behind the vector-layer parameter `name` when every
+    feature is read as the file holds it: an OGR layer without a selection, feature limit or
+    filter, subset string, unsaved edits or other options; else None."""
+    value = parameters.get(name)
+    if isinstance(value, QgsProcessingFeatureSourceDefinition) and (
+        value.selectedFeaturesOnly
+        or value.featureLimit >= 0
+        or getattr(value, "filterExpression", "")  # QGIS 3.32 and later
+        or bool(value.flags & QgsProcessingFeatureSourceDefinition.FlagOverrideDefaultGeometryCheck)
+    ):
+        return None
+    if isinstance(value, QgsProcessingFeatureSourceDefinition):  # the layer alone, which this function reads
+        parameters = {**parameters, name: value.source.staticValue()}
+    layer = algorithm.parameterAsVectorLayer(parameters, name, context)
+    if layer is None or layer.providerType() != "ogr" or layer.subsetString() or layer.isModified():
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    if any(value for key, value in parts.items() if key not in ("path", "layerName", "layerId")):
+        return None
+    if parts.get("layerId") not in (None, 0) or not parts.get("path"):
+        return None
+    return OgrLayer(parts["path"], parts.get("layerName") or None)
+
+
+def _ogr_batches(ogr_layer, field):
+    """(feature ids, values, WKBs) of the layer by batches from GDAL's Arrow stream, or None where
+    GDAL cannot give them (before 3.6, or the file cannot be read so: QGIS then reads it)."""
+    if not hasattr(ogr.Layer, "GetArrowStreamAsNumPy"):
+        return None
+    dataset, _ = gdal_call(gdal.OpenEx, ogr_layer.path, gdal.OF_VECTOR | gdal.OF_READONLY)
+    if dataset is None:
+        return None
+    layer = dataset.GetLayerByName(ogr_layer.name) if ogr_layer.name else dataset.GetLayer(0)
+    if layer is None or layer.GetLayerDefn().GetGeomFieldCount() != 1:
+        return None
+    definition = layer.GetLayerDefn()
+    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+    if field not in names and field != layer.GetFIDColumn():
+        return None
+    layer.SetIgnoredFields([name for name in names if name != field])
+    stream, _ = gdal_call(layer.GetArrowStreamAsNumPy)
+    if stream is None:
+        return None
+    columns = (layer.GetFIDColumn() or "OGC_FID", field, layer.GetGeometryColumn() or "wkb_geometry")
+    return _arrow_batches(dataset, layer, stream, columns)
+
+
+def _arrow_batches(dataset, layer, stream, columns):
+    """The columns of each batch of `stream`; the dataset and its layer are held while it is read."""
+    for batch in stream:
+        yield tuple(batch[column] for column in columns)
 
 
 def check_area_of_use(crs, extent, name):

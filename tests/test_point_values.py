@@ -1,8 +1,13 @@
-"""layers.point_values: the points of a layer as arrays, against QGIS's own per-point transform."""
+"""layers.point_values: the points of a layer as arrays, against QGIS's own per-point transform;
+read from the file by GDAL's columns, against QGIS's features."""
+
+import math
 
 import numpy as np
 import pytest
+from osgeo import ogr, osr
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
@@ -11,11 +16,14 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
     QgsProcessingFeedback,
     QgsVectorLayer,
 )
 
-from insar_subsidence.algorithms.layers import point_values
+from insar_subsidence.algorithms import layers
+from insar_subsidence.algorithms.layers import OgrLayer, point_values, whole_ogr_layer
 
 WKT = {
     "point": "Point (-3.5 37.1)",
@@ -77,3 +85,138 @@ def test_a_layer_of_multipoints_only_is_read_part_by_part(plugin):
     crs = QgsCoordinateReferenceSystem("EPSG:4326")
     read = point_values(layer, "v", crs, QgsProcessingContext(), QgsProcessingFeedback())
     np.testing.assert_allclose(np.c_[read.x, read.y], [(-3.3, 37.3), (-3.2, 37.4)])
+
+
+# Every kind of row a PS file can hold, as OGR writes it: (WKT or None, value or None)
+FILE_ROWS = [
+    ("POINT (-3.5 37.1)", 1.0),
+    ("POINT (-3.6 37.0)", None),  # NULL value
+    (None, 2.0),  # no geometry
+    ("POINT EMPTY", 3.0),
+    ("POINT Z (-3.4 37.2 55)", 4.0),
+    ("MULTIPOINT ((-3.3 37.3),(-3.2 37.4))", 5.0),
+    ("MULTIPOINT EMPTY", 6.0),
+    ("POINT (-3.0 95.0)", 7.0),  # beyond the pole: not transformable to UTM
+    (None, None),
+    ("POINT (-3.7 36.9)", math.nan),
+    *[(f"POINT ({-3.8 + i / 1000} {36.8 + i / 997})", float(i)) for i in range(40)],
+]
+
+
+def write_points(path, rows, integer=False, driver="GPKG", points_only=False):
+    """A layer `points` in EPSG:4326, of any geometry type or, points_only, of 2D points, field
+    `v` (a double, or an integer), in features of the given rows; returns its path."""
+    dataset = ogr.GetDriverByName(driver).CreateDataSource(str(path))
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    layer = dataset.CreateLayer("points", wgs84, ogr.wkbPoint if points_only else ogr.wkbUnknown)
+    layer.CreateField(ogr.FieldDefn("other", ogr.OFTString))
+    layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger if integer else ogr.OFTReal))
+    for wkt, value in rows:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("other", "x")
+        if value is not None:
+            feature.SetField("v", int(value) if integer else value)
+        if wkt:
+            feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    dataset = None
+    return str(path)
+
+
+def krige_algorithm():
+    return QgsApplication.processingRegistry().algorithmById("subsidence:krige")
+
+
+def read_both_ways(path, target, monkeypatch, field="v"):
+    """point_values of the file read through QGIS's features and through GDAL's columns (which
+    must then be what is read: reading features fails)."""
+    layer = QgsVectorLayer(path, "points", "ogr")
+    crs = QgsCoordinateReferenceSystem(target)
+    whole = whole_ogr_layer(krige_algorithm(), {"POINTS": layer}, "POINTS", QgsProcessingContext())
+    assert whole == OgrLayer(path, "points") or whole == OgrLayer(path, None)
+    features = point_values(layer, field, crs, QgsProcessingContext(), QgsProcessingFeedback())
+    with monkeypatch.context() as patched:
+        patched.setattr(layers, "_collect_features", lambda *args: pytest.fail("QGIS's features were read"))
+        columns = point_values(layer, field, crs, QgsProcessingContext(), QgsProcessingFeedback(), ogr_layer=whole)
+    return features, columns
+
+
+@pytest.mark.parametrize("target", ["EPSG:4326", "EPSG:32630"])
+def test_the_file_read_by_gdal_gives_what_qgis_features_give(target, plugin, tmp_path, monkeypatch):
+    features, columns = read_both_ways(write_points(tmp_path / "p.gpkg", FILE_ROWS), target, monkeypatch)
+    np.testing.assert_array_equal(columns.x, features.x)
+    np.testing.assert_array_equal(columns.y, features.y)
+    np.testing.assert_array_equal(columns.values, features.values)
+    assert columns.ids == features.ids
+    assert columns.extra == features.extra
+    assert columns.skipped == features.skipped
+    assert features.skipped == {
+        "no geometry": 4,  # NULL, POINT EMPTY, MULTIPOINT EMPTY, NULL with a NULL value
+        "no value": 2,
+        "not transformable": int(target != "EPSG:4326"),
+    }
+    assert len(features.x) == 40 + 1 + 1 + 2 + (target == "EPSG:4326")
+
+
+@pytest.mark.parametrize("driver, name", [("GPKG", "p.gpkg"), ("ESRI Shapefile", "p.shp"), ("GeoJSON", "p.geojson")])
+def test_point_layers_read_by_gdal_give_what_qgis_features_give(driver, name, plugin, tmp_path, monkeypatch):
+    # A layer of 2D points, every one with a geometry, comes in WKBs of one width (a fixed-width
+    # column), some ending in zero bytes (x = 2 ** 20).
+    rows = [(wkt, value) for wkt, value in FILE_ROWS if wkt and wkt.startswith("POINT (")]
+    rows.append(("POINT (1048576 0)", 8.0))
+    path = write_points(tmp_path / name, rows, driver=driver, points_only=True)
+    features, columns = read_both_ways(path, "EPSG:32630", monkeypatch)
+    np.testing.assert_array_equal(
+        np.c_[columns.x, columns.y, columns.values], np.c_[features.x, features.y, features.values]
+    )
+    assert columns.ids == features.ids and columns.skipped == features.skipped
+    assert len(features.x) == 41 and features.skipped == {"no geometry": 0, "no value": 2, "not transformable": 2}
+
+
+def test_an_integer_field_is_read_the_same_by_gdal(plugin, tmp_path, monkeypatch):
+    rows = [(wkt, value) for wkt, value in FILE_ROWS if value is None or math.isfinite(value)]
+    features, columns = read_both_ways(write_points(tmp_path / "p.gpkg", rows, integer=True), "EPSG:4326", monkeypatch)
+    np.testing.assert_array_equal(columns.values, features.values)
+    assert columns.ids == features.ids and columns.skipped == features.skipped
+
+
+def test_an_infinite_value_is_refused_the_same_by_gdal(plugin, tmp_path, monkeypatch):
+    path = write_points(tmp_path / "p.gpkg", [*FILE_ROWS, ("POINT (-3.1 37.6)", -math.inf)])
+    messages = []
+    for reader in ("features", "columns"):
+        with pytest.raises(QgsProcessingException) as refused:
+            read_both_ways(path, "EPSG:4326", monkeypatch) if reader == "columns" else point_values(
+                QgsVectorLayer(path, "points", "ogr"),
+                "v",
+                QgsCoordinateReferenceSystem("EPSG:4326"),
+                QgsProcessingContext(),
+                QgsProcessingFeedback(),
+            )
+        messages.append(str(refused.value))
+    assert messages[0] == messages[1] and "infinite in 1 features (the first: feature 51)" in messages[0]
+
+
+def test_only_a_whole_unfiltered_file_is_read_by_gdal(plugin, tmp_path):
+    path = write_points(tmp_path / "p.gpkg", FILE_ROWS)
+    algorithm, context = krige_algorithm(), QgsProcessingContext()
+
+    def whole(value):
+        return whole_ogr_layer(algorithm, {"POINTS": value}, "POINTS", context)
+
+    layer = QgsVectorLayer(path, "points", "ogr")
+    assert whole(path) == OgrLayer(path, None)
+    assert whole(f"{path}|layername=points") == OgrLayer(path, "points")
+    assert whole(QgsProcessingFeatureSourceDefinition(layer.source())) is not None
+    layer.selectByIds([1])
+    context.temporaryLayerStore().addMapLayer(layer)
+    assert whole(QgsProcessingFeatureSourceDefinition(layer.id(), True)) is None  # selected features only
+    assert whole(QgsProcessingFeatureSourceDefinition(layer.id(), False, 10)) is None  # a feature limit
+    subset = QgsVectorLayer(path, "subset", "ogr")
+    assert subset.setSubsetString('"v" > 3')
+    assert whole(subset) is None
+    edited = QgsVectorLayer(path, "edited", "ogr")
+    assert edited.startEditing() and edited.deleteFeature(1)
+    assert whole(edited) is None
+    edited.rollBack()
+    assert whole(layer_of({"point": WKT["point"]})) is None  # not a file
