@@ -43,7 +43,7 @@ POOR_FIT_R2 = 0.5  # below this the model does not follow the experimental vario
 HONEST_MSSE = (0.5, 2.0)  # leave-one-out MSSE outside this: the kriging variance misstates errors
 CHUNK = 65_536  # targets whose neighbours are looked up together (~34 MB for k = 32)
 GLOBAL_BATCH_VALUES = 140_000  # float64 values per global batch array (~1 MB): fits in cache
-GROUP = 128  # nearby targets kriged from one table of semivariances (~140 points for k = 32)
+GROUP = 256  # nearby targets kriged from one table of semivariances (~200 points for k = 32)
 MAX_WEIGHT_SUM = 10.0  # sum of |weights| beyond which a system is ill-conditioned (sane: about 1 to 3)
 RIDGES = (1e-6, 1e-4, 1e-2, 1e-1)  # nugget raises tried in turn, relative to the largest semivariance
 
@@ -556,7 +556,7 @@ class _Workspace(threading.local):
     def distinct(self, index, n):
         """The distinct values of `index` (integers below n), in no particular order, and the
         position of each entry's value among them: np.unique(index, return_inverse=True) up to the
-        order, in time proportional to index.size (a group's 4096 neighbours: 18 µs instead of
+        order, in time proportional to index.size (4096 neighbours: 18 µs instead of
         255 µs by sorting). Each thread keeps a table of n slots, never cleared: a value's slot
         is written before it is read."""
         entries = np.ravel(index)
