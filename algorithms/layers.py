@@ -75,11 +75,17 @@ def point_values(source, field, crs, context, feedback, extra_field=None, ogr_la
             f"The field '{field}' of '{source.sourceName()}' holds text ({fields.at(value_index).typeName()}), not "
             "numbers. Choose a numeric field, or make one with the Field Calculator (to_real(…))."
         )
-    points = _Points(QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext()))
+    transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+    points = None
     batches = _ogr_batches(ogr_layer, field) if ogr_layer and not extra_field else None
     if batches is not None:
-        _collect_columns(points, batches, source.featureCount(), feedback)
-    else:
+        points = _Points(transform)
+        try:
+            _collect_columns(points, batches, source.featureCount(), feedback)
+        except _ColumnsDifferError:
+            points = None
+    if points is None:
+        points = _Points(transform)
         _collect_features(points, source, field, extra_field, feedback)
     if points.infinite:
         raise QgsProcessingException(
@@ -176,37 +182,72 @@ def _collect_features(points, source, field, extra_field, feedback):
             points.add_geometry(geometry, value, feature.id(), extra)
 
 
+class _ColumnsDifferError(Exception):
+    """GDAL's columns hold what QGIS's features would give otherwise: QGIS reads the layer."""
+
+
 def _collect_columns(points, batches, total, feedback):
-    """The features from GDAL's columns: (feature ids, values, WKBs) by batch, NULLs masked."""
+    """The features from GDAL's columns: (feature ids, values, WKBs) by batch, NULLs masked.
+    Raises _ColumnsDifferError where QGIS might read them otherwise: a geometry missing from the
+    columns (NULL, or one GDAL's GeoPackage columns leave out, such as SpatiaLite's, which QGIS
+    reads), one QGIS cannot decode from its WKB, or feature ids that are not unique (a view
+    without an id)."""
     total = total or 1
+    every_id = []
     for ids, values, wkbs in batches:
         if feedback.isCanceled():
             raise QgsProcessingException("Canceled.")
         feedback.setProgress(100 * points.features / total)
         points.features += len(ids)
+        every_id.append(np.asarray(ids))
         values = np.ma.filled(np.ma.asarray(values, float), math.nan)
         sizes, wkbs = _wkb_column(wkbs)
+        if not sizes.all():
+            raise _ColumnsDifferError()
         simple = sizes == POINT_WKB_SIZE
-        empty = sizes == 0
-        if simple.any():  # POINT EMPTY: NaN coordinates, as QGIS reads them
-            coordinates = np.frombuffer(_joined(wkbs, simple), np.uint8).reshape(-1, POINT_WKB_SIZE)[:, 5:]
-            empty[simple] = np.isnan(coordinates.copy().view("<f8")).any(axis=1)
+        simple[simple] = _are_points(np.frombuffer(_joined(wkbs, simple), np.uint8))
+        empty = np.zeros(len(sizes), bool)
+        empty[simple] = np.isnan(_point_coordinates(_joined(wkbs, simple))).any(axis=1)  # POINT EMPTY
+        others = {}  # row: its geometry, for the rows other than 2D single points
         for row in np.flatnonzero(~simple & ~empty):
             geometry = QgsGeometry()
             geometry.fromWkb(bytes(wkbs[row]))
+            if geometry.isNull():
+                raise _ColumnsDifferError()
             empty[row] = geometry.isEmpty()
-            if not empty[row] and points.has_value(values[row], int(ids[row])):
-                points.add_geometry(geometry, float(values[row]), int(ids[row]), None)
+            others[row] = geometry
         points.skipped["no geometry"] += int(empty.sum())
-        kept = simple & ~empty
         finite = np.isfinite(values)
-        for row in np.flatnonzero(kept & ~finite):
+        for row in np.flatnonzero(~empty & ~finite):  # in the order QGIS meets them
             points.has_value(values[row], int(ids[row]))
-        kept &= finite
+        for row, geometry in others.items():
+            if finite[row] and not empty[row]:
+                points.add_geometry(geometry, float(values[row]), int(ids[row]), None)
+        kept = simple & ~empty & finite
         points.wkbs.append(_joined(wkbs, kept))  # all at once: _decoded_points reads them in a row
         points.simple_values.extend(values[kept])
         points.simple_ids.extend(ids[kept].tolist())
         points.simple_extras.extend([None] * int(kept.sum()))
+    every_id = np.concatenate(every_id) if every_id else np.array([])
+    if len(np.unique(every_id)) < len(every_id):
+        raise _ColumnsDifferError()
+
+
+def _are_points(wkbs):
+    """Which of the 21-byte WKBs end to end (uint8) are 2D points, in either byte order."""
+    rows = wkbs.reshape(-1, POINT_WKB_SIZE)
+    little = (rows[:, 0] == 1) & (rows[:, 1:5] == (1, 0, 0, 0)).all(axis=1)
+    big = (rows[:, 0] == 0) & (rows[:, 1:5] == (0, 0, 0, 1)).all(axis=1)
+    return little | big
+
+
+def _point_coordinates(wkbs):
+    """(x, y) of 2D point WKBs end to end (bytes), of either byte order: (n, 2)."""
+    rows = np.frombuffer(wkbs, np.uint8).reshape(-1, POINT_WKB_SIZE)
+    xy = rows[:, 5:].copy().view("<f8")  # a copy: frombuffer's array is read-only
+    big_endian = rows[:, 0] == 0  # WKB's first byte: 1 little-endian, as QGIS writes on x86 and ARM
+    xy[big_endian] = xy[big_endian].byteswap()
+    return xy
 
 
 def _wkb_column(wkbs):
@@ -269,15 +310,31 @@ def _ogr_batches(ogr_layer, field):
     if layer is None or layer.GetLayerDefn().GetGeomFieldCount() != 1:
         return None
     definition = layer.GetLayerDefn()
-    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
-    if field not in names and field != layer.GetFIDColumn():
+    fields = [definition.GetFieldDefn(i) for i in range(definition.GetFieldCount())]
+    names = [defined.GetName() for defined in fields]
+    columns = (layer.GetFIDColumn() or "OGC_FID", field, layer.GetGeometryColumn() or "wkb_geometry")
+    if not _columns_read_as_qgis(layer, fields, names, field, columns):
         return None
     layer.SetIgnoredFields([name for name in names if name != field])
     stream, _ = gdal_call(layer.GetArrowStreamAsNumPy)
     if stream is None:
         return None
-    columns = (layer.GetFIDColumn() or "OGC_FID", field, layer.GetGeometryColumn() or "wkb_geometry")
     return _arrow_batches(dataset, layer, stream, columns)
+
+
+def _columns_read_as_qgis(layer, fields, names, field, columns):
+    """Whether GDAL's columns of `field` give what QGIS's features give. Not for a field that is
+    not in the file once (QGIS renames the second of two), or named like the stream's id or
+    geometry column without being it; a 32-bit float field (GDAL's GeoPackage columns give the
+    float32, QGIS the stored double); a layer of other than (2D, Z or M) points or of mixed
+    types, whose geometries QGIS would convert (a Point in a MultiPoint layer)."""
+    if field == layer.GetFIDColumn():
+        return field not in names
+    if names.count(field) != 1 or field in (columns[0], columns[2]):
+        return False
+    if fields[names.index(field)].GetSubType() == ogr.OFSTFloat32:
+        return False
+    return ogr.GT_Flatten(layer.GetGeomType()) in (ogr.wkbPoint, ogr.wkbUnknown)
 
 
 def _arrow_batches(dataset, layer, stream, columns):
@@ -323,10 +380,7 @@ def check_area_of_use(crs, extent, name):
 
 def _decoded_points(wkbs, transform):
     """x, y of 2D point WKBs, transformed, and which could be."""
-    wkb = np.frombuffer(b"".join(map(bytes, wkbs)), np.uint8).reshape(-1, POINT_WKB_SIZE)
-    xy = wkb[:, 5:].copy().view("<f8")  # a copy: frombuffer's array is read-only
-    big_endian = wkb[:, 0] == 0  # WKB's first byte: 1 little-endian, as QGIS writes on x86 and ARM
-    xy[big_endian] = xy[big_endian].byteswap()
+    xy = _point_coordinates(b"".join(map(bytes, wkbs)))
     x, y = xy[:, 0], xy[:, 1]
     if transform.isShortCircuited() or not len(x):
         return x, y, np.ones(len(x), bool)

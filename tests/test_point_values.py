@@ -1,7 +1,10 @@
 """layers.point_values: the points of a layer as arrays, against QGIS's own per-point transform;
 read from the file by GDAL's columns, against QGIS's features."""
 
+import json
 import math
+import sqlite3
+import struct
 
 import numpy as np
 import pytest
@@ -144,7 +147,9 @@ def read_both_ways(path, target, monkeypatch, field="v"):
 
 @pytest.mark.parametrize("target", ["EPSG:4326", "EPSG:32630"])
 def test_the_file_read_by_gdal_gives_what_qgis_features_give(target, plugin, tmp_path, monkeypatch):
-    features, columns = read_both_ways(write_points(tmp_path / "p.gpkg", FILE_ROWS), target, monkeypatch)
+    # Every row with a geometry: a missing one leaves the layer to QGIS (see below).
+    rows = [(wkt, value) for wkt, value in FILE_ROWS if wkt]
+    features, columns = read_both_ways(write_points(tmp_path / "p.gpkg", rows), target, monkeypatch)
     np.testing.assert_array_equal(columns.x, features.x)
     np.testing.assert_array_equal(columns.y, features.y)
     np.testing.assert_array_equal(columns.values, features.values)
@@ -152,7 +157,7 @@ def test_the_file_read_by_gdal_gives_what_qgis_features_give(target, plugin, tmp
     assert columns.extra == features.extra
     assert columns.skipped == features.skipped
     assert features.skipped == {
-        "no geometry": 4,  # NULL, POINT EMPTY, MULTIPOINT EMPTY, NULL with a NULL value
+        "no geometry": 2,  # POINT EMPTY, MULTIPOINT EMPTY
         "no value": 2,
         "not transformable": int(target != "EPSG:4326"),
     }
@@ -175,14 +180,14 @@ def test_point_layers_read_by_gdal_give_what_qgis_features_give(driver, name, pl
 
 
 def test_an_integer_field_is_read_the_same_by_gdal(plugin, tmp_path, monkeypatch):
-    rows = [(wkt, value) for wkt, value in FILE_ROWS if value is None or math.isfinite(value)]
+    rows = [(wkt, value) for wkt, value in FILE_ROWS if wkt and (value is None or math.isfinite(value))]
     features, columns = read_both_ways(write_points(tmp_path / "p.gpkg", rows, integer=True), "EPSG:4326", monkeypatch)
     np.testing.assert_array_equal(columns.values, features.values)
     assert columns.ids == features.ids and columns.skipped == features.skipped
 
 
 def test_an_infinite_value_is_refused_the_same_by_gdal(plugin, tmp_path, monkeypatch):
-    path = write_points(tmp_path / "p.gpkg", [*FILE_ROWS, ("POINT (-3.1 37.6)", -math.inf)])
+    path = write_points(tmp_path / "p.gpkg", [*(row for row in FILE_ROWS if row[0]), ("POINT (-3.1 37.6)", -math.inf)])
     messages = []
     for reader in ("features", "columns"):
         with pytest.raises(QgsProcessingException) as refused:
@@ -194,7 +199,7 @@ def test_an_infinite_value_is_refused_the_same_by_gdal(plugin, tmp_path, monkeyp
                 QgsProcessingFeedback(),
             )
         messages.append(str(refused.value))
-    assert messages[0] == messages[1] and "infinite in 1 features (the first: feature 51)" in messages[0]
+    assert messages[0] == messages[1] and "infinite in 1 features (the first: feature 49)" in messages[0]
 
 
 def test_only_a_whole_unfiltered_file_is_read_by_gdal(plugin, tmp_path):
@@ -220,3 +225,160 @@ def test_only_a_whole_unfiltered_file_is_read_by_gdal(plugin, tmp_path):
     assert whole(edited) is None
     edited.rollBack()
     assert whole(layer_of({"point": WKT["point"]})) is None  # not a file
+
+
+# Layers on which GDAL's columns and QGIS's features could disagree (a review found each): the
+# reader must give QGIS's result, by reading the columns right or by leaving the layer to QGIS.
+GPKG_BLOB = b"GP\x00\x01" + struct.pack("<i", 4326)  # GeoPackage geometry header, no envelope
+
+
+def replace_geometry(path, fid, wkb, header=GPKG_BLOB):
+    """Writes the geometry blob by hand (without the spatial index's triggers, which need
+    SpatiaLite's functions)."""
+    with sqlite3.connect(path) as database:
+        for (trigger,) in database.execute("select name from sqlite_master where type = 'trigger'").fetchall():
+            database.execute(f"drop trigger {trigger}")
+        database.execute("update points set geom = ? where fid = ?", (header + wkb, fid))
+
+
+def missing_geometries(folder):
+    return write_points(folder / "p.gpkg", FILE_ROWS), "v"
+
+
+def big_endian_empty_point(folder):
+    path = write_points(folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], points_only=True)
+    replace_geometry(path, 2, struct.pack(">bIdd", 0, 1, math.nan, math.nan))
+    return path, "v"
+
+
+def unreadable_geometry(folder):
+    path = write_points(folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], points_only=True)
+    replace_geometry(path, 2, b"\x07" * 21)
+    return path, "v"
+
+
+def spatialite_geometry(folder):
+    """POINT (-3.6 37.2) as SpatiaLite stores it, which OGR reads in a GeoPackage too."""
+    path = write_points(folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], points_only=True)
+    blob = (
+        b"\x00\x01"
+        + struct.pack("<i", 4326)
+        + struct.pack("<dddd", -3.6, 37.2, -3.6, 37.2)
+        + b"\x7c"
+        + struct.pack("<idd", 1, -3.6, 37.2)
+        + b"\xfe"
+    )
+    replace_geometry(path, 2, blob, header=b"")
+    return path, "v"
+
+
+def float32_field(folder):
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(folder / "p.gpkg"))
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    layer = dataset.CreateLayer("points", wgs84, ogr.wkbPoint)
+    field = ogr.FieldDefn("v", ogr.OFTReal)
+    field.SetSubType(ogr.OFSTFloat32)
+    layer.CreateField(field)
+    for wkt, value in (("POINT (-3.5 37.1)", -2.7), ("POINT (-3.6 37.2)", 0.1)):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("v", value)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    dataset = None
+    return str(folder / "p.gpkg"), "v"
+
+
+def fields_named_like_the_stream_columns(field):
+    def make(folder):
+        features = [
+            {
+                "type": "Feature",
+                "properties": {"OGC_FID": 100 + i, "wkb_geometry": 10.5 + i},
+                "geometry": {"type": "Point", "coordinates": [-3.5 - i / 10, 37.1]},
+            }
+            for i in range(2)
+        ]
+        path = folder / "p.geojson"
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+        return str(path), field
+
+    return make
+
+
+def points_in_a_multipoint_layer(folder):
+    rows = [("POINT (-3.5 37.1)", 1.0), ("MULTIPOINT ((-3.4 37.2))", 2.0), ("POINT (-3.3 37.3)", 3.0)]
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(folder / "p.gpkg"))
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    layer = dataset.CreateLayer("points", wgs84, ogr.wkbMultiPoint)
+    layer.CreateField(ogr.FieldDefn("v", ogr.OFTReal))
+    for wkt, value in rows:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("v", value)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    dataset = None
+    return str(folder / "p.gpkg"), "v"
+
+
+def view_without_an_id(folder):
+    rows = [("POINT (-3.5 37.1)", 1.0), ("POINT (-3.6 37.2)", 2.0), ("POINT (-3.7 37.3)", 3.0)]
+    path = write_points(folder / "p.gpkg", rows, points_only=True)
+    with sqlite3.connect(path) as database:
+        database.execute("create view seen as select geom, v from points")
+        database.execute(
+            "insert into gpkg_contents (table_name, data_type, identifier, srs_id) "
+            "values ('seen', 'features', 'seen', 4326)"
+        )
+        database.execute("insert into gpkg_geometry_columns values ('seen', 'geom', 'POINT', 4326, 0, 0)")
+    return f"{path}|layername=seen", "v"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        missing_geometries,
+        big_endian_empty_point,
+        unreadable_geometry,
+        spatialite_geometry,
+        float32_field,
+        fields_named_like_the_stream_columns("OGC_FID"),
+        fields_named_like_the_stream_columns("wkb_geometry"),
+        points_in_a_multipoint_layer,
+        view_without_an_id,
+    ],
+    ids=[
+        "features without geometry",
+        "big-endian POINT EMPTY",
+        "unreadable geometry",
+        "SpatiaLite geometry",
+        "float32 field",
+        "field OGC_FID",
+        "field wkb_geometry",
+        "points in a MultiPoint layer",
+        "view without an id",
+    ],
+)
+@pytest.mark.parametrize("target", ["EPSG:4326", "EPSG:32630"])
+def test_layers_gdal_columns_could_misread_give_what_qgis_gives(make, target, plugin, tmp_path):
+    source, field = make(tmp_path)
+    layer = QgsVectorLayer(source, "points", "ogr")
+    assert layer.isValid()
+    whole = whole_ogr_layer(krige_algorithm(), {"POINTS": layer}, "POINTS", QgsProcessingContext())
+    assert whole is not None
+    crs, context, feedback = QgsCoordinateReferenceSystem(target), QgsProcessingContext(), QgsProcessingFeedback()
+    features = point_values(layer, field, crs, context, feedback)
+    columns = point_values(layer, field, crs, context, feedback, ogr_layer=whole)
+    np.testing.assert_array_equal(
+        np.c_[columns.x, columns.y, columns.values], np.c_[features.x, features.y, features.values]
+    )
+    assert columns.ids == features.ids and columns.skipped == features.skipped
+    assert len(features.ids) >= 1
+
+
+def test_the_first_infinite_value_is_named_alike(plugin, tmp_path, monkeypatch):
+    rows = [("POINT (-3.5 37.1)", -math.inf), ("POINT Z (-3.4 37.2 1)", math.inf)]
+    path = write_points(tmp_path / "p.gpkg", rows)
+    with pytest.raises(QgsProcessingException, match=r"infinite in 2 features \(the first: feature 1\)"):
+        read_both_ways(path, "EPSG:4326", monkeypatch)
