@@ -116,6 +116,7 @@ class Krige(KrigingAlgorithm):
         for parameter in (points, field, reference, extent, pixel_size, crs):
             self.addParameter(parameter)
         self.add_variogram_parameters()
+        self.add_scheduler_parameter()
         self.add_outputs(
             "Kriged surface",
             "The kriged value at every cell centre, in the field's units (Float32 GeoTIFF, styled).",
@@ -149,9 +150,9 @@ class Krige(KrigingAlgorithm):
         steps.setCurrentStep(3)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         variance_output = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context)
-        self._write_surfaces(
-            kriging, grid, crs, [f"kriged {field}", f"kriging variance of {field}"], output, variance_output, steps
-        )
+        names = [f"kriged {field}", f"kriging variance of {field}"]
+        scheduler = self.scheduler(parameters, context)
+        self._write_surfaces(kriging, grid, crs, names, (output, variance_output), steps, scheduler)
         style_raster(output)
         results = {self.OUTPUT: output}
         if variance_output:  # optional: written only when asked for

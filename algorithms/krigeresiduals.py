@@ -125,6 +125,7 @@ class KrigeResiduals(KrigingAlgorithm):
         for parameter in (surface, points, field, uncertainty, dataset):
             self.addParameter(parameter)
         self.add_variogram_parameters()
+        self.add_scheduler_parameter()
         self.add_outputs(
             "Corrected surface",
             "The surface plus the kriged residuals, on the surface's grid, in its units (the hybrid map).",
@@ -208,7 +209,9 @@ class KrigeResiduals(KrigingAlgorithm):
         uncertainty_file = (
             None if uncertainty is None or not variance_output else open_raster(uncertainty.source(), "the uncertainty")
         )
-        self._write_corrected(kriging, grid, crs, field, surface_file, uncertainty_file, output, variance_output, steps)
+        outputs = (output, variance_output)
+        scheduler = self.scheduler(parameters, context)
+        self._write_corrected(kriging, grid, crs, field, surface_file, uncertainty_file, outputs, steps, scheduler)
         style_raster(output)
         results = {self.OUTPUT: output}
         if variance_output:  # optional: written only when asked for
@@ -256,7 +259,7 @@ class KrigeResiduals(KrigingAlgorithm):
         cells = set(zip(train_row.tolist(), train_column.tolist()))
         return np.array([cell in cells for cell in zip(row.tolist(), column.tolist())], bool)
 
-    def _write_corrected(self, kriging, grid, crs, field, surface, uncertainty, output, variance_output, feedback):
+    def _write_corrected(self, kriging, grid, crs, field, surface, uncertainty, outputs, feedback, scheduler):
         def corrected(row, stop, corrections, variances):
             values = read_band(surface.GetRasterBand(1), 0, row, grid.width, stop - row).astype(float)
             if uncertainty is not None:
@@ -267,7 +270,7 @@ class KrigeResiduals(KrigingAlgorithm):
             return values + corrections, np.where(np.isfinite(values), variances, np.nan)
 
         names = [f"surface + kriged residuals of {field}", f"variance of the corrected {field}"]
-        self._write_surfaces(kriging, grid, crs, names, output, variance_output, feedback, corrected)
+        self._write_surfaces(kriging, grid, crs, names, outputs, feedback, scheduler, adjust=corrected)
 
 
 def _values_at(band, row, column, grid):

@@ -13,10 +13,12 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
 )
 
 from ..core import report
 from ..core.errors import InputError
+from ..core.dependencies import qgis_python
 from ..core.kriging import (
     GLOBAL_MAX_POINTS,
     MODELS,
@@ -25,11 +27,14 @@ from ..core.kriging import (
     cross_validation_statistics,
     experimental_variogram,
     fit_variogram,
+    krige_block,
     plot_variogram,
     warnings,
 )
+from ..core.scale import KRIGING_PACKAGES, CanceledError, cluster, describe, run_tiles
 from .base import SubsidenceAlgorithm
 from .layers import Float32Rasters
+from .settings import dask_scheduler_setting
 
 BLOCK_CELLS = 65536  # cells predicted between progress reports and cancel checks
 DEFAULT_MODEL = "spherical"
@@ -64,6 +69,7 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
     # core.kriging.cross_validation_statistics' names -> output ids
     LOO_OUTPUTS = {"ME": LOO_ME, "RMSE": LOO_RMSE, "MSE": LOO_MSE, "MSSE": LOO_MSSE}
     N_POINTS = "N_POINTS"
+    SCHEDULER = "SCHEDULER"
 
     GROUP = "kriging"
     HELP_SECTION = "Kriging"
@@ -170,6 +176,24 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
         for parameter in (fit_points, loo_points, seed):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
+
+    def add_scheduler_parameter(self):
+        scheduler = QgsProcessingParameterString(
+            self.SCHEDULER, self.tr("Dask scheduler (empty: the provider's setting)"), optional=True
+        )
+        scheduler.setHelp(
+            self.tr(
+                "Where the grid is kriged, block by block: empty takes the provider's setting (Settings › Options › "
+                "Processing › Providers › InSAR Subsidence Mapper › Dask scheduler), itself empty by default: this "
+                "process. local:N starts N worker processes on this machine for the run; an address such as "
+                "tcp://host:8786 uses a running Dask cluster (dask-jobqueue, dask-kubernetes, `dask scheduler`). "
+                "The result is the same. Needs the Python packages dask and distributed, in QGIS and on the workers "
+                "(with numpy and scipy; the plugin is sent to them). The variogram and the cross-validation stay "
+                "in this process."
+            )
+        )
+        scheduler.setFlags(scheduler.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(scheduler)
 
     def add_outputs(self, label, help_text, variance_label, variance_help):
         """The surface (required), its variance (optional, written by default), the report and the
@@ -300,25 +324,65 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
                 f"lag {lag:.6g}: experimental {gamma:.6g}, fitted {fit.variogram(lag):.6g}, {count} pairs"
             )
 
-    def _write_surfaces(self, kriging, grid, crs, names, output, variance_output, feedback, adjust=None):
-        """Kriges the grid by blocks of rows into the surface and, when variance_output is not
-        empty, the variance (band names `names`); adjust(first row, stop row, values, variances),
-        when given, returns what is written."""
+    def _write_surfaces(self, kriging, grid, crs, names, outputs, feedback, scheduler="", adjust=None):
+        """Kriges the grid by blocks of rows into the surface and, when the second of `outputs` is
+        not empty, the variance (band names `names`), here or on the Dask `scheduler`;
+        adjust(first row, stop row, values, variances), when given, returns what is written."""
         rows_per_block = max(1, BLOCK_CELLS // grid.width)
+        blocks = [(row, min(row + rows_per_block, grid.height)) for row in range(0, grid.height, rows_per_block)]
+        output, variance_output = outputs
         files = [(output, [names[0]])] + ([(variance_output, [names[1]])] if variance_output else [])
         with Float32Rasters(files, grid, crs) as rasters:
-            for row in range(0, grid.height, rows_per_block):
-                if feedback.isCanceled():
-                    raise QgsProcessingException(self.tr("Canceled: no output was written."))
-                stop = min(row + rows_per_block, grid.height)
-                values, variances = kriging.predict(*grid.centres(row, stop))
+
+            def write(block, values, variances):
                 if adjust is not None:
-                    values, variances = adjust(row, stop, values, variances)
-                rasters.write(0, row, values)
+                    values, variances = adjust(*block, values, variances)
+                rasters.write(0, block[0], values)
                 if variance_output:
-                    rasters.write(1, row, variances)
-                feedback.setProgress(100 * stop / grid.height)
+                    rasters.write(1, block[0], variances)
+
+            if scheduler and kriging.is_global:
+                feedback.pushInfo(
+                    f"Global kriging runs in this process, not on {describe(scheduler)}: its one "
+                    "system serves every cell."
+                )
+            if scheduler and not kriging.is_global:
+                self._krige_on_cluster(kriging, grid, blocks, write, scheduler, feedback)
+            else:
+                for block in blocks:
+                    if feedback.isCanceled():
+                        raise QgsProcessingException(self.tr("Canceled: no output was written."))
+                    write(block, *kriging.predict(*grid.centres(*block)))
+                    feedback.setProgress(100 * block[1] / grid.height)
         self.log_regularised(kriging.regularised, f"of the {grid.width * grid.height} cells", kriging, feedback)
+
+    def _krige_on_cluster(self, kriging, grid, blocks, write, scheduler, feedback):
+        """The blocks kriged as Dask tasks, written here as they come back."""
+        feedback.pushInfo(f"Kriging {len(blocks)} blocks of rows on {describe(scheduler)}.")
+
+        def write_result(block, result):
+            values, variances, regularised, raised = result
+            kriging.add_regularised(regularised, raised)
+            write(block, values, variances)
+
+        try:
+            with cluster(scheduler, KRIGING_PACKAGES, qgis_python()) as client:
+                run_tiles(
+                    client,
+                    krige_block,
+                    kriging.block_tasks(grid, blocks),
+                    write_result,
+                    lambda fraction: feedback.setProgress(100 * fraction),
+                    feedback.isCanceled,
+                )
+        except CanceledError as canceled:
+            raise QgsProcessingException(self.tr("Canceled: no output was written.")) from canceled
+
+    def scheduler(self, parameters, context):
+        """The Dask scheduler of this run: the SCHEDULER parameter, else the provider's setting
+        (empty: this process)."""
+        given = self.parameterAsString(parameters, self.SCHEDULER, context).strip()
+        return given or dask_scheduler_setting()
 
     def _write_report(self, path, fit, statistics, cautions, title, points):
         fig = report.figure()

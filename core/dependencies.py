@@ -18,6 +18,10 @@ PIP_NAMES = {
     "skimage": "scikit-image",
 }
 
+# Import name -> distribution name of what only some runs import, asked for by a setting: the
+# Dask scheduler (core.scale). pip brings dask with distributed.
+OPTIONAL_PIP_NAMES = {"distributed": "distributed"}
+
 # QGIS's own numeric stack: pinned at the installed versions in the install command, so pip picks
 # package versions that work with them instead of upgrading them (a numpy 2 breaks GDAL's bindings).
 PROTECTED = ("numpy", "scipy")
@@ -72,7 +76,7 @@ def _installed_version(module):
 
 
 def install_command(modules):
-    packages = [PIP_NAMES.get(module, module) for module in modules]
+    packages = [{**PIP_NAMES, **OPTIONAL_PIP_NAMES}.get(module, module) for module in modules]
     pins = [f"{name}=={version}" for name in PROTECTED if (version := _installed_version(name))]
     flags = ["--user", "--break-system-packages"] if _externally_managed() else []
     python = qgis_python()

@@ -45,6 +45,7 @@ CHUNK = 65_536  # targets whose neighbours are looked up together (~34 MB for k 
 GLOBAL_BATCH_VALUES = 140_000  # float64 values per global batch array (~1 MB): fits in cache
 GROUP = 256  # nearby targets kriged from one table of semivariances (~200 points for k = 32)
 MAX_WEIGHT_SUM = 10.0  # sum of |weights| beyond which a system is ill-conditioned (sane: about 1 to 3)
+ANCHOR_STEP = 16  # cells between the anchors that bound a block's neighbourhood (see _points_in_reach)
 RIDGES = (1e-6, 1e-4, 1e-2, 1e-1)  # nugget raises tried in turn, relative to the largest semivariance
 
 
@@ -376,6 +377,13 @@ class OrdinaryKriging:
             self._raises.append(ridge * scale)
         return inverse
 
+    def add_regularised(self, count, raised):
+        """Counts `count` predictions made elsewhere (a Dask worker's block) whose nugget was raised
+        by up to `raised`."""
+        self.regularised += count
+        if count:
+            self._raises.append(raised)
+
     @property
     def raised_nugget(self):
         """The largest raise of the nugget so far (0: none)."""
@@ -490,6 +498,37 @@ class OrdinaryKriging:
         squared += dy
         return self.variogram.evaluate_in_place(np.sqrt(squared, out=squared))
 
+    def block_tasks(self, grid, blocks):
+        """(block, arguments of krige_block) for each block (first row, stop row) of the grid: the
+        task a worker runs to krige the block as predict would here, given only the points that can
+        be among its cells' neighbours (every point for global kriging)."""
+        for first, stop in blocks:
+            if self.is_global:
+                chosen = slice(None)
+            else:
+                chosen = self._points_in_reach(grid, first, stop)
+            points = (self.xy[chosen, 0], self.xy[chosen, 1], self.z[chosen])
+            yield (first, stop), (*points, self.variogram, 0 if self.is_global else self.k, grid, first, stop)
+
+    def _points_in_reach(self, grid, first, stop):
+        """Indices of the points that can be among the k nearest of a cell of rows first .. stop - 1.
+
+        Anchors every ANCHOR_STEP cells (and on the last row and column) put each cell within
+        `slack` of one; a cell's k-th nearest point lies within r(anchor) + |cell - anchor| of it,
+        r being the distance to the anchor's k-th nearest, so its k nearest lie within
+        r(anchor) + 2 slack of the anchor. At least k + 1 points, so that the block is kriged
+        locally as here."""
+        rows = np.unique(np.r_[np.arange(first, stop, ANCHOR_STEP), stop - 1])
+        columns = np.unique(np.r_[np.arange(0, grid.width, ANCHOR_STEP), grid.width - 1])
+        ax = grid.left + (columns + 0.5) * grid.pixel_width
+        ay = grid.top - (rows + 0.5) * grid.pixel_height
+        anchors = np.column_stack([a.ravel() for a in np.meshgrid(ax, ay)])
+        slack = ANCHOR_STEP / 2 * np.hypot(grid.pixel_width, grid.pixel_height)
+        reach, _ = self.tree.query(anchors, k=[self.k], workers=-1)
+        within = self.tree.query_ball_point(anchors, reach[:, 0] + 2 * slack, workers=-1)
+        chosen = np.unique(np.concatenate(within).astype(np.intp))
+        return chosen if len(chosen) > self.k else np.arange(len(self.z))
+
     def leave_one_out(self, sample=None):
         """Points predicted from the others: (errors = observed - predicted, kriging variances),
         for every point or for the indices in `sample`. `regularised_in_cross_validation` counts
@@ -574,6 +613,14 @@ class _Workspace(threading.local):
         if array is None or array.size < size or array.dtype != dtype:
             array = self._arrays[name] = np.empty(size, dtype)
         return array[:size].reshape(shape)
+
+
+def krige_block(x, y, z, variogram, n_neighbours, grid, first, stop):
+    """Rows first .. stop - 1 of the grid kriged from the points: (values, variances, systems
+    regularised, largest raise of the nugget). What a Dask worker runs for one block."""
+    kriging = OrdinaryKriging(x, y, z, variogram, n_neighbours)
+    values, variances = kriging.predict(*grid.centres(first, stop))
+    return values, variances, kriging.regularised, kriging.raised_nugget
 
 
 def _shifted(semivariances):

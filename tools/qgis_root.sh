@@ -38,7 +38,7 @@ stamp=$(cat "$0" "$repo/requirements.txt" "$repo/requirements-dev.txt" | sha256s
 packages="qgis python3-qgis python3-pip python3-skimage git make"
 # From PyPI, for the root's Python: the plugin's packages and the test tools (the versions of
 # requirements-dev.txt; numpy and scipy are Debian's).
-wheels="onnxruntime==1.32.0 onnx==1.23.2 PyKrige==1.7.3 pytest==9.2.0 pytest-xdist==3.8.0 pytest-qgis==5.0.2"
+wheels="onnxruntime==1.32.0 onnx==1.23.2 PyKrige==1.7.3 pytest==9.2.0 pytest-xdist==3.8.0 pytest-qgis==5.0.2 dask==2026.8.0 distributed==2026.8.0"
 
 # One run per root at a time: a second run's mounts and unmounts would pull the first's from under it.
 mkdir -p "$(dirname "$cache")"
