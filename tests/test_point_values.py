@@ -106,15 +106,18 @@ FILE_ROWS = [
 ]
 
 
-def write_points(path, rows, integer=False, driver="GPKG", points_only=False):
-    """A layer `points` in EPSG:4326, of any geometry type or, points_only, of 2D points, field
-    `v` (a double, or an integer), in features of the given rows; returns its path."""
+def write_points(path, rows, integer=False, driver="GPKG", geometry_type=ogr.wkbUnknown, float32=False):
+    """A layer `points` in EPSG:4326 of the geometry type (any, by default), field `v` (a double,
+    a float32 or an integer), in features of the given rows; returns its path."""
     dataset = ogr.GetDriverByName(driver).CreateDataSource(str(path))
     wgs84 = osr.SpatialReference()
     wgs84.ImportFromEPSG(4326)
-    layer = dataset.CreateLayer("points", wgs84, ogr.wkbPoint if points_only else ogr.wkbUnknown)
+    layer = dataset.CreateLayer("points", wgs84, geometry_type)
     layer.CreateField(ogr.FieldDefn("other", ogr.OFTString))
-    layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger if integer else ogr.OFTReal))
+    value = ogr.FieldDefn("v", ogr.OFTInteger if integer else ogr.OFTReal)
+    if float32:
+        value.SetSubType(ogr.OFSTFloat32)
+    layer.CreateField(value)
     for wkt, value in rows:
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetField("other", "x")
@@ -170,7 +173,7 @@ def test_point_layers_read_by_gdal_give_what_qgis_features_give(driver, name, pl
     # column), some ending in zero bytes (x = 2 ** 20).
     rows = [(wkt, value) for wkt, value in FILE_ROWS if wkt and wkt.startswith("POINT (")]
     rows.append(("POINT (1048576 0)", 8.0))
-    path = write_points(tmp_path / name, rows, driver=driver, points_only=True)
+    path = write_points(tmp_path / name, rows, driver=driver, geometry_type=ogr.wkbPoint)
     features, columns = read_both_ways(path, "EPSG:32630", monkeypatch)
     np.testing.assert_array_equal(
         np.c_[columns.x, columns.y, columns.values], np.c_[features.x, features.y, features.values]
@@ -246,20 +249,26 @@ def missing_geometries(folder):
 
 
 def big_endian_empty_point(folder):
-    path = write_points(folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], points_only=True)
+    path = write_points(
+        folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], geometry_type=ogr.wkbPoint
+    )
     replace_geometry(path, 2, struct.pack(">bIdd", 0, 1, math.nan, math.nan))
     return path, "v"
 
 
 def unreadable_geometry(folder):
-    path = write_points(folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], points_only=True)
+    path = write_points(
+        folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], geometry_type=ogr.wkbPoint
+    )
     replace_geometry(path, 2, b"\x07" * 21)
     return path, "v"
 
 
 def spatialite_geometry(folder):
     """POINT (-3.6 37.2) as SpatiaLite stores it, which OGR reads in a GeoPackage too."""
-    path = write_points(folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], points_only=True)
+    path = write_points(
+        folder / "p.gpkg", [("POINT (-3.5 37.1)", 1.0), ("POINT (0 0)", 2.0)], geometry_type=ogr.wkbPoint
+    )
     blob = (
         b"\x00\x01"
         + struct.pack("<i", 4326)
@@ -273,20 +282,8 @@ def spatialite_geometry(folder):
 
 
 def float32_field(folder):
-    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(folder / "p.gpkg"))
-    wgs84 = osr.SpatialReference()
-    wgs84.ImportFromEPSG(4326)
-    layer = dataset.CreateLayer("points", wgs84, ogr.wkbPoint)
-    field = ogr.FieldDefn("v", ogr.OFTReal)
-    field.SetSubType(ogr.OFSTFloat32)
-    layer.CreateField(field)
-    for wkt, value in (("POINT (-3.5 37.1)", -2.7), ("POINT (-3.6 37.2)", 0.1)):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("v", value)
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
-        layer.CreateFeature(feature)
-    dataset = None
-    return str(folder / "p.gpkg"), "v"
+    rows = [("POINT (-3.5 37.1)", -2.7), ("POINT (-3.6 37.2)", 0.1)]
+    return write_points(folder / "p.gpkg", rows, geometry_type=ogr.wkbPoint, float32=True), "v"
 
 
 def fields_named_like_the_stream_columns(field):
@@ -308,23 +305,12 @@ def fields_named_like_the_stream_columns(field):
 
 def points_in_a_multipoint_layer(folder):
     rows = [("POINT (-3.5 37.1)", 1.0), ("MULTIPOINT ((-3.4 37.2))", 2.0), ("POINT (-3.3 37.3)", 3.0)]
-    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(folder / "p.gpkg"))
-    wgs84 = osr.SpatialReference()
-    wgs84.ImportFromEPSG(4326)
-    layer = dataset.CreateLayer("points", wgs84, ogr.wkbMultiPoint)
-    layer.CreateField(ogr.FieldDefn("v", ogr.OFTReal))
-    for wkt, value in rows:
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("v", value)
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
-        layer.CreateFeature(feature)
-    dataset = None
-    return str(folder / "p.gpkg"), "v"
+    return write_points(folder / "p.gpkg", rows, geometry_type=ogr.wkbMultiPoint), "v"
 
 
 def view_without_an_id(folder):
     rows = [("POINT (-3.5 37.1)", 1.0), ("POINT (-3.6 37.2)", 2.0), ("POINT (-3.7 37.3)", 3.0)]
-    path = write_points(folder / "p.gpkg", rows, points_only=True)
+    path = write_points(folder / "p.gpkg", rows, geometry_type=ogr.wkbPoint)
     with sqlite3.connect(path) as database:
         database.execute("create view seen as select geom, v from points")
         database.execute(
