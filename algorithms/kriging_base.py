@@ -31,7 +31,7 @@ from ..core.kriging import (
     plot_variogram,
     warnings,
 )
-from ..core.scale import KRIGING_PACKAGES, CanceledError, cluster, describe, run_tiles
+from ..core.cluster import KRIGING_PACKAGES, CanceledError, cluster, describe, run_tiles
 from .base import SubsidenceAlgorithm
 from .layers import Float32Rasters
 from .settings import dask_scheduler_setting

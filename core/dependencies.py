@@ -19,7 +19,7 @@ PIP_NAMES = {
 }
 
 # Import name -> distribution name of what only some runs import, asked for by a setting: the
-# Dask scheduler (core.scale). pip brings dask with distributed.
+# Dask scheduler (core.cluster). pip brings dask with distributed.
 OPTIONAL_PIP_NAMES = {"distributed": "distributed"}
 
 # QGIS's own numeric stack: pinned at the installed versions in the install command, so pip picks

@@ -23,7 +23,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "build" / "pluginpath"))
 sys.path.insert(0, str(HERE.parent))  # tests/: synthetic data
 
-from insar_subsidence.core import scale  # noqa: E402
+from insar_subsidence.core import cluster as dask_tiles  # noqa: E402
 from insar_subsidence.core.grid import Grid  # noqa: E402
 from insar_subsidence.core.kriging import OrdinaryKriging, Variogram, krige_block  # noqa: E402
 
@@ -84,11 +84,11 @@ def child(where, output):
             write(block, *kriging.predict(*grid.centres(*block)))
     else:
         began = time.perf_counter()
-        with scale.cluster(where, scale.KRIGING_PACKAGES) as client:
+        with dask_tiles.cluster(where, dask_tiles.KRIGING_PACKAGES) as client:
             figures["start_up"] = time.perf_counter() - began
             began = time.perf_counter()
             tasks = timed(kriging.block_tasks(grid, blocks))
-            scale.run_tiles(client, timed_krige_block, tasks, write_result, lambda _: None, lambda: False)
+            dask_tiles.run_tiles(client, timed_krige_block, tasks, write_result, lambda _: None, lambda: False)
             figures.update(run=time.perf_counter() - began, worked=sum(worked), serial=sum(serial), tiles=len(blocks))
     figures["seconds"] = time.perf_counter() - start
     dataset = None

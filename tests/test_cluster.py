@@ -15,7 +15,7 @@ from osgeo import gdal
 from qgis import processing
 from qgis.core import QgsProcessingException
 
-from insar_subsidence.core import scale
+from insar_subsidence.core import cluster as dask_tiles
 from synthetic import subsidence_bowls
 
 from conftest import displacement_points
@@ -153,7 +153,7 @@ def test_without_dask_the_message_says_what_to_install(small_blocks, tmp_path, m
 
 
 def test_an_unreachable_scheduler_is_named(small_blocks, tmp_path, monkeypatch):
-    monkeypatch.setattr(scale, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(dask_tiles, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(QgsProcessingException, match=r"Cannot reach the Dask scheduler at tcp://127.0.0.1:9: .*1 s"):
         krige(tmp_path, "none", SCHEDULER="tcp://127.0.0.1:9")
     assert not list(tmp_path.iterdir())
@@ -174,15 +174,14 @@ def test_a_package_missing_on_the_workers_is_named_with_them(dask_cluster, small
 def test_the_plugin_sent_to_workers_imports_without_it(dask_cluster):
     """A worker of a remote cluster has no plugin: the zip sent to it must be importable alone."""
     _, client = dask_cluster
-    scale._send_plugin(client)
+    dask_tiles._send_plugin(client)
 
     def import_from_the_zip():
-        archive = next(path for path in sys.path if path.endswith(f"{scale.PACKAGE}.zip"))
-        code = (
-            f"import sys; sys.path.insert(0, {archive!r}); import {scale.PACKAGE}.core.kriging as k; print(k.__file__)"
-        )
+        archive = next(path for path in sys.path if path.endswith(f"{dask_tiles.PACKAGE}.zip"))
+        module = f"{dask_tiles.PACKAGE}.core.kriging"
+        code = f"import sys; sys.path.insert(0, {archive!r}); import {module} as k; print(k.__file__)"
         done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd="/")
         return archive, done.stdout.strip(), done.stderr
 
     for archive, imported, errors in client.run(import_from_the_zip).values():
-        assert imported == os.path.join(archive, scale.PACKAGE, "core", "kriging.py"), errors
+        assert imported == os.path.join(archive, dask_tiles.PACKAGE, "core", "kriging.py"), errors

@@ -1,7 +1,7 @@
 """Tiles as tasks on a Dask distributed cluster, for when one machine is not enough.
 
 Dask and distributed are optional: nothing here imports them until a scheduler is asked for. The
-client (QGIS, or `python -m insar_subsidence.scale`) submits a few tiles ahead of the workers and
+client (the kriging algorithms, in QGIS) submits a few tiles ahead of the workers and
 hands each finished one to a writer as it completes, so that its memory holds a few tiles, never
 the whole raster; the workers compute exactly what this process would.
 """
