@@ -171,6 +171,29 @@ def test_a_package_missing_on_the_workers_is_named_with_them(dask_cluster, small
     assert not list(tmp_path.iterdir())
 
 
+def _die(*arguments):
+    os._exit(1)  # as the kernel's OOM killer ends a worker that outgrows its memory
+
+
+def test_a_worker_that_dies_on_every_try_ends_the_run_with_a_message(plugin, small_blocks, tmp_path, monkeypatch):
+    """Dask gives up on a tile after its workers died allowed-failures + 1 times (a tile too big
+    for their memory): the run stops with our message and writes nothing."""
+    import cloudpickle
+    import dask
+
+    from insar_subsidence.algorithms import kriging_base
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import this module
+    monkeypatch.setattr(kriging_base, "krige_block", _die)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+    ):
+        with pytest.raises(QgsProcessingException, match=r"died every time they tried a tile .*out of memory"):
+            krige(tmp_path, "none", SCHEDULER=cluster.scheduler_address)
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_plugin_sent_to_workers_imports_without_it(dask_cluster):
     """A worker of a remote cluster has no plugin: the zip sent to it must be importable alone."""
     _, client = dask_cluster
