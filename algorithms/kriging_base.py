@@ -371,6 +371,7 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
                     client,
                     krige_block,
                     kriging.block_tasks(grid, blocks),
+                    len(blocks),
                     write_result,
                     lambda fraction: feedback.setProgress(100 * fraction),
                     feedback.isCanceled,

@@ -101,11 +101,16 @@ def _connected(distributed, address, scheduler):
 
 def _check_packages(client, packages):
     """Refuses a cluster on which a worker cannot import one of `packages`, naming both; sends the
-    plugin to workers that lack it (a remote cluster), as a zip they put on their path."""
-    missing = client.run(_missing_packages, (*packages, PACKAGE))
-    if any(PACKAGE in names for names in missing.values()):
+    plugin to a scheduler and workers that lack it (a remote cluster), as a zip they put on their
+    path. The check itself is builtins only (eval), which any worker can unpickle."""
+    wanted = (*packages, PACKAGE)
+    missing = client.run(eval, _missing_expression(wanted))
+    if PACKAGE in client.run_on_scheduler(eval, _missing_expression([PACKAGE])) or any(
+        PACKAGE in names for names in missing.values()
+    ):
         _send_plugin(client)
-        missing = client.run(_missing_packages, packages)
+        missing = client.run(eval, _missing_expression(wanted))
+        missing["the scheduler"] = client.run_on_scheduler(eval, _missing_expression([PACKAGE]))
     missing = {worker: names for worker, names in missing.items() if names}
     if missing:
         lines = "; ".join(f"{worker} lacks {', '.join(names)}" for worker, names in sorted(missing.items()))
@@ -113,6 +118,11 @@ def _check_packages(client, packages):
             f"Some Dask workers cannot run these tiles: {lines}. Install those packages into the workers' "
             "Python (python -m pip install …), then run again."
         )
+
+
+def _missing_expression(packages):
+    """A Python expression: the list of `packages` that cannot be imported where it is evaluated."""
+    return f"[name for name in {list(packages)!r} if __import__('importlib.util').util.find_spec(name) is None]"
 
 
 def _send_plugin(client):
@@ -129,33 +139,21 @@ def _send_plugin(client):
         client.upload_file(archive)
 
 
-def _missing_packages(packages):
-    import importlib
-
-    missing = []
-    for name in packages:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    return missing
-
-
-def run_tiles(client, task, tiles, write, progress, canceled):
-    """Runs task(*arguments) on the cluster for every (tile, arguments) of `tiles`, and
-    write(tile, result) here as each finishes, in any order, with at most TILES_AHEAD tiles per
-    worker thread waiting beyond those running. progress(fraction done) after every tile;
+def run_tiles(client, task, tiles, count, write, progress, canceled):
+    """Runs task(*arguments) on the cluster for every (tile, arguments) of `tiles`, `count` of
+    them, taken only as they are submitted, and write(tile, result) here as each finishes, in any
+    order, with at most TILES_AHEAD tiles per worker thread (as many as the cluster has now)
+    waiting beyond those running. progress(fraction done) after every tile;
     canceled() is polled every POLL_S: then the tiles still submitted are canceled and CanceledError
     is raised. A worker that dies has its tiles run again elsewhere by Dask; one that dies every
     time (out of memory) ends the run with a message saying so."""
-    tiles = list(tiles)
-    limit = max(1, sum(client.nthreads().values())) * (1 + TILES_AHEAD)
     pending = {}
     finished = queue.Queue()  # futures, put there by Dask as they finish
     queued = iter(tiles)
     done = 0
     try:
         while True:
+            limit = max(1, sum(client.nthreads().values())) * (1 + TILES_AHEAD)
             while len(pending) < limit:
                 tile, arguments = next(queued, (None, None))
                 if arguments is None:
@@ -169,7 +167,7 @@ def run_tiles(client, task, tiles, write, progress, canceled):
                 future = finished.get(timeout=POLL_S)
                 write(pending.pop(future), _result(future, task))
                 done += 1
-                progress(done / len(tiles))
+                progress(done / count)
             if canceled():
                 raise CanceledError()
     except BaseException:

@@ -418,13 +418,37 @@ class OrdinaryKriging:
     def _predict_local(self, targets, k, skip_nearest=False):
         # One neighbour query for the whole chunk, on every core; then the systems in groups of
         # nearby targets, which share most of their neighbours.
-        distances, index = self.tree.query(targets, k=k + skip_nearest, workers=-1)
-        distances = distances.reshape(len(targets), -1)[:, int(skip_nearest) :]  # k = 1 comes squeezed
-        index = index.reshape(len(targets), -1)[:, int(skip_nearest) :]
+        distances, index = self._neighbours(targets, k + skip_nearest)
+        distances, index = distances[:, int(skip_nearest) :], index[:, int(skip_nearest) :]
         order = spatial_order(targets, GROUP)
         return self._in_batches(
             len(targets), lambda part: self._solve_group(distances[order[part]], index[order[part]]), order
         )
+
+    def _neighbours(self, targets, count):
+        """The `count` nearest points of each target, (distances, indices) nearest first, and
+        among equal distances the lower index first, also for the last place: a Dask block's
+        subset of the points, kept in their order, then gives the same neighbours in the same
+        order as all the points (cKDTree's own pick among ties depends on the tree: on points
+        with whole-metre coordinates, 660 of 250 000 cells differed by up to 0.6 % of the range)."""
+        extra = int(count < len(self.z))  # one more, to see a tie at the last place
+        distances, index = self.tree.query(targets, k=count + extra, workers=-1)
+        distances = distances.reshape(len(targets), -1)  # k = 1 comes squeezed
+        index = index.reshape(len(targets), -1)
+        if extra:
+            for row in np.flatnonzero(distances[:, count - 1] == distances[:, count]):
+                reach = distances[row, count - 1] * (1 + 1e-9)  # the ball's test rounds otherwise
+                within = np.asarray(self.tree.query_ball_point(targets[row], reach), np.intp)
+                far = np.hypot(*(self.xy[within] - targets[row]).T)
+                best = np.lexsort((within, far))[:count]
+                distances[row, :count], index[row, :count] = far[best], within[best]
+            distances, index = distances[:, :count], index[:, :count]
+        tied = np.flatnonzero((distances[:, 1:] == distances[:, :-1]).any(axis=1))
+        if len(tied):
+            order = np.lexsort((index[tied], distances[tied]), axis=-1)
+            distances[tied] = np.take_along_axis(distances[tied], order, axis=1)
+            index[tied] = np.take_along_axis(index[tied], order, axis=1)
+        return distances, index
 
     def _solve_group(self, distances, index):
         """Kriges the targets of one group from their neighbours' distances and indices (B, k).

@@ -194,6 +194,40 @@ def test_a_worker_that_dies_on_every_try_ends_the_run_with_a_message(plugin, sma
     assert not list(tmp_path.iterdir())
 
 
+def test_a_remote_cluster_without_the_plugin_is_sent_it(plugin, small_blocks, tmp_path):
+    """A scheduler and a worker started on their own, in a Python that cannot import the plugin
+    (as on another machine): the plugin is sent to both, and the rasters are this process's."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    environment = {"PATH": os.environ["PATH"], "HOME": str(remote)}
+    environment["PYTHONPATH"] = os.path.dirname(os.path.dirname(distributed.__file__))  # dask, not the plugin
+    commands = (
+        ["-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        ["-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard"],
+    )
+    started = [
+        subprocess.Popen([sys.executable, *command], env=environment, cwd=remote, stderr=subprocess.DEVNULL)
+        for command in commands
+    ]
+    try:
+        with distributed.Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+            lacks = f"__import__('importlib.util').util.find_spec({dask_tiles.PACKAGE!r}) is None"
+            assert list(client.run(eval, lacks).values()) == [True] and client.run_on_scheduler(eval, lacks)
+        expected = krige(tmp_path, "here")
+        assert_same_rasters(krige(tmp_path, "remote", SCHEDULER=address), expected)
+    finally:
+        for process in started:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def test_the_plugin_sent_to_workers_imports_without_it(dask_cluster):
     """A worker of a remote cluster has no plugin: the zip sent to it must be importable alone."""
     _, client = dask_cluster

@@ -354,3 +354,26 @@ def test_a_groups_distinct_neighbours_are_np_unique_up_to_order():
         union, positions = workspace.distinct(index, 500)
         np.testing.assert_array_equal(np.sort(union), np.unique(index))
         np.testing.assert_array_equal(union[positions], index)
+
+
+@pytest.mark.parametrize("lattice", [True, False], ids=["points on a lattice", "whole-metre coordinates"])
+def test_a_block_kriged_from_its_points_in_reach_is_what_predict_gives(lattice):
+    """What a Dask worker kriges (krige_block on block_tasks' points) equals predict bit for bit,
+    also where several points tie at the last neighbour's distance."""
+    from insar_subsidence.core.grid import Grid
+    from insar_subsidence.core.kriging import krige_block
+
+    rng = np.random.default_rng(2)
+    if lattice:
+        x, y = (a.ravel() for a in np.meshgrid(np.arange(0, 2000, 100.0), np.arange(0, 1500, 100.0)))
+    else:
+        x, y = np.unique(np.round(rng.uniform(0, 2000, (3000, 2))), axis=0).T
+    z = np.sin(x / 300) * np.cos(y / 200) + rng.normal(0, 0.1, len(x))
+    kriging = OrdinaryKriging(x, y, z, Variogram("spherical", (1.0, 1000.0, 0.1)), 16)
+    grid = Grid(0.0, 1500.0, 25.0, 25.0, 80, 60)
+    blocks = [(row, min(row + 7, grid.height)) for row in range(0, grid.height, 7)]
+    for block, arguments in kriging.block_tasks(grid, blocks):
+        values, variances, _, _ = krige_block(*arguments)
+        expected = kriging.predict(*grid.centres(*block))
+        np.testing.assert_array_equal(values, expected[0])
+        np.testing.assert_array_equal(variances, expected[1])

@@ -88,7 +88,9 @@ def child(where, output):
             figures["start_up"] = time.perf_counter() - began
             began = time.perf_counter()
             tasks = timed(kriging.block_tasks(grid, blocks))
-            dask_tiles.run_tiles(client, timed_krige_block, tasks, write_result, lambda _: None, lambda: False)
+            dask_tiles.run_tiles(
+                client, timed_krige_block, tasks, len(blocks), write_result, lambda _: None, lambda: False
+            )
             figures.update(run=time.perf_counter() - began, worked=sum(worked), serial=sum(serial), tiles=len(blocks))
     figures["seconds"] = time.perf_counter() - start
     dataset = None
