@@ -94,12 +94,10 @@ class Distance(SubsidenceAlgorithm):
         inside = polygon_cells(polygons, grid, crs.toWkt()) if polygons else None
         piece = max(grid.pixel_width, grid.pixel_height)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        rows_per_block = max(1, BLOCK_CELLS // grid.width)
         with Float32Rasters([(output, [f"distance to {source.sourceName()}"])], grid, crs) as raster:
-            for row in range(0, grid.height, rows_per_block):
+            for row, stop in grid.row_blocks(BLOCK_CELLS):
                 if feedback.isCanceled():
                     raise QgsProcessingException(self.tr("Canceled: no output was written."))
-                stop = min(row + rows_per_block, grid.height)
                 x, y = grid.centres(row, stop)
                 targets = np.column_stack([x.ravel(), y.ravel()])
                 nearest = np.full(len(targets), np.inf)

@@ -328,8 +328,7 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
         """Kriges the grid by blocks of rows into the surface and, when the second of `outputs` is
         not empty, the variance (band names `names`), here or on the Dask `scheduler`;
         adjust(first row, stop row, values, variances), when given, returns what is written."""
-        rows_per_block = max(1, BLOCK_CELLS // grid.width)
-        blocks = [(row, min(row + rows_per_block, grid.height)) for row in range(0, grid.height, rows_per_block)]
+        blocks = grid.row_blocks(BLOCK_CELLS)
         output, variance_output = outputs
         files = [(output, [names[0]])] + ([(variance_output, [names[1]])] if variance_output else [])
         with Float32Rasters(files, grid, crs) as rasters:
@@ -346,7 +345,8 @@ class KrigingAlgorithm(SubsidenceAlgorithm):
                     f"Global kriging runs in this process, not on {describe(scheduler)}: its one "
                     "system serves every cell."
                 )
-            if scheduler and not kriging.is_global:
+                scheduler = ""
+            if scheduler:
                 self._krige_on_cluster(kriging, grid, blocks, write, scheduler, feedback)
             else:
                 for block in blocks:

@@ -103,14 +103,10 @@ def _check_packages(client, packages):
     """Refuses a cluster on which a worker cannot import one of `packages`, naming both; sends the
     plugin to a scheduler and workers that lack it (a remote cluster), as a zip they put on their
     path. The check itself is builtins only (eval), which any worker can unpickle."""
-    wanted = (*packages, PACKAGE)
-    missing = client.run(eval, _missing_expression(wanted))
-    if PACKAGE in client.run_on_scheduler(eval, _missing_expression([PACKAGE])) or any(
-        PACKAGE in names for names in missing.values()
-    ):
+    missing = _lacking(client, packages)
+    if any(PACKAGE in names for names in missing.values()):
         _send_plugin(client)
-        missing = client.run(eval, _missing_expression(wanted))
-        missing["the scheduler"] = client.run_on_scheduler(eval, _missing_expression([PACKAGE]))
+        missing = _lacking(client, packages)
     missing = {worker: names for worker, names in missing.items() if names}
     if missing:
         lines = "; ".join(f"{worker} lacks {', '.join(names)}" for worker, names in sorted(missing.items()))
@@ -118,6 +114,14 @@ def _check_packages(client, packages):
             f"Some Dask workers cannot run these tiles: {lines}. Install those packages into the workers' "
             "Python (python -m pip install …), then run again."
         )
+
+
+def _lacking(client, packages):
+    """{worker address, or "the scheduler": what it cannot import} of `packages` and the plugin
+    (the scheduler unpickles the tasks, so it needs the plugin too)."""
+    lacking = client.run(eval, _missing_expression((*packages, PACKAGE)))
+    lacking["the scheduler"] = client.run_on_scheduler(eval, _missing_expression([PACKAGE]))
+    return lacking
 
 
 def _missing_expression(packages):

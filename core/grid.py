@@ -59,6 +59,12 @@ class Grid:
     def geotransform(self):
         return (self.left, self.pixel_width, 0.0, self.top, 0.0, -self.pixel_height)
 
+    def row_blocks(self, cells):
+        """(first row, stop row) of consecutive blocks of whole rows, each of about `cells` cells
+        (at least one row), covering the grid."""
+        rows = max(1, cells // self.width)
+        return [(first, min(first + rows, self.height)) for first in range(0, self.height, rows)]
+
     def centres(self, row_start, row_stop):
         """Cell-centre coordinates (x, y) of rows row_start .. row_stop - 1, each (rows, width)."""
         x = self.left + (np.arange(self.width) + 0.5) * self.pixel_width

@@ -525,14 +525,11 @@ class OrdinaryKriging:
     def block_tasks(self, grid, blocks):
         """(block, arguments of krige_block) for each block (first row, stop row) of the grid: the
         task a worker runs to krige the block as predict would here, given only the points that can
-        be among its cells' neighbours (every point for global kriging)."""
+        be among its cells' neighbours."""
         for first, stop in blocks:
-            if self.is_global:
-                chosen = slice(None)
-            else:
-                chosen = self._points_in_reach(grid, first, stop)
+            chosen = self._points_in_reach(grid, first, stop)
             points = (self.xy[chosen, 0], self.xy[chosen, 1], self.z[chosen])
-            yield (first, stop), (*points, self.variogram, 0 if self.is_global else self.k, grid, first, stop)
+            yield (first, stop), (*points, self.variogram, self.k, grid, first, stop)
 
     def _points_in_reach(self, grid, first, stop):
         """Indices of the points that can be among the k nearest of a cell of rows first .. stop - 1.

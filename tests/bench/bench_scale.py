@@ -51,8 +51,7 @@ def child(where, output):
 
     x, y, z = subsidence_bowls(POINTS, extent=EXTENT)
     grid = Grid(0.0, EXTENT, EXTENT / SIDE, EXTENT / SIDE, SIDE, SIDE)
-    rows = max(1, BLOCK_CELLS // grid.width)
-    blocks = [(row, min(row + rows, grid.height)) for row in range(0, grid.height, rows)]
+    blocks = grid.row_blocks(BLOCK_CELLS)
     dataset = gdal.GetDriverByName("GTiff").Create(output, SIDE, SIDE, 2, gdal.GDT_Float32, ["TILED=YES"])
     start = time.perf_counter()
     kriging = OrdinaryKriging(x, y, z, VARIOGRAM, NEIGHBOURS)
