@@ -109,18 +109,19 @@ class _Points:
         self.xs, self.ys, self.other_values, self.ids, self.extras = [], [], [], [], []  # the others, part by part
         self.skipped = {"no geometry": 0, "no value": 0, "not transformable": 0}
 
-    def has_value(self, value, feature_id):
-        """Whether `value` (a field's value) is a finite number; counts or records it if not."""
+    def finite(self, value, feature_id):
+        """`value` (a field's value) as a float when it is a finite number, else None, counted or
+        recorded."""
         try:
             value = float(value)
         except (TypeError, ValueError):
             value = math.nan
         if math.isfinite(value):
-            return True
+            return value
         if math.isinf(value):  # NULL or NaN: no value; ±inf: an error, reported by point_values
             self.infinite.append(feature_id)
         self.skipped["no value"] += 1
-        return False
+        return None
 
     def add_geometry(self, geometry, value, feature_id, extra):
         """Every part of a geometry other than a 2D single point."""
@@ -167,10 +168,9 @@ def _collect_features(points, source, field, extra_field, feedback):
         if geometry.isEmpty():
             points.skipped["no geometry"] += 1
             continue
-        value = feature.attribute(value_index)
-        if not points.has_value(value, feature.id()):
+        value = points.finite(feature.attribute(value_index), feature.id())
+        if value is None:
             continue
-        value = float(value)
         extra = feature.attribute(extra_index) if extra_field else None
         wkb = geometry.asWkb()
         if len(wkb) == POINT_WKB_SIZE:
@@ -205,9 +205,11 @@ def _collect_columns(points, batches, total, feedback):
         if not sizes.all():
             raise _ColumnsDifferError()
         simple = sizes == POINT_WKB_SIZE
-        simple[simple] = _are_points(np.frombuffer(_joined(wkbs, simple), np.uint8))
+        candidates = np.frombuffer(_joined(wkbs, simple), np.uint8).reshape(-1, POINT_WKB_SIZE)
+        are_points = _are_points(candidates)
+        simple[simple] = are_points
         empty = np.zeros(len(sizes), bool)
-        empty[simple] = np.isnan(_point_coordinates(_joined(wkbs, simple))).any(axis=1)  # POINT EMPTY
+        empty[simple] = np.isnan(_point_coordinates(candidates[are_points])).any(axis=1)  # POINT EMPTY
         others = {}  # row: its geometry, for the rows other than 2D single points
         for row in np.flatnonzero(~simple & ~empty):
             geometry = QgsGeometry()
@@ -219,7 +221,7 @@ def _collect_columns(points, batches, total, feedback):
         points.skipped["no geometry"] += int(empty.sum())
         finite = np.isfinite(values)
         for row in np.flatnonzero(~empty & ~finite):  # in the order QGIS meets them
-            points.has_value(values[row], int(ids[row]))
+            points.finite(values[row], int(ids[row]))
         for row, geometry in others.items():
             if finite[row] and not empty[row]:
                 points.add_geometry(geometry, float(values[row]), int(ids[row]), None)
@@ -233,16 +235,15 @@ def _collect_columns(points, batches, total, feedback):
         raise _ColumnsDifferError()
 
 
-def _are_points(wkbs):
-    """Which of the 21-byte WKBs end to end (uint8) are 2D points, in either byte order."""
-    rows = wkbs.reshape(-1, POINT_WKB_SIZE)
+def _are_points(rows):
+    """Which of the 21-byte WKBs (uint8 rows) are 2D points, in either byte order."""
     little = (rows[:, 0] == 1) & (rows[:, 1:5] == (1, 0, 0, 0)).all(axis=1)
     big = (rows[:, 0] == 0) & (rows[:, 1:5] == (0, 0, 0, 1)).all(axis=1)
     return little | big
 
 
 def _point_coordinates(wkbs):
-    """(x, y) of 2D point WKBs end to end (bytes), of either byte order: (n, 2)."""
+    """(x, y) of 2D point WKBs end to end (bytes, or uint8 rows), of either byte order: (n, 2)."""
     rows = np.frombuffer(wkbs, np.uint8).reshape(-1, POINT_WKB_SIZE)
     xy = rows[:, 5:].copy().view("<f8")  # a copy: frombuffer's array is read-only
     big_endian = rows[:, 0] == 0  # WKB's first byte: 1 little-endian, as QGIS writes on x86 and ARM
@@ -278,15 +279,15 @@ def whole_ogr_layer(algorithm, parameters, name, context):
     feature is read as the file holds it: an OGR layer without a selection, feature limit or
     filter, subset string, unsaved edits or other options; else None."""
     value = parameters.get(name)
-    if isinstance(value, QgsProcessingFeatureSourceDefinition) and (
-        value.selectedFeaturesOnly
-        or value.featureLimit >= 0
-        or getattr(value, "filterExpression", "")  # QGIS 3.32 and later
-        or bool(value.flags & QgsProcessingFeatureSourceDefinition.FlagOverrideDefaultGeometryCheck)
-    ):
-        return None
-    if isinstance(value, QgsProcessingFeatureSourceDefinition):  # the layer alone, which this function reads
-        parameters = {**parameters, name: value.source.staticValue()}
+    if isinstance(value, QgsProcessingFeatureSourceDefinition):
+        if (
+            value.selectedFeaturesOnly
+            or value.featureLimit >= 0
+            or getattr(value, "filterExpression", "")  # QGIS 3.32 and later
+            or value.flags & QgsProcessingFeatureSourceDefinition.FlagOverrideDefaultGeometryCheck
+        ):
+            return None
+        parameters = {**parameters, name: value.source.staticValue()}  # the layer alone, read here
     layer = algorithm.parameterAsVectorLayer(parameters, name, context)
     if layer is None or layer.providerType() != "ogr" or layer.subsetString() or layer.isModified():
         return None
